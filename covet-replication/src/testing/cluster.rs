@@ -1,0 +1,750 @@
+//! [`LocalCluster`]: a primary and hot standbys on loopback ports, for tests and demos.
+
+use std::fmt;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{Connection, PgConnection};
+
+use super::ClusterError;
+use super::binaries::find_bindir;
+use super::process::{self, RunAs};
+use super::registry;
+
+/// How long any single wait of the harness may take before it gives up with [`ClusterError::Timeout`].
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL: Duration = Duration::from_millis(10);
+
+/// Settings every node gets. Durability across an OS crash is not needed by a test cluster, speed is;
+/// a SIGKILL of a postmaster (our "crash") loses nothing with `fsync = off`.
+const BASE_CONF: &str = "
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+wal_level = replica
+hot_standby = on
+max_wal_senders = 16
+max_replication_slots = 16
+wal_keep_size = '256MB'
+fsync = off
+shared_buffers = '32MB'
+max_connections = 200
+wal_receiver_status_interval = '1s'
+hot_standby_feedback = on
+logging_collector = off
+log_min_messages = warning
+log_line_prefix = '%m [%p] '
+checkpoint_timeout = '30min'
+";
+
+/// Builder for a [`LocalCluster`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), covet_replication::testing::ClusterError> {
+/// use covet_replication::testing::LocalCluster;
+/// let cluster = LocalCluster::builder().replicas(2).regions(["eu", "eu", "us"]).start().await?;
+/// let primary = cluster.connect_options(0)?;
+/// # let _ = primary; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LocalClusterBuilder {
+    replicas: usize,
+    regions: Vec<String>,
+    synchronous: bool,
+    password: Option<String>,
+    settings: Vec<(String, String)>,
+    base_port: Option<u16>,
+    timeout: Duration,
+    bindir: Option<PathBuf>,
+    temp_root: Option<PathBuf>,
+}
+
+impl Default for LocalClusterBuilder {
+    fn default() -> Self {
+        Self {
+            // One primary and two standbys: the smallest cluster where selection is a choice.
+            replicas: 2,
+            regions: Vec::new(),
+            synchronous: false,
+            password: None,
+            settings: Vec::new(),
+            base_port: None,
+            timeout: DEFAULT_TIMEOUT,
+            bindir: None,
+            temp_root: None,
+        }
+    }
+}
+
+impl LocalClusterBuilder {
+    /// Number of hot standbys (default 2).
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// Region label per node, primary first; nodes without one get `"local"`.
+    pub fn regions<I, S>(mut self, regions: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.regions = regions.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Makes every standby synchronous (`synchronous_standby_names = 'ANY 1 (...)'`).
+    pub fn synchronous(mut self, on: bool) -> Self {
+        self.synchronous = on;
+        self
+    }
+
+    /// Requires SCRAM password authentication for TCP connections, with this password for `postgres`.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// An extra `postgresql.conf` setting for every node.
+    pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Uses ports `base..base + nodes` instead of free ports chosen by the OS.
+    pub fn base_port(mut self, port: u16) -> Self {
+        self.base_port = Some(port);
+        self
+    }
+
+    /// Upper bound for every wait (default 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Directory holding `initdb`, `postgres` and `pg_basebackup` (default: [`BINDIR_ENV`](super::BINDIR_ENV),
+    /// `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`).
+    pub fn bindir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bindir = Some(dir.into());
+        self
+    }
+
+    /// Where the cluster directory is created (default: the system temporary directory).
+    pub fn temp_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.temp_root = Some(dir.into());
+        self
+    }
+
+    /// Creates the primary, base-backs-up the standbys and waits until each one streams.
+    ///
+    /// # Errors
+    /// [`ClusterError`] says what is missing (binaries, the `postgres` OS user, a writable
+    /// temporary directory, a free port) or which node failed, with the end of its log.
+    pub async fn start(self) -> Result<LocalCluster, ClusterError> {
+        let started = Instant::now();
+        let bindir = find_bindir(self.bindir.as_deref())?;
+        let run_as = RunAs::detect()?;
+        let temp_root = self.temp_root.clone().unwrap_or_else(std::env::temp_dir);
+        registry::sweep_stale(&temp_root);
+        let dir = registry::create_dir(&temp_root)?;
+        run_as.give(dir.path())?;
+        let ports = self.ports()?;
+        let nodes = (0..=self.replicas)
+            .map(|i| Node {
+                name: if i == 0 {
+                    "primary".into()
+                } else {
+                    format!("replica{i}")
+                },
+                port: ports[i],
+                region: self.regions.get(i).cloned().unwrap_or_else(|| "local".into()),
+                child: None,
+            })
+            .collect();
+        let cluster = LocalCluster {
+            bindir,
+            run_as,
+            dir,
+            password: self.password.clone(),
+            timeout: self.timeout,
+            nodes: Mutex::new(nodes),
+            primary: Mutex::new(0),
+            startup: Duration::ZERO,
+        };
+        registry::register(&cluster);
+        let mut cluster = cluster;
+        cluster.init_primary(&self).await?;
+        cluster.start_node(0).await?;
+        futures::future::try_join_all((1..=self.replicas).map(|i| cluster.clone_standby(i))).await?;
+        futures::future::try_join_all((1..=self.replicas).map(|i| cluster.start_node(i))).await?;
+        if self.synchronous && self.replicas > 0 {
+            let names: Vec<String> = (1..=self.replicas).map(|i| format!("replica{i}")).collect();
+            let sql = format!(
+                "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 ({})'",
+                names.join(", ")
+            );
+            cluster.execute(0, &sql).await?;
+            cluster.execute(0, "SELECT pg_reload_conf()").await?;
+        }
+        cluster.wait_streaming().await?;
+        cluster.startup = started.elapsed();
+        tracing::info!(target: "covet::testing", nodes = self.replicas + 1, startup = ?cluster.startup, "local cluster ready");
+        Ok(cluster)
+    }
+
+    fn ports(&self) -> Result<Vec<u16>, ClusterError> {
+        (0..=self.replicas)
+            .map(|i| match self.base_port {
+                Some(base) => {
+                    let port = base
+                        .checked_add(i as u16)
+                        .ok_or(ClusterError::PortInUse { port: base })?;
+                    TcpListener::bind(("127.0.0.1", port)).map_err(|_| ClusterError::PortInUse { port })?;
+                    Ok(port)
+                }
+                None => free_port(),
+            })
+            .collect()
+    }
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("binding a free loopback port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(ClusterError::io("reading a bound port"))?
+        .port())
+}
+
+struct Node {
+    name: String,
+    port: u16,
+    region: String,
+    child: Option<Child>,
+}
+
+/// What the harness knows about one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeInfo {
+    /// Index used by every [`LocalCluster`] operation; 0 is the node started as primary.
+    pub index: usize,
+    /// `primary`, `replica1`, ... (the standby's `application_name`).
+    pub name: String,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Region label from the builder.
+    pub region: String,
+    /// Whether its server process is running.
+    pub running: bool,
+}
+
+/// A real PostgreSQL primary with streaming hot standbys, in a temporary directory.
+///
+/// Dropping it stops every server it started and removes the directory; if the process dies
+/// without unwinding, the servers die with it and the next cluster removes the directory.
+pub struct LocalCluster {
+    bindir: PathBuf,
+    run_as: RunAs,
+    dir: tempfile::TempDir,
+    password: Option<String>,
+    timeout: Duration,
+    nodes: Mutex<Vec<Node>>,
+    primary: Mutex<usize>,
+    startup: Duration,
+}
+
+impl fmt::Debug for LocalCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalCluster")
+            .field("dir", &self.dir.path())
+            .field("nodes", &self.nodes())
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalCluster {
+    /// A builder with the defaults: one primary, two standbys, trust authentication.
+    pub fn builder() -> LocalClusterBuilder {
+        LocalClusterBuilder::default()
+    }
+
+    /// The cluster's directory (data directories and server logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// How long [`LocalClusterBuilder::start`] took, until every standby streamed.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// All nodes, primary first.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes = lock(&self.nodes);
+        nodes
+            .iter_mut()
+            .enumerate()
+            .map(|(index, n)| NodeInfo {
+                index,
+                name: n.name.clone(),
+                port: n.port,
+                region: n.region.clone(),
+                running: n.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))),
+            })
+            .collect()
+    }
+
+    /// Index of the current primary (0 until [`promote`](Self::promote) names another).
+    pub fn primary(&self) -> usize {
+        *lock(&self.primary)
+    }
+
+    /// Indexes of the nodes started as standbys.
+    pub fn replicas(&self) -> Vec<usize> {
+        let primary = self.primary();
+        (0..lock(&self.nodes).len()).filter(|&i| i != primary).collect()
+    }
+
+    /// Process ids of the running postmasters.
+    pub fn server_pids(&self) -> Vec<u32> {
+        lock(&self.nodes)
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// Connection options for `node` (database `postgres`, user `postgres`, TLS off).
+    ///
+    /// # Errors
+    /// [`ClusterError::UnknownNode`] for an index out of range.
+    pub fn connect_options(&self, node: usize) -> Result<PgConnectOptions, ClusterError> {
+        let port = self.port(node)?;
+        let opts = PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(port)
+            .username("postgres")
+            .database("postgres")
+            .ssl_mode(PgSslMode::Disable);
+        Ok(match &self.password {
+            Some(pw) => opts.password(pw),
+            None => opts,
+        })
+    }
+
+    /// A `postgres://` URL for `node`, with the password if the cluster has one.
+    ///
+    /// # Errors
+    /// [`ClusterError::UnknownNode`] for an index out of range.
+    pub fn url(&self, node: usize) -> Result<String, ClusterError> {
+        let port = self.port(node)?;
+        let auth = self.password.as_ref().map(|pw| format!(":{pw}")).unwrap_or_default();
+        Ok(format!(
+            "postgres://postgres{auth}@127.0.0.1:{port}/postgres?sslmode=disable"
+        ))
+    }
+
+    /// Crashes `node`: SIGKILL of its postmaster. Returns once the process is gone.
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidState`] if it is not running.
+    pub async fn kill(&self, node: usize) -> Result<(), ClusterError> {
+        self.stop_with(node, libc::SIGKILL).await
+    }
+
+    /// Stops `node` with a fast shutdown (SIGINT). Returns once the process has exited.
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidState`] if it is not running.
+    pub async fn stop(&self, node: usize) -> Result<(), ClusterError> {
+        self.stop_with(node, libc::SIGINT).await
+    }
+
+    /// Starts a stopped or killed `node` and waits until it accepts connections
+    /// (and, for a standby, until the primary sees it streaming again).
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidState`] if it is running; [`ClusterError::ServerExited`] with the
+    /// log if it does not come up.
+    pub async fn start(&self, node: usize) -> Result<(), ClusterError> {
+        if self.nodes().get(node).is_some_and(|n| n.running) {
+            return Err(ClusterError::InvalidState {
+                node,
+                reason: "already running".into(),
+            });
+        }
+        self.start_node(node).await?;
+        if node != self.primary() && self.is_standby(node).await? {
+            self.wait_streaming().await?;
+        }
+        Ok(())
+    }
+
+    /// Sets `recovery_min_apply_delay` on standby `node`: real, configurable replication lag.
+    /// Returns once the server reports the new value.
+    ///
+    /// # Errors
+    /// [`ClusterError::Sql`] if the node cannot be reached.
+    pub async fn set_apply_delay(&self, node: usize, delay: Duration) -> Result<(), ClusterError> {
+        let ms = delay.as_millis();
+        self.execute(node, &format!("ALTER SYSTEM SET recovery_min_apply_delay = '{ms}ms'"))
+            .await?;
+        self.execute(node, "SELECT pg_reload_conf()").await?;
+        let expected = ms.to_string();
+        self.wait_for(node, "the new recovery_min_apply_delay", move |conn| {
+            let expected = expected.clone();
+            Box::pin(async move {
+                let v: String =
+                    sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'")
+                        .fetch_one(conn)
+                        .await?;
+                Ok(v == expected)
+            })
+        })
+        .await
+    }
+
+    /// Pauses WAL replay on standby `node`; returns once replay is paused.
+    ///
+    /// # Errors
+    /// [`ClusterError::Sql`] if the node cannot be reached or is not a standby.
+    pub async fn pause_replay(&self, node: usize) -> Result<(), ClusterError> {
+        self.execute(node, "SELECT pg_wal_replay_pause()").await?;
+        self.wait_for(node, "replay to pause", |conn| {
+            Box::pin(async move {
+                let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
+                    .fetch_one(conn)
+                    .await?;
+                Ok(state == "paused")
+            })
+        })
+        .await
+    }
+
+    /// Resumes WAL replay on standby `node`; returns once replay runs.
+    ///
+    /// # Errors
+    /// [`ClusterError::Sql`] if the node cannot be reached or is not a standby.
+    pub async fn resume_replay(&self, node: usize) -> Result<(), ClusterError> {
+        self.execute(node, "SELECT pg_wal_replay_resume()").await?;
+        self.wait_for(node, "replay to resume", |conn| {
+            Box::pin(async move {
+                let paused: bool = sqlx::query_scalar("SELECT pg_is_wal_replay_paused()")
+                    .fetch_one(conn)
+                    .await?;
+                Ok(!paused)
+            })
+        })
+        .await
+    }
+
+    /// Promotes standby `node` (`pg_promote`); returns once it accepts writes.
+    /// The other standbys keep following the old primary: repointing them is failover's job.
+    ///
+    /// # Errors
+    /// [`ClusterError::Sql`] if the node cannot be reached or promotion fails.
+    pub async fn promote(&self, node: usize) -> Result<(), ClusterError> {
+        let secs = self.timeout.as_secs().max(1);
+        self.execute(node, &format!("SELECT pg_promote(true, {secs})")).await?;
+        self.wait_for(node, "promotion", |conn| {
+            Box::pin(async move {
+                let recovering: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(conn).await?;
+                Ok(!recovering)
+            })
+        })
+        .await?;
+        *lock(&self.primary) = node;
+        Ok(())
+    }
+
+    /// Waits until every running standby of the current primary is `streaming` in
+    /// `pg_stat_replication` and has replayed everything the primary had written when called.
+    ///
+    /// # Errors
+    /// [`ClusterError::Timeout`] naming the standbys that did not catch up.
+    pub async fn wait_streaming(&self) -> Result<(), ClusterError> {
+        let primary = self.primary();
+        let standbys: Vec<String> = self
+            .nodes()
+            .into_iter()
+            .filter(|n| n.index != primary && n.running)
+            .map(|n| n.name)
+            .collect();
+        let what = format!("standbys {standbys:?} to stream from the primary");
+        self.wait_for(primary, &what, move |conn| {
+            let standbys = standbys.clone();
+            Box::pin(async move {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' \
+                     AND application_name = ANY($1) AND replay_lsn >= pg_current_wal_lsn()",
+                )
+                .bind(&standbys)
+                .fetch_one(conn)
+                .await?;
+                Ok(n as usize == standbys.len())
+            })
+        })
+        .await
+    }
+
+    /// Runs one statement on `node` on a fresh connection (no result).
+    ///
+    /// # Errors
+    /// [`ClusterError::Sql`] with the node.
+    pub async fn execute(&self, node: usize, sql: &str) -> Result<(), ClusterError> {
+        let mut conn = self.connect(node).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+            .map_err(|source| ClusterError::Sql { node, source })?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// Opens a connection to `node`, retrying until the cluster timeout while it starts up.
+    ///
+    /// # Errors
+    /// [`ClusterError::Sql`] with the last connection error.
+    pub async fn connect(&self, node: usize) -> Result<PgConnection, ClusterError> {
+        let opts = self.connect_options(node)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match PgConnection::connect_with(&opts).await {
+                Ok(conn) => return Ok(conn),
+                Err(source) if Instant::now() >= deadline => return Err(ClusterError::Sql { node, source }),
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
+    }
+
+    fn port(&self, node: usize) -> Result<u16, ClusterError> {
+        let nodes = lock(&self.nodes);
+        nodes.get(node).map(|n| n.port).ok_or(ClusterError::UnknownNode {
+            node,
+            count: nodes.len(),
+        })
+    }
+
+    fn data_dir(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("node{node}"))
+    }
+
+    fn log_path(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("node{node}.log"))
+    }
+
+    async fn is_standby(&self, node: usize) -> Result<bool, ClusterError> {
+        let mut conn = self.connect(node).await?;
+        sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|source| ClusterError::Sql { node, source })
+    }
+
+    /// Polls `check` on a connection to `node` until it returns true or the timeout passes.
+    async fn wait_for<F>(&self, node: usize, what: &str, check: F) -> Result<(), ClusterError>
+    where
+        F: for<'c> Fn(&'c mut PgConnection) -> futures::future::BoxFuture<'c, Result<bool, sqlx::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut conn = self.connect(node).await?;
+        loop {
+            match check(&mut conn).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(source) => return Err(ClusterError::Sql { node, source }),
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    what: format!("{what} on node {node}"),
+                    after: self.timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn init_primary(&self, opts: &LocalClusterBuilder) -> Result<(), ClusterError> {
+        let data = self.data_dir(0);
+        let mut cmd = self.run_as.command(&self.bindir.join("initdb"), self.dir.path());
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "-N", "--no-instructions"]);
+        if self.password.is_some() {
+            let pwfile = self.dir.path().join("pwfile");
+            let password = self.password.as_deref().unwrap_or_default();
+            std::fs::write(&pwfile, password).map_err(ClusterError::io("writing the password file"))?;
+            self.run_as.give(&pwfile)?;
+            cmd.arg("--pwfile")
+                .arg(&pwfile)
+                .args(["--auth-local=trust", "--auth-host=scram-sha-256"]);
+        } else {
+            cmd.arg("--auth=trust");
+        }
+        process::run_tool(cmd, self.timeout).await?;
+        let _ = std::fs::remove_file(self.dir.path().join("pwfile"));
+        let mut conf = String::from(BASE_CONF);
+        for (name, value) in &opts.settings {
+            conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
+        }
+        append(&data.join("postgresql.conf"), &conf)
+    }
+
+    async fn clone_standby(&self, node: usize) -> Result<(), ClusterError> {
+        let (primary_port, name) = {
+            let nodes = lock(&self.nodes);
+            (nodes[0].port, nodes[node].name.clone())
+        };
+        let conninfo = self.conninfo(primary_port, &name);
+        let data = self.data_dir(node);
+        let mut cmd = self.run_as.command(&self.bindir.join("pg_basebackup"), self.dir.path());
+        cmd.arg("-D").arg(&data).arg("-d").arg(&conninfo);
+        cmd.args(["-X", "stream", "-c", "fast", "-R", "-C", "-S", &name, "--no-sync"]);
+        process::run_tool(cmd, self.timeout).await?;
+        // -R wrote the backup's connection string; name the standby so pg_stat_replication shows it.
+        append(
+            &data.join("postgresql.auto.conf"),
+            &format!(
+                "primary_conninfo = '{}'\nprimary_slot_name = '{name}'\n",
+                conninfo.replace('\'', "''")
+            ),
+        )
+    }
+
+    fn conninfo(&self, port: u16, name: &str) -> String {
+        let mut s = format!("host=127.0.0.1 port={port} user=postgres application_name={name}");
+        if let Some(pw) = &self.password {
+            s.push_str(&format!(" password={pw}"));
+        }
+        s
+    }
+
+    /// Starts the postmaster of `node` and waits until it accepts connections.
+    async fn start_node(&self, node: usize) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.try_start(node).await {
+                // A crashed postmaster's backends may still hold its shared memory for a moment.
+                Err(ClusterError::ServerExited { log_tail, .. })
+                    if log_tail.contains("is still in use") && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_start(&self, node: usize) -> Result<(), ClusterError> {
+        let port = self.port(node)?;
+        let log_path = self.log_path(node);
+        let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(ClusterError::io(format!("opening {}", log_path.display())))?;
+        let log_err = log.try_clone().map_err(ClusterError::io("cloning the log handle"))?;
+        let mut cmd = self.run_as.command(&self.bindir.join("postgres"), self.dir.path());
+        cmd.arg("-D").arg(self.data_dir(node)).arg("-p").arg(port.to_string());
+        cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
+        // Own process group: a Ctrl-C in the terminal reaches us, and we shut the servers down.
+        cmd.process_group(0);
+        let child = process::spawn_tied(cmd).map_err(|source| ClusterError::Tool {
+            program: "postgres".into(),
+            status: format!("could not start: {source}"),
+            output: String::new(),
+        })?;
+        lock(&self.nodes)[node].child = Some(child);
+        let opts = self.connect_options(node)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(status) = self.exit_status(node) {
+                let text = std::fs::read(&log_path).unwrap_or_default();
+                let text = String::from_utf8_lossy(&text[(log_start as usize).min(text.len())..]).into_owned();
+                lock(&self.nodes)[node].child = None;
+                if text.contains("could not bind") || text.contains("Address already in use") {
+                    return Err(ClusterError::PortInUse { port });
+                }
+                let log_tail = format!("({status})\n{}", process::tail(&text, 15));
+                return Err(ClusterError::ServerExited { node, log_tail });
+            }
+            if PgConnection::connect_with(&opts).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Timeout {
+                    what: format!("node {node} to accept connections"),
+                    after: self.timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn exit_status(&self, node: usize) -> Option<std::process::ExitStatus> {
+        lock(&self.nodes)[node]
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    async fn stop_with(&self, node: usize, sig: libc::c_int) -> Result<(), ClusterError> {
+        self.port(node)?;
+        let child = lock(&self.nodes)[node].child.take();
+        let Some(mut child) = child else {
+            return Err(ClusterError::InvalidState {
+                node,
+                reason: "not running".into(),
+            });
+        };
+        process::signal(child.id(), sig);
+        if process::wait_exit(&mut child, self.timeout).await.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Stops every server now; used by `Drop` and the exit handler.
+    pub(crate) fn shutdown_all(&self) {
+        let mut nodes = lock(&self.nodes);
+        let mut children: Vec<Child> = nodes.iter_mut().filter_map(|n| n.child.take()).collect();
+        // Signal all first so the servers shut down in parallel.
+        for child in &children {
+            process::signal(child.id(), libc::SIGQUIT);
+        }
+        for child in &mut children {
+            process::terminate_blocking(child);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.shutdown_all();
+        registry::unregister(self.dir.path());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind: keep using it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn append(path: &Path, text: &str) -> Result<(), ClusterError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(ClusterError::io(format!("opening {}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .map_err(ClusterError::io(format!("writing {}", path.display())))
+}

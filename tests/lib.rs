@@ -1,0 +1,1 @@
+//! Integration tests against a real LocalCluster live in this package`s `[[test]]` targets.
