@@ -1,40 +1,96 @@
 //! The main demo: `cargo run --example quickstart`.
 //!
-//! With no database configured it starts a LocalCluster (a primary and two hot standbys) and
-//! shows where each statement runs.
+//! With `COVET_CONFIG` or `COVET_PRIMARY_URL` set it uses that cluster; otherwise it starts a
+//! LocalCluster (a primary and two hot standbys) itself. Then it swaps a `PgPool` for a
+//! `ReplicatedPool` and prints which server answered each statement.
 
 use covet_replication::testing::LocalCluster;
-use sqlx::{Connection, PgConnection};
+use covet_replication::{ReplicatedPool, ReplicationConfig, Target};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("starting a local cluster: 1 primary + 2 hot standbys ...");
-    let cluster = LocalCluster::builder().replicas(2).start().await?;
-    println!(
-        "ready in {:?} under {}",
-        cluster.startup_time(),
-        cluster.dir().display()
-    );
-    for node in cluster.nodes() {
-        println!("  node {} {:<9} 127.0.0.1:{}", node.index, node.name, node.port);
-    }
-
-    let mut primary = PgConnection::connect_with(&cluster.connect_options(0)?).await?;
-    sqlx::query("CREATE TABLE greetings (id serial PRIMARY KEY, text text NOT NULL)")
-        .execute(&mut primary)
-        .await?;
-    sqlx::query("INSERT INTO greetings (text) VALUES ('hello from the primary')")
-        .execute(&mut primary)
-        .await?;
-    cluster.wait_streaming().await?;
-
-    for node in cluster.replicas() {
-        let mut conn = PgConnection::connect_with(&cluster.connect_options(node)?).await?;
-        let (text, port, standby): (String, i32, bool) =
-            sqlx::query_as("SELECT text, inet_server_port(), pg_is_in_recovery() FROM greetings LIMIT 1")
-                .fetch_one(&mut conn)
+    // Keeps the local cluster alive until the end of main.
+    let (config, _cluster) =
+        if std::env::var_os("COVET_CONFIG").is_some() || std::env::var_os("COVET_PRIMARY_URL").is_some() {
+            println!("using the cluster from the environment");
+            (ReplicationConfig::from_env()?, None)
+        } else {
+            println!("no COVET_CONFIG / COVET_PRIMARY_URL: starting a local cluster (1 primary + 2 hot standbys) ...");
+            let cluster = LocalCluster::builder()
+                .replicas(2)
+                .regions(["eu", "eu", "us"])
+                .start()
                 .await?;
-        println!("read {text:?} from port {port} (standby: {standby})");
+            println!("ready in {:.2?}", cluster.startup_time());
+            (cluster.replication_config(), Some(cluster))
+        };
+    let ports: Vec<(u16, String)> = config.nodes().map(|n| (n.port, n.id.clone())).collect();
+    let name = |port: i32| {
+        ports
+            .iter()
+            .find(|(p, _)| i32::from(*p) == port)
+            .map_or("?".into(), |(_, id)| id.clone())
+    };
+    let show = |what: &str, port: i32| println!("{what:<44} served by {} (port {port})", name(port));
+
+    let db = ReplicatedPool::connect(config).await?;
+    for node in db.manager().nodes() {
+        let role = format!("{:?}", node.role);
+        println!(
+            "  {:<9} {role:<8} {:<8} region {}",
+            node.id,
+            node.state.to_string(),
+            node.region.as_deref().unwrap_or("-")
+        );
     }
+    println!();
+
+    // Ordinary sqlx code: only the executor changed.
+    sqlx::query("CREATE TABLE IF NOT EXISTS greetings (id serial PRIMARY KEY, text text NOT NULL, written_on int)")
+        .execute(&db)
+        .await?;
+    for text in ["hello", "hej", "hola"] {
+        let port: i32 = sqlx::query_scalar(
+            "INSERT INTO greetings (text, written_on) VALUES ($1, inet_server_port()) RETURNING written_on",
+        )
+        .bind(text)
+        .fetch_one(&db)
+        .await?;
+        show("INSERT ... RETURNING", port);
+    }
+    // Give the standbys a moment to replay (sessions with read-your-writes make this exact).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..6 {
+        let (n, port, standby): (i64, i32, bool) =
+            sqlx::query_as("SELECT count(*), inet_server_port(), pg_is_in_recovery() FROM greetings")
+                .fetch_one(&db)
+                .await?;
+        show(&format!("SELECT count(*) -> {n} (standby: {standby})"), port);
+    }
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&db.using(Target::Primary))
+        .await?;
+    show("SELECT, using(Target::Primary)", port);
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&db.using(Target::Region("us".into())))
+        .await?;
+    show("SELECT, using(Target::Region(\"us\"))", port);
+    let port: i32 = sqlx::query_scalar("SELECT nextval('greetings_id_seq')::int * 0 + inet_server_port()")
+        .fetch_one(&db)
+        .await?;
+    show("SELECT nextval(..) (a SELECT that writes)", port);
+
+    let mut tx = db.begin().await?;
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    show("SELECT inside db.begin()", port);
+    let c = db.counters();
+    println!(
+        "\nrouted: {} to the primary, {} to replicas, {} retries, {} errors",
+        c.to_primary, c.to_replica, c.retries, c.errors
+    );
+    db.close().await;
     Ok(())
 }

@@ -339,6 +339,24 @@ impl LocalCluster {
         })
     }
 
+    /// A [`ReplicationConfig`](crate::ReplicationConfig) for this cluster: the current primary,
+    /// every other node as a replica, ids and regions from the builder, other settings default.
+    pub fn replication_config(&self) -> crate::ReplicationConfig {
+        let primary = self.primary();
+        let node_config = |n: &NodeInfo| {
+            let opts = self
+                .connect_options(n.index)
+                .unwrap_or_else(|_| PgConnectOptions::new_without_pgpass());
+            crate::NodeConfig::from_connect_options(n.name.clone(), &opts).with_region(n.region.clone())
+        };
+        let nodes = self.nodes();
+        crate::ReplicationConfig {
+            primary: node_config(&nodes[primary]),
+            replicas: nodes.iter().filter(|n| n.index != primary).map(node_config).collect(),
+            ..Default::default()
+        }
+    }
+
     /// A `postgres://` URL for `node`, with the password if the cluster has one.
     ///
     /// # Errors

@@ -70,7 +70,7 @@ pub(crate) fn sweep_stale(root: &Path) {
     }
 }
 
-/// Kills the postmasters recorded in `dir/node*/postmaster.pid` and deletes `dir`.
+/// Stops the postmasters recorded in `dir/node*/postmaster.pid` and deletes `dir`.
 fn stop_and_remove(dir: &Path) {
     let pids: Vec<u32> = std::fs::read_dir(dir)
         .into_iter()
@@ -80,12 +80,18 @@ fn stop_and_remove(dir: &Path) {
         .filter_map(|s| s.lines().next()?.trim().parse().ok())
         .filter(|pid| is_postgres(*pid))
         .collect();
-    for &pid in &pids {
-        super::process::signal(pid, libc::SIGKILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pids.iter().any(|&pid| is_postgres(pid)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    // Immediate shutdown: the postmaster takes its backends down with it; SIGKILL if it lingers.
+    for (signal, wait) in [
+        (libc::SIGQUIT, Duration::from_secs(5)),
+        (libc::SIGKILL, Duration::from_secs(5)),
+    ] {
+        for &pid in &pids {
+            super::process::signal(pid, signal);
+        }
+        let deadline = Instant::now() + wait;
+        while pids.iter().any(|&pid| is_postgres(pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }

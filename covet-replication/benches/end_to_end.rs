@@ -1,0 +1,139 @@
+//! The same point-select workload through raw sqlx `PgPool` and through `ReplicatedPool`,
+//! against the same replica, in one run; prints latency and throughput ratios.
+//!
+//! `cargo bench -p covet-replication --features testing --bench end_to_end`
+
+use std::time::Instant;
+
+use covet_replication::testing::LocalCluster;
+use covet_replication::{ReadPreference, ReplicatedPool};
+use hdrhistogram::Histogram;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+const ROWS: i32 = 10_000;
+const QUERIES: usize = 6_400;
+const ROUNDS: usize = 15;
+const POINT: &str = "SELECT id, name FROM bench WHERE id = $1";
+
+#[derive(Clone)]
+enum Mode {
+    Raw(PgPool),
+    Ours(ReplicatedPool),
+}
+
+impl Mode {
+    async fn point(&self, id: i32) -> (i32, String) {
+        let q = sqlx::query_as(POINT).bind(id);
+        match self {
+            Mode::Raw(pool) => q.fetch_one(pool).await,
+            Mode::Ours(db) => q.fetch_one(db).await,
+        }
+        .expect("point select")
+    }
+}
+
+/// Runs `QUERIES` point selects over `concurrency` tasks; returns (queries/s, latencies in µs).
+async fn run(mode: &Mode, concurrency: usize) -> (f64, Histogram<u64>) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let mode = mode.clone();
+            tokio::spawn(async move {
+                let mut h = Histogram::<u64>::new(3).expect("histogram");
+                for i in 0..QUERIES / concurrency {
+                    let id = ((t * 7919 + i * 104_729) % ROWS as usize) as i32 + 1;
+                    let t0 = Instant::now();
+                    let row = mode.point(id).await;
+                    h.record(t0.elapsed().as_micros() as u64).expect("record");
+                    assert_eq!(row.0, id);
+                }
+                h
+            })
+        })
+        .collect();
+    let mut all = Histogram::<u64>::new(3).expect("histogram");
+    for t in tasks {
+        all.add(t.await.expect("task")).expect("merge");
+    }
+    (QUERIES as f64 / started.elapsed().as_secs_f64(), all)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let cluster = LocalCluster::builder().replicas(1).start().await.expect("cluster");
+        cluster
+            .execute(
+                0,
+                &format!(
+                    "CREATE TABLE bench (id int PRIMARY KEY, name text); \
+                 INSERT INTO bench SELECT g, 'name ' || g FROM generate_series(1, {ROWS}) g"
+                ),
+            )
+            .await
+            .expect("schema");
+        cluster.wait_streaming().await.expect("replicated");
+        let raw = PgPoolOptions::new()
+            .max_connections(32)
+            .connect_with(cluster.connect_options(1).expect("opts"))
+            .await
+            .expect("raw pool");
+        let mut config = cluster.replication_config();
+        config.routing.read_preference = ReadPreference::Replica;
+        config.replicas[0].pool.max_connections = 32;
+        let ours = ReplicatedPool::connect(config).await.expect("replicated pool");
+        let modes = [
+            ("raw sqlx PgPool", Mode::Raw(raw)),
+            ("ReplicatedPool", Mode::Ours(ours.clone())),
+        ];
+        for (_, m) in &modes {
+            run(m, 32).await; // warm up connections and statement caches
+        }
+        println!("{QUERIES} point selects per run, median of {ROUNDS} interleaved runs, same replica");
+        for concurrency in [1, 32] {
+            let mut tput = [Vec::new(), Vec::new()];
+            let mut p50 = [Vec::new(), Vec::new()];
+            let mut p99 = [Vec::new(), Vec::new()];
+            for round in 0..ROUNDS {
+                // Alternate which goes first so neither always runs on a warmer machine.
+                let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let (qps, h) = run(&modes[i].1, concurrency).await;
+                    tput[i].push(qps);
+                    p50[i].push(h.value_at_quantile(0.5) as f64);
+                    p99[i].push(h.value_at_quantile(0.99) as f64);
+                }
+            }
+            let [t_raw, t_ours] = tput.map(median);
+            let [l_raw, l_ours] = p50.map(median);
+            let [q_raw, q_ours] = p99.map(median);
+            println!("concurrency {concurrency:>2}:");
+            println!(
+                "  {:<16} {t_raw:>9.0} q/s  p50 {l_raw:>6.0} µs  p99 {q_raw:>6.0} µs",
+                modes[0].0
+            );
+            println!(
+                "  {:<16} {t_ours:>9.0} q/s  p50 {l_ours:>6.0} µs  p99 {q_ours:>6.0} µs",
+                modes[1].0
+            );
+            println!(
+                "  overhead ratio (ours/raw): throughput {:.3}, p50 latency {:.3}, p99 latency {:.3}",
+                t_raw / t_ours,
+                l_ours / l_raw,
+                q_ours / q_raw
+            );
+        }
+        let c = ours.counters();
+        assert_eq!(c.to_primary, 0, "every read went to the replica");
+    });
+}

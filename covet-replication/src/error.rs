@@ -1,0 +1,97 @@
+//! The crate's error type.
+
+use crate::config::{ConfigError, ReadPreference};
+use crate::topology::NodeId;
+
+/// Everything that can go wrong in routing, managing nodes or talking to them.
+///
+/// Errors returned through sqlx's `Executor` are `sqlx::Error`s: database errors pass through
+/// unchanged, routing errors arrive boxed in `sqlx::Error::AnyDriverError` and
+/// [`Error::from_sqlx`] gets them back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No replica can serve the read and the read preference does not allow the primary.
+    #[error("no eligible replica for a read with preference {preference:?}{}", region.as_ref().map(|r| format!(" in region {r:?}")).unwrap_or_default())]
+    NoEligibleReplica {
+        /// The read preference in force.
+        preference: ReadPreference,
+        /// The region that was required, if any.
+        region: Option<String>,
+    },
+    /// A target named a node that is not in the cluster.
+    #[error("no node {id:?} in the cluster")]
+    UnknownNode {
+        /// The id asked for.
+        id: String,
+    },
+    /// A target named a node that cannot take queries now.
+    #[error("node {id} is {state} and cannot take queries")]
+    NodeUnavailable {
+        /// The node.
+        id: NodeId,
+        /// Its state.
+        state: crate::topology::NodeState,
+    },
+    /// A statement that needs the primary was explicitly targeted at a replica; nothing was sent.
+    #[error("statement needs the primary ({reason}) but was targeted at {target}; it was not sent")]
+    WriteOnReplica {
+        /// Why it needs the primary.
+        reason: String,
+        /// The replica target.
+        target: String,
+    },
+    /// A node id is already in use.
+    #[error("a node with id {id:?} already exists")]
+    DuplicateNode {
+        /// The id.
+        id: String,
+    },
+    /// Removing the node would leave the operation impossible (e.g. removing the primary).
+    #[error("cannot remove node {id}: {reason}")]
+    CannotRemove {
+        /// The node.
+        id: NodeId,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A database call on a node failed.
+    #[error("node {node}: {source}")]
+    Database {
+        /// The node that answered.
+        node: NodeId,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A drain did not finish in time; the node was closed anyway.
+    #[error("node {node} still had {in_flight} queries in flight after {waited:?}")]
+    DrainTimeout {
+        /// The node.
+        node: NodeId,
+        /// Queries still running.
+        in_flight: u32,
+        /// How long the drain waited.
+        waited: std::time::Duration,
+    },
+}
+
+impl Error {
+    /// The covet error inside an `sqlx::Error` returned by the executor, if it is one.
+    pub fn from_sqlx(err: &sqlx::Error) -> Option<&Error> {
+        match err {
+            sqlx::Error::AnyDriverError(inner) => inner.downcast_ref::<Error>(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn into_sqlx(self) -> sqlx::Error {
+        match self {
+            Error::Database { source, .. } => source,
+            other => sqlx::Error::AnyDriverError(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The one round trip a health check makes.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgConnection;
+
+use crate::lsn::Lsn;
+
+/// What one check saw on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sample {
+    pub in_recovery: bool,
+    /// `pg_current_wal_lsn()` on a primary, `pg_last_wal_replay_lsn()` on a standby.
+    pub lsn: Lsn,
+    /// `pg_last_wal_receive_lsn()` on a standby.
+    pub receive_lsn: Option<Lsn>,
+    pub replay_paused: bool,
+    pub rtt: Duration,
+}
+
+/// Works on both roles: the CASEs keep primary-only and standby-only functions from erroring.
+const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
+    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
+    pg_last_wal_receive_lsn()::text, \
+    CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END";
+
+pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error> {
+    let started = Instant::now();
+    let (in_recovery, lsn, receive, paused): (bool, Option<String>, Option<String>, bool) =
+        sqlx::query_as(CHECK_SQL).persistent(true).fetch_one(conn).await?;
+    let rtt = started.elapsed();
+    let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
+    Ok(Sample {
+        in_recovery,
+        lsn: parse(lsn).unwrap_or(Lsn::ZERO),
+        receive_lsn: parse(receive),
+        replay_paused: paused,
+        rtt,
+    })
+}

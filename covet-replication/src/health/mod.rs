@@ -1,0 +1,138 @@
+//! The health loop: one round trip per node per interval, driving node states and lag.
+
+mod check;
+mod decide;
+
+pub(crate) use decide::Counters;
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::manager::ManagerInner;
+use crate::topology::{Node, NodeState, Role};
+use check::Sample;
+use decide::{Observed, decide, role_ok};
+
+/// `tokio::time::interval` panics on zero; configs are validated, this guards the rest.
+pub(crate) fn safe_interval(d: Duration) -> Duration {
+    d.max(Duration::from_millis(10))
+}
+
+/// Spawns the loop. It holds the manager weakly: dropping the last pool handle stops it.
+pub(crate) fn spawn(
+    manager: Weak<ManagerInner>,
+    interval: Duration,
+    token: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(safe_interval(interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = tick.tick() => {
+                    let Some(manager) = manager.upgrade() else { break };
+                    round(&manager).await;
+                }
+            }
+        }
+        tracing::debug!(target: "covet::health", "health loop stopped");
+    })
+}
+
+/// Checks every node once, concurrently, and applies the results.
+pub(crate) async fn round(manager: &ManagerInner) {
+    let topology = manager.topology.load_full();
+    let cfg = &manager.config.health;
+    let samples = futures::future::join_all(topology.nodes().map(|node| probe(node, cfg.timeout))).await;
+    let now = Instant::now();
+    // The primary first: its position is what replica lag is measured against.
+    let mut history = manager
+        .wal_history
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (node, sample) in topology.nodes().zip(&samples) {
+        if let (Role::Primary, Ok(s)) = (node.role(), sample)
+            && !s.in_recovery
+        {
+            history.record(now, s.lsn);
+            node.lsn.store(s.lsn.0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    for (node, sample) in topology.nodes().zip(samples) {
+        let observed = match &sample {
+            Err(_) => Observed::Failed,
+            Ok(s) => {
+                node.record_rtt(s.rtt);
+                let lagging = node.role() == Role::Replica && apply_lag(manager, node, s, &history, now);
+                Observed::Answered {
+                    role_ok: role_ok(node.role(), s.in_recovery),
+                    rtt: s.rtt,
+                    lagging,
+                }
+            }
+        };
+        let prev = node.state();
+        let next = {
+            let mut counters = node.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            decide(prev, &mut counters, observed, cfg)
+        };
+        // The router may have changed the state meanwhile (a failure it saw): don't undo a drain.
+        if next != prev && node.state() != NodeState::Draining {
+            node.set_state(next);
+            report_change(node, prev, next, &sample);
+        }
+    }
+}
+
+/// Stores the replica's position and lag; returns whether it is above its limit.
+fn apply_lag(manager: &ManagerInner, node: &Node, s: &Sample, history: &crate::lag::WalHistory, now: Instant) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    node.lsn.store(s.lsn.0, Relaxed);
+    let (bytes, time) = history.lag(s.lsn, now);
+    node.lag_bytes.store(bytes, Relaxed);
+    node.lag_us
+        .store(time.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    let routing = &manager.config.routing;
+    let max_lag = node.config.max_lag.unwrap_or(routing.max_lag);
+    time > max_lag || routing.max_lag_bytes.is_some_and(|max| bytes > max)
+}
+
+fn report_change(node: &Node, prev: NodeState, next: NodeState, sample: &Result<Sample, String>) {
+    let error = sample.as_ref().err().map(String::as_str).unwrap_or("");
+    if matches!(next, NodeState::Healthy | NodeState::Degraded) {
+        tracing::info!(target: "covet::health", node = %node.id, from = %prev, to = %next, "node state changed");
+    } else {
+        tracing::warn!(target: "covet::health", node = %node.id, from = %prev, to = %next, error, "node state changed");
+    }
+}
+
+/// One check on the node's dedicated connection, reconnecting if needed, within `timeout`.
+async fn probe(node: &Arc<Node>, timeout: Duration) -> Result<Sample, String> {
+    let mut slot = node.check_conn.lock().await;
+    let result = tokio::time::timeout(timeout, async {
+        if slot.is_none() {
+            let opts = node.pool.connect_options();
+            *slot = Some(sqlx::PgConnection::connect_with(&opts).await?);
+        }
+        match slot.as_mut() {
+            Some(conn) => check::check(conn).await,
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(sample)) => Ok(sample),
+        Ok(Err(e)) => {
+            *slot = None;
+            Err(e.to_string())
+        }
+        Err(_) => {
+            *slot = None;
+            Err(format!("health check timed out after {timeout:?}"))
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! WAL positions.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A PostgreSQL WAL position (`pg_lsn`): a byte offset into the write-ahead log.
+///
+/// Ordered like the server orders them, so "the replica has replayed my write" is
+/// `replay_lsn >= write_lsn`.
+///
+/// ```
+/// use covet_replication::Lsn;
+/// let lsn: Lsn = "16/B374D848".parse().unwrap();
+/// assert_eq!(lsn.to_string(), "16/B374D848");
+/// assert!(lsn > "16/B374D847".parse().unwrap());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+#[serde(into = "String")]
+pub struct Lsn(pub u64);
+
+impl From<Lsn> for String {
+    fn from(lsn: Lsn) -> String {
+        lsn.to_string()
+    }
+}
+
+impl Lsn {
+    /// `0/0`, which the server reports for "no WAL position" (never a real one).
+    pub const ZERO: Lsn = Lsn(0);
+
+    /// Bytes from `older` to `self`, zero if `older` is ahead.
+    pub fn bytes_since(self, older: Lsn) -> u64 {
+        self.0.saturating_sub(older.0)
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// A string that is not `XXXXXXXX/XXXXXXXX` hexadecimal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid WAL position {0:?} (expected hexadecimal `hi/lo`, e.g. `16/B374D848`)")]
+pub struct ParseLsnError(String);
+
+impl FromStr for Lsn {
+    type Err = ParseLsnError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || ParseLsnError(s.chars().take(40).collect());
+        let (hi, lo) = s.split_once('/').ok_or_else(err)?;
+        let hi = u32::from_str_radix(hi, 16).map_err(|_| err())?;
+        let lo = u32::from_str_radix(lo, 16).map_err(|_| err())?;
+        Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_like_postgres() {
+        for s in ["0/0", "0/3000060", "16/B374D848", "FFFFFFFF/FFFFFFFF"] {
+            assert_eq!(s.parse::<Lsn>().map(|l| l.to_string()), Ok(s.to_string()));
+        }
+        assert_eq!("1/0".parse::<Lsn>(), Ok(Lsn(1 << 32)));
+        for bad in ["", "0", "0/", "/0", "x/0", "0/1/2", "100000000/0", " 0/0"] {
+            assert!(bad.parse::<Lsn>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn orders_and_subtracts() {
+        let a: Lsn = "0/FFFFFFFF".parse().unwrap();
+        let b: Lsn = "1/0".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.bytes_since(a), 1);
+        assert_eq!(a.bytes_since(b), 0);
+    }
+}

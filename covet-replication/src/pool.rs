@@ -1,0 +1,181 @@
+//! [`ReplicatedPool`]: the handle applications use in place of `&PgPool`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
+
+use crate::config::{ReadPreference, ReplicationConfig};
+use crate::error::Error;
+use crate::executor::Transaction;
+use crate::manager::{ManagerInner, ReplicaManager};
+use crate::routing::{Constraints, RouteReason, RouterCounters, Target};
+use crate::topology::NodeId;
+
+/// A primary and its replicas behind one sqlx [`Executor`](sqlx::Executor).
+///
+/// Swap `&PgPool` for `&ReplicatedPool` and every statement is classified and routed: writes,
+/// transactions and session state to the primary, reads to a replica chosen by read
+/// preference, region, lag and load. Cheap to clone; clones share the pools.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use covet_replication::{ReplicatedPool, ReplicationConfig, Target};
+/// let config = ReplicationConfig::from_urls(
+///     "postgres://app@10.0.0.1/app",
+///     &["postgres://app@10.0.0.2/app", "postgres://app@10.0.0.3/app"],
+/// )?;
+/// let db = ReplicatedPool::connect(config).await?;
+/// sqlx::query("INSERT INTO users (name) VALUES ($1)").bind("ana").execute(&db).await?; // primary
+/// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&db).await?; // a replica
+/// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&db.using(Target::Primary)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ReplicatedPool {
+    pub(crate) inner: Arc<ManagerInner>,
+    pub(crate) target: Option<Target>,
+}
+
+impl fmt::Debug for ReplicatedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let topology = self.inner.topology.load();
+        f.debug_struct("ReplicatedPool")
+            .field("primary", &topology.primary.id)
+            .field("replicas", &topology.replicas.iter().map(|r| &r.id).collect::<Vec<_>>())
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl ReplicatedPool {
+    /// Builds the pools, runs a first health check on every node and starts the health loop.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration; [`Error::Database`] if the primary cannot
+    /// be reached (replicas that cannot be reached start `down` and are retried by the loop).
+    pub async fn connect(config: ReplicationConfig) -> Result<Self, Error> {
+        let pool = Self::connect_lazy(config)?;
+        pool.manager().check_now().await;
+        let primary = pool.inner.primary();
+        if let Err(source) = primary.pool.acquire().await {
+            return Err(Error::Database {
+                node: primary.id.clone(),
+                source,
+            });
+        }
+        Ok(pool)
+    }
+
+    /// Like [`connect`](Self::connect) without touching the network: nodes count as healthy
+    /// until the health loop's first round says otherwise. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration.
+    pub fn connect_lazy(config: ReplicationConfig) -> Result<Self, Error> {
+        Ok(ReplicatedPool {
+            inner: ManagerInner::start(config)?,
+            target: None,
+        })
+    }
+
+    /// A handle whose statements go to `target` (a [`Target`] or a [`ReadPreference`]).
+    #[must_use]
+    pub fn using(&self, target: impl Into<Target>) -> Self {
+        ReplicatedPool {
+            inner: Arc::clone(&self.inner),
+            target: Some(target.into()),
+        }
+    }
+
+    /// The manager of the nodes behind this pool.
+    pub fn manager(&self) -> ReplicaManager {
+        ReplicaManager {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// Counters of the routing decisions so far.
+    pub fn counters(&self) -> RouterCounters {
+        self.inner.stats.snapshot()
+    }
+
+    /// The configured default read preference.
+    pub fn read_preference(&self) -> ReadPreference {
+        self.inner.config.routing.read_preference
+    }
+
+    /// Begins a transaction on the primary.
+    ///
+    /// # Errors
+    /// The database error if no connection can be had or `BEGIN` fails.
+    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        let primary = self.inner.primary();
+        let tx = primary.pool.begin().await?;
+        Ok(Transaction::new(tx, primary.id.clone()))
+    }
+
+    /// Begins a read-only, repeatable-read transaction on one replica, chosen like a read (the
+    /// handle's target applies): a consistent snapshot across several statements.
+    ///
+    /// # Errors
+    /// [`Error::NoEligibleReplica`] (boxed in `sqlx::Error`) when the preference forbids the
+    /// primary and no replica is eligible, or the database error.
+    pub async fn begin_read_only(&self) -> Result<Transaction, sqlx::Error> {
+        let node = self.pick_for_read().await.map_err(Error::into_sqlx)?;
+        let tx = node
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await?;
+        Ok(Transaction::new(tx, node.id.clone()))
+    }
+
+    /// A connection from the node `target` selects, for work that needs one connection
+    /// (`LISTEN`, temporary tables, `COPY`). A replica's connection is read-only.
+    ///
+    /// # Errors
+    /// The routing error or the pool's.
+    pub async fn acquire(&self, target: impl Into<Target>) -> Result<PoolConnection<Postgres>, Error> {
+        let pinned = self.using(target);
+        let node = pinned.pick_for_read().await?;
+        node.pool.acquire().await.map_err(|source| Error::Database {
+            node: node.id.clone(),
+            source,
+        })
+    }
+
+    /// Where `sql` would run now through this handle, and why, without running it.
+    ///
+    /// # Errors
+    /// The routing error the statement would get.
+    pub async fn explain(&self, sql: &str) -> Result<(NodeId, RouteReason), Error> {
+        let kind = self.inner.classifier.classify(sql);
+        let target = self.target.clone().or_else(crate::routing::scoped_target);
+        let c = Constraints {
+            target: target.as_ref(),
+            ..Constraints::default()
+        };
+        let route = crate::routing::route(&self.inner, &kind, c).await?;
+        Ok((route.node.id.clone(), route.reason))
+    }
+
+    async fn pick_for_read(&self) -> Result<Arc<crate::topology::Node>, Error> {
+        let kind = self.inner.classifier.classify("SELECT 1");
+        let target = self.target.clone().or_else(crate::routing::scoped_target);
+        let c = Constraints {
+            target: target.as_ref(),
+            ..Constraints::default()
+        };
+        Ok(crate::routing::route(&self.inner, &kind, c).await?.node)
+    }
+
+    /// Closes every pool and stops the background loops; waits for checked-out connections.
+    pub async fn close(&self) {
+        let topology = self.inner.topology.load_full();
+        for node in topology.nodes() {
+            node.pool.close().await;
+        }
+        self.inner.stop();
+    }
+}

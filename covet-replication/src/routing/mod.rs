@@ -1,0 +1,16 @@
+//! Deciding where each statement runs.
+
+mod functions;
+mod retry;
+mod router;
+mod select;
+mod stats;
+mod target;
+
+pub(crate) use functions::FunctionCatalog;
+pub(crate) use retry::{Failure, backoff, classify_error};
+pub(crate) use router::{Constraints, Route, may_retry_elsewhere, route};
+pub(crate) use stats::RouterStats;
+pub use stats::{RouteReason, RouterCounters};
+pub(crate) use target::scoped as scoped_target;
+pub use target::{Target, with_target};

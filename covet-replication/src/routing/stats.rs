@@ -1,0 +1,91 @@
+//! Counters of routing decisions.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a statement ran where it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RouteReason {
+    /// The statement writes, controls a transaction or changes session state.
+    Write,
+    /// A read placed by the read preference.
+    ReadPreference,
+    /// A read sent to the primary because no replica was eligible.
+    Fallback,
+    /// A `/* covet:primary */` or `/* covet:replica */` comment.
+    Hint,
+    /// `using(..)` or `with_target(..)`.
+    Override,
+    /// A retry after a failure on another node.
+    Retry,
+}
+
+const REASONS: usize = 6;
+
+impl RouteReason {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Lock-free counters updated on the hot path.
+#[derive(Debug, Default)]
+pub(crate) struct RouterStats {
+    pub to_primary: AtomicU64,
+    pub to_replica: AtomicU64,
+    by_reason: [AtomicU64; REASONS],
+    pub retries: AtomicU64,
+    /// Statements a standby refused with 25006 and the primary then ran.
+    pub refused_writes: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl RouterStats {
+    pub fn record(&self, to_primary: bool, reason: RouteReason) {
+        if to_primary { &self.to_primary } else { &self.to_replica }.fetch_add(1, Relaxed);
+        self.by_reason[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RouterCounters {
+        let r = |reason: RouteReason| self.by_reason[reason.index()].load(Relaxed);
+        RouterCounters {
+            to_primary: self.to_primary.load(Relaxed),
+            to_replica: self.to_replica.load(Relaxed),
+            writes: r(RouteReason::Write),
+            by_preference: r(RouteReason::ReadPreference),
+            fallbacks: r(RouteReason::Fallback),
+            hints: r(RouteReason::Hint),
+            overrides: r(RouteReason::Override),
+            retries: self.retries.load(Relaxed),
+            refused_writes: self.refused_writes.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+        }
+    }
+}
+
+/// A snapshot of the router's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RouterCounters {
+    /// Statements sent to the primary (every attempt counts).
+    pub to_primary: u64,
+    /// Statements sent to a replica (every attempt counts).
+    pub to_replica: u64,
+    /// Routed to the primary because they need it.
+    pub writes: u64,
+    /// Reads placed by the read preference.
+    pub by_preference: u64,
+    /// Reads sent to the primary because no replica was eligible.
+    pub fallbacks: u64,
+    /// Placed by a comment hint.
+    pub hints: u64,
+    /// Placed by `using(..)` or `with_target(..)`.
+    pub overrides: u64,
+    /// Attempts after a failure.
+    pub retries: u64,
+    /// Statements a standby refused as writes (SQLSTATE 25006), then run on the primary.
+    pub refused_writes: u64,
+    /// Statements that failed after routing.
+    pub errors: u64,
+}

@@ -1,0 +1,212 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::{NodeState, Role};
+use crate::config::NodeConfig;
+use crate::lsn::Lsn;
+
+/// A node's name from the configuration (`primary`, `replica1`, or what the config says).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(s: &str) -> Self {
+        NodeId(s.into())
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+/// One node at run time: its pool and what the health loop and the router know of it.
+///
+/// Everything the router reads per query is an atomic, so routing takes no lock.
+pub(crate) struct Node {
+    pub id: NodeId,
+    pub config: NodeConfig,
+    pub pool: PgPool,
+    role: AtomicU8,
+    state: AtomicU8,
+    /// Queries running on this node now (load for power-of-two-choices).
+    pub in_flight: AtomicU32,
+    /// EWMA of query latency, in microseconds, and when it last had a sample.
+    latency_us: AtomicU64,
+    latency_at_us: AtomicU64,
+    /// EWMA of health-check round trips, in microseconds (what `Nearest` compares).
+    rtt_us: AtomicU64,
+    /// Replay LSN (replicas) or current WAL LSN (primary) at the last check.
+    pub lsn: AtomicU64,
+    /// Replication lag at the last check.
+    pub lag_bytes: AtomicU64,
+    pub lag_us: AtomicU64,
+    /// Consecutive check outcomes (health loop only).
+    pub counters: std::sync::Mutex<crate::health::Counters>,
+    /// The health loop's own connection, so checks never wait behind the pool.
+    pub check_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("role", &self.role())
+            .field("state", &self.state())
+            .field("in_flight", &self.in_flight.load(Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Weight of a new sample in the latency averages: about the last ten samples count.
+const EWMA_ALPHA: f64 = 0.1;
+
+impl Node {
+    pub fn new(config: NodeConfig, pool: PgPool, role: Role, state: NodeState) -> Self {
+        Node {
+            id: NodeId::from(config.id.as_str()),
+            config,
+            pool,
+            role: AtomicU8::new(role as u8),
+            state: AtomicU8::new(state.as_u8()),
+            in_flight: AtomicU32::new(0),
+            latency_us: AtomicU64::new(0),
+            latency_at_us: AtomicU64::new(0),
+            rtt_us: AtomicU64::new(0),
+            lsn: AtomicU64::new(0),
+            lag_bytes: AtomicU64::new(0),
+            lag_us: AtomicU64::new(0),
+            counters: Default::default(),
+            check_conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        if self.role.load(Relaxed) == Role::Primary as u8 {
+            Role::Primary
+        } else {
+            Role::Replica
+        }
+    }
+
+    pub fn state(&self) -> NodeState {
+        NodeState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// Sets the state; returns the previous one.
+    pub fn set_state(&self, state: NodeState) -> NodeState {
+        NodeState::from_u8(self.state.swap(state.as_u8(), Relaxed))
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.config.weight.max(1)
+    }
+
+    /// The query latency average, halved for every second without a sample: a node that was
+    /// slow once and then got no traffic (so no chance to look better) is tried again.
+    pub fn latency(&self) -> Duration {
+        let idle_s = now_us().saturating_sub(self.latency_at_us.load(Relaxed)) / 1_000_000;
+        Duration::from_micros(self.latency_us.load(Relaxed).checked_shr(idle_s as u32).unwrap_or(0))
+    }
+
+    pub fn rtt(&self) -> Duration {
+        Duration::from_micros(self.rtt_us.load(Relaxed))
+    }
+
+    pub fn record_latency(&self, d: Duration) {
+        // Decay first, so a sample after a quiet spell starts from what `latency()` showed.
+        self.latency_us.store(self.latency().as_micros() as u64, Relaxed);
+        ewma(&self.latency_us, d);
+        self.latency_at_us.store(now_us(), Relaxed);
+    }
+
+    pub fn record_rtt(&self, d: Duration) {
+        ewma(&self.rtt_us, d);
+    }
+
+    pub fn replay_lsn(&self) -> Lsn {
+        Lsn(self.lsn.load(Relaxed))
+    }
+
+    pub fn lag(&self) -> (u64, Duration) {
+        (
+            self.lag_bytes.load(Relaxed),
+            Duration::from_micros(self.lag_us.load(Relaxed)),
+        )
+    }
+
+    /// Marks a query as running here until the guard drops.
+    pub fn start_query(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight {
+            node: Arc::clone(self),
+            started: None,
+        }
+    }
+}
+
+/// Microseconds since the first call in this process (a cheap monotonic clock for atomics).
+fn now_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
+}
+
+fn ewma(slot: &AtomicU64, d: Duration) {
+    let sample = d.as_micros().min(u128::from(u64::MAX)) as u64;
+    // Lost updates between racing writers only drop a sample; an average does not need more.
+    let old = slot.load(Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64
+    };
+    slot.store(new.max(1), Relaxed);
+}
+
+/// A query running on a node: counted in `in_flight`, timed into the latency average.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    pub node: Arc<Node>,
+    started: Option<std::time::Instant>,
+}
+
+impl InFlight {
+    /// Starts the latency clock: called once a connection is in hand, so the time to open a
+    /// connection (a one-off) does not count as the node being slow.
+    pub fn connected(&mut self) {
+        self.started = Some(std::time::Instant::now());
+    }
+
+    /// The query succeeded: its latency goes into the average. Failures don't count (a query
+    /// cut off by a crash says nothing about the node's speed once it is back).
+    pub fn succeeded(&mut self) {
+        if let Some(started) = self.started.take() {
+            self.node.record_latency(started.elapsed());
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.node.in_flight.fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,332 @@
+//! Routing through `&ReplicatedPool` against a real cluster, asserting which server answered.
+
+use std::collections::HashMap;
+
+use covet_replication::{Error, ReadPreference, ReplicatedPool, Target, classify, with_target};
+use covet_tests::{connect, node_name, shared_cluster, table, test_config};
+use futures::TryStreamExt;
+use sqlx::Row;
+
+const WHO: &str = "SELECT inet_server_port()";
+
+async fn who(db: &ReplicatedPool) -> i32 {
+    sqlx::query_scalar(WHO).fetch_one(db).await.expect("read")
+}
+
+/// Node names that served `n` reads of `db`.
+async fn readers(db: &ReplicatedPool, n: usize) -> HashMap<String, usize> {
+    let cluster = shared_cluster().await;
+    let mut seen = HashMap::new();
+    for _ in 0..n {
+        *seen.entry(node_name(cluster, who(db).await)).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test]
+async fn reads_go_where_the_preference_says_and_writes_to_the_primary() {
+    let cluster = shared_cluster().await;
+    let t = table("prefs");
+    cluster
+        .execute(0, &format!("CREATE TABLE {t} (id serial PRIMARY KEY, port int)"))
+        .await
+        .unwrap();
+    for pref in [
+        ReadPreference::Primary,
+        ReadPreference::PrimaryPreferred,
+        ReadPreference::Replica,
+        ReadPreference::ReplicaPreferred,
+        ReadPreference::Nearest,
+    ] {
+        let mut config = test_config(cluster);
+        config.routing.read_preference = pref;
+        let db = connect(config).await;
+        let seen = readers(&db, 40).await;
+        match pref {
+            ReadPreference::Primary | ReadPreference::PrimaryPreferred => {
+                assert_eq!(seen.keys().collect::<Vec<_>>(), ["primary"], "{pref:?}: {seen:?}")
+            }
+            ReadPreference::Replica | ReadPreference::ReplicaPreferred => {
+                assert!(!seen.contains_key("primary"), "{pref:?}: {seen:?}");
+                assert!(seen.len() == 2, "{pref:?} spreads over both replicas: {seen:?}");
+            }
+            _ => assert_eq!(seen.values().sum::<usize>(), 40),
+        }
+        for _ in 0..5 {
+            let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {t} (port) VALUES (inet_server_port()) RETURNING port"
+            )))
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            assert_eq!(node_name(cluster, port), "primary", "{pref:?}: write");
+        }
+    }
+    let c = ReplicatedPool::connect(test_config(cluster)).await.unwrap().counters();
+    assert_eq!(c.errors, 0);
+}
+
+#[tokio::test]
+async fn the_sqlx_api_works_unchanged() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let t = table("api");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {t} (id int PRIMARY KEY, name text)"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {t} VALUES ($1, $2), ($3, $4)"
+    )))
+    .bind(1)
+    .bind("ana")
+    .bind(2)
+    .bind("bo")
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_eq!(done.rows_affected(), 2);
+    cluster.wait_streaming().await.unwrap();
+    let rows: Vec<(i32, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT id, name FROM {t} ORDER BY id")))
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, [(1, "ana".to_string()), (2, "bo".to_string())]);
+    let name: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT name FROM {t} WHERE id = $1")))
+        .bind(2)
+        .fetch_optional(&db)
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("bo"));
+    let streamed: Vec<sqlx::postgres::PgRow> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id, inet_server_port() AS port FROM {t}"
+    )))
+    .fetch(&db)
+    .try_collect()
+    .await
+    .unwrap();
+    assert_eq!(streamed.len(), 2);
+    assert_ne!(node_name(cluster, streamed[0].get::<i32, _>("port")), "primary");
+    // A plain string (simple protocol) and a multi-statement string with a write.
+    let n: i64 = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
+        .fetch_one(&db)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SELECT 1; UPDATE {t} SET name = 'cy' WHERE id = 1"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
+    let missing = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {t} WHERE id = 99")))
+        .fetch_one(&db)
+        .await;
+    assert!(matches!(missing, Err(sqlx::Error::RowNotFound)));
+}
+
+#[tokio::test]
+async fn transactions_stay_on_the_primary_and_read_only_ones_on_one_replica() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let t = table("tx");
+    cluster.execute(0, &format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    let mut tx = db.begin().await.unwrap();
+    assert_eq!(tx.node().as_str(), "primary");
+    for i in 0..5 {
+        let port: i32 = sqlx::query_scalar(WHO).fetch_one(&mut *tx).await.unwrap();
+        assert_eq!(node_name(cluster, port), "primary");
+        sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {t} VALUES ($1)")))
+            .bind(i)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    for _ in 0..4 {
+        let mut ro = db.begin_read_only().await.unwrap();
+        let first: i32 = sqlx::query_scalar(WHO).fetch_one(&mut *ro).await.unwrap();
+        assert_ne!(node_name(cluster, first), "primary");
+        assert_eq!(node_name(cluster, first), ro.node().as_str());
+        for _ in 0..5 {
+            let (port, standby): (i32, bool) = sqlx::query_as("SELECT inet_server_port(), pg_is_in_recovery()")
+                .fetch_one(&mut *ro)
+                .await
+                .unwrap();
+            assert_eq!(port, first, "a read-only transaction stays on one replica");
+            assert!(standby);
+        }
+        ro.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn weights_spread_reads_in_proportion() {
+    let cluster = shared_cluster().await;
+    let mut config = test_config(cluster);
+    config.replicas[0].weight = 3;
+    config.replicas[1].weight = 1;
+    let db = connect(config).await;
+    let seen = readers(&db, 400).await;
+    let r1 = *seen.get("replica1").unwrap_or(&0) as f64 / 400.0;
+    assert!(
+        (0.62..=0.88).contains(&r1),
+        "weights 3:1 gave {seen:?} {:#?}",
+        db.manager().nodes()
+    );
+    assert!(!seen.contains_key("primary"));
+}
+
+#[tokio::test]
+async fn region_preference_and_targets() {
+    let cluster = shared_cluster().await;
+    let mut config = test_config(cluster);
+    config.routing.preferred_region = Some("us".into());
+    let db = connect(config).await;
+    assert_eq!(
+        readers(&db, 30).await.keys().collect::<Vec<_>>(),
+        ["replica2"],
+        "preferred region us"
+    );
+
+    let eu = db.using(Target::Region("eu".into()));
+    assert_eq!(
+        readers(&eu, 30).await.keys().collect::<Vec<_>>(),
+        ["replica1"],
+        "region eu"
+    );
+    let primary = db.using(Target::Primary);
+    assert_eq!(readers(&primary, 10).await.keys().collect::<Vec<_>>(), ["primary"]);
+    let node = db.using(Target::Node("replica1".into()));
+    assert_eq!(readers(&node, 10).await.keys().collect::<Vec<_>>(), ["replica1"]);
+    let scoped = with_target(Target::Primary, async { readers(&db, 10).await }).await;
+    assert_eq!(scoped.keys().collect::<Vec<_>>(), ["primary"], "task-scoped override");
+    // A per-call override wins over the scope.
+    let inner = with_target(Target::Primary, async {
+        readers(&db.using(Target::Node("replica2".into())), 5).await
+    })
+    .await;
+    assert_eq!(inner.keys().collect::<Vec<_>>(), ["replica2"]);
+
+    let err = sqlx::query_scalar::<_, i32>(WHO)
+        .fetch_one(&db.using(Target::Node("nope".into())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_sqlx(&err), Some(Error::UnknownNode { id }) if id == "nope"),
+        "{err}"
+    );
+    let err = sqlx::query_scalar::<_, i32>(WHO)
+        .fetch_one(&db.using(Target::Region("ap".into())))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_sqlx(&err), Some(Error::NoEligibleReplica { .. })),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn writes_never_reach_a_replica() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let t = table("writes");
+    cluster
+        .execute(0, &format!("CREATE TABLE {t} (id int, port int)"))
+        .await
+        .unwrap();
+    cluster
+        .execute(
+            0,
+            &format!(
+                "CREATE FUNCTION {t}_add(i int) RETURNS int LANGUAGE sql VOLATILE AS \
+                 $$ INSERT INTO {t} VALUES (i, inet_server_port()) RETURNING inet_server_port() $$;
+                 CREATE FUNCTION {t}_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM {t} $$;"
+            ),
+        )
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+
+    // An application function the classifier does not know: pg_proc says volatile -> primary.
+    let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT {t}_add(1)")))
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(cluster, port), "primary");
+    // A stable one may run on a replica.
+    let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT inet_server_port() FROM (SELECT {t}_count()) c"
+    )))
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_ne!(node_name(cluster, port), "primary");
+
+    // Forcing a known write onto a replica is refused before anything is sent.
+    let err = sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {t} VALUES (2, 0)")))
+        .execute(&db.using(Target::Replica))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_sqlx(&err), Some(Error::WriteOnReplica { .. })),
+        "{err}"
+    );
+
+    // A hint that lies: the standby refuses (25006), nothing is written there, the primary runs it.
+    let before = db.counters().refused_writes;
+    let sql = format!("/* covet:replica */ SELECT {t}_add(3)");
+    let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(cluster, port), "primary");
+    assert_eq!(db.counters().refused_writes, before + 1);
+    // ... and the text is remembered as a write: no second refusal.
+    let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(cluster, port), "primary");
+    assert_eq!(db.counters().refused_writes, before + 1);
+
+    let rows: Vec<(i32, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT id, port FROM {t} ORDER BY id")))
+        .fetch_all(&db.using(Target::Primary))
+        .await
+        .unwrap();
+    let primary_port = i32::from(cluster.nodes()[0].port);
+    assert_eq!(rows, [(1, primary_port), (3, primary_port), (3, primary_port)]);
+}
+
+#[tokio::test]
+async fn unparseable_sql_runs_on_the_primary() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    // PostgreSQL accepts these; the parser does not. They must not be guessed onto a replica.
+    let candidates = [
+        "SELECT inet_server_port() FOR READ ONLY",
+        "SELECT inet_server_port() FROM ROWS FROM (generate_series(1, 1)) AS x",
+    ];
+    let unparsed: Vec<&str> = candidates
+        .iter()
+        .copied()
+        .filter(|sql| !classify(sql).is_parsed())
+        .collect();
+    assert!(
+        !unparsed.is_empty(),
+        "no candidate is unparseable any more: pick a new one"
+    );
+    let before = db.counters();
+    for sql in &unparsed {
+        let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(*sql))
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(node_name(cluster, port), "primary", "{sql}");
+    }
+    assert_eq!(db.counters().writes - before.writes, unparsed.len() as u64);
+}
