@@ -9,36 +9,8 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/covet-replication/src/classify/pg_functions.tsv}
-pgbin=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
-[[ -x $pgbin/postgres ]] || { echo "no PostgreSQL binaries under /usr/lib/postgresql/*/bin" >&2; exit 1; }
-
-# PostgreSQL refuses to run as root: run it as the postgres user then.
-as_pg() {
-    if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-tmp=$(mktemp -d)
-[[ $(id -u) == 0 ]] && chown postgres: "$tmp"
-data=$tmp/data
-cleanup() {
-    if [[ -f $data/postmaster.pid ]]; then
-        as_pg "$pgbin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-# A free loopback port: nothing answers a TCP connect there.
-port=
-for p in $(seq 54329 54429); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
-done
-[[ -n $port ]] || { echo "no free loopback port in 54329..54429" >&2; exit 1; }
-
-as_pg "$pgbin/initdb" -D "$data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C >/dev/null
-as_pg "$pgbin/pg_ctl" -D "$data" -l "$tmp/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c fsync=off" \
-    start >/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
+source "$root/scripts/throwaway-pg.sh"
+start_throwaway_pg
 
 psql() { as_pg "$pgbin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -AtqX "$@"; }
 version=$(psql -c 'SHOW server_version')

@@ -151,3 +151,45 @@ async fn connect_fails_clearly_without_a_primary() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_conflict_is_retried_on_another_replica() {
+    // Without feedback the primary vacuums away rows a standby query still sees, and the
+    // standby cancels that query after 100 ms: "conflict with recovery" (SQLSTATE 40001).
+    let cluster = LocalCluster::builder()
+        .replicas(2)
+        .setting("hot_standby_feedback", "off")
+        .setting("max_standby_streaming_delay", "100ms")
+        .start()
+        .await
+        .unwrap();
+    cluster
+        .execute(
+            0,
+            "CREATE TABLE conflict_t (id int); INSERT INTO conflict_t SELECT generate_series(1, 1000)",
+        )
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let mut config = test_config(&cluster);
+    // The first attempt all but surely goes to replica1.
+    config.replicas[0].weight = 10_000;
+    let db = connect(config).await;
+    let reader = db.clone();
+    let slow = tokio::spawn(async move {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT inet_server_port() FROM (SELECT count(*) FROM conflict_t) c, pg_sleep(1.5)",
+        )
+        .fetch_one(&reader)
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.execute(0, "DELETE FROM conflict_t").await.unwrap();
+    cluster.execute(0, "VACUUM conflict_t").await.unwrap();
+    let port = slow.await.unwrap().expect("the conflicted read succeeded elsewhere");
+    assert_eq!(node_name(&cluster, port), "replica2");
+    assert_eq!(db.counters().retries, 1);
+    assert_eq!(db.counters().errors, 0);
+    // A conflict is not a connection failure: replica1 stays in rotation.
+    assert_eq!(db.manager().node("replica1").unwrap().state, NodeState::Healthy);
+}
