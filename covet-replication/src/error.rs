@@ -44,6 +44,17 @@ pub enum Error {
         /// The replica target.
         target: String,
     },
+    /// A read pinned to a replica (by its target) needs a position the replica had not
+    /// replayed within `consistency.max_wait`.
+    #[error("node {node} had replayed {replayed}, the session needs {needed}")]
+    NotCaughtUp {
+        /// The replica.
+        node: NodeId,
+        /// The session's position.
+        needed: crate::Lsn,
+        /// The replica's position at the last check.
+        replayed: crate::Lsn,
+    },
     /// A node id is already in use.
     #[error("a node with id {id:?} already exists")]
     DuplicateNode {
@@ -77,6 +88,10 @@ pub enum Error {
         /// How long the drain waited.
         waited: std::time::Duration,
     },
+    /// The global handle was asked for before [`setup_replication`](crate::setup_replication)
+    /// or [`set_db`](crate::set_db) installed one.
+    #[error("no global database handle: call covet_replication::setup_replication() first")]
+    NotSetUp,
 }
 
 impl Error {

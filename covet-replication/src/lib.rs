@@ -2,15 +2,19 @@
 #![deny(clippy::unwrap_used, clippy::print_stdout)]
 
 mod classify;
+mod clock;
 mod config;
 mod error;
 mod executor;
+mod global;
 mod health;
 mod lag;
 mod lsn;
 mod manager;
+mod orm;
 mod pool;
 mod routing;
+mod session;
 mod topology;
 
 #[cfg(feature = "testing")]
@@ -21,13 +25,24 @@ pub use classify::{
     TransactionControl, TransactionOp, classify,
 };
 pub use config::{
-    ConfigError, HealthConfig, NodeConfig, ParseReadPreferenceError, Password, PoolConfig, ReadPreference,
-    ReplicationConfig, ReplicationConfigBuilder, RetryConfig, RoutingConfig, TlsMode, UnknownFunctionPolicy,
+    ConfigError, Consistency, ConsistencyConfig, HealthConfig, NodeConfig, ParseReadPreferenceError, Password,
+    PoolConfig, ReadPreference, ReplicationConfig, ReplicationConfigBuilder, RetryConfig, RoutingConfig, TlsMode,
+    UnknownFunctionPolicy,
 };
+/// The `Model` derive; see the [`Model`](trait@Model) trait.
+pub use covet_replication_macros::Model;
 pub use error::Error;
 pub use executor::Transaction;
+pub use global::{db, replica_manager, set_db, setup_replication};
 pub use lsn::{Lsn, ParseLsnError};
 pub use manager::{NodeStatus, ReplicaManager};
+#[doc(hidden)]
+pub use orm::private as __private;
+pub use orm::{
+    Access, Assignment, Column, ColumnDef, Expr, IntoValue, Model, ModelExecutor, ModelField, ModelQuery, Order,
+    QuerySet, ReadOnly, ReadWrite, Text, migrate, prelude,
+};
 pub use pool::ReplicatedPool;
 pub use routing::{RouteReason, RouterCounters, Target, with_target};
+pub use session::{CausalToken, ConsistencyCounters, Session, TokenError};
 pub use topology::{NodeId, NodeState, Role};

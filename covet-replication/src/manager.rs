@@ -13,7 +13,8 @@ use crate::config::{NodeConfig, ReplicationConfig};
 use crate::error::Error;
 use crate::lag::WalHistory;
 use crate::routing::{FunctionCatalog, RouterStats};
-use crate::topology::{Node, NodeId, NodeState, Role, Topology};
+use crate::session::{ConsistencyStats, SessionState};
+use crate::topology::{Identity, Node, NodeId, NodeState, Role, Topology};
 
 /// Primary WAL samples kept for lag estimation: an hour at the default 1 s interval.
 const WAL_HISTORY: usize = 3600;
@@ -27,6 +28,10 @@ pub(crate) struct ManagerInner {
     pub functions: FunctionCatalog,
     pub stats: RouterStats,
     pub wal_history: Mutex<WalHistory>,
+    pub identity: Identity,
+    /// The plain handle's own session: its watermark is every write through any clone of it.
+    pub handle_session: Arc<SessionState>,
+    pub consistency: ConsistencyStats,
     shutdown: CancellationToken,
 }
 
@@ -72,6 +77,9 @@ impl ManagerInner {
             topology: ArcSwap::from_pointee(Topology { primary, replicas }),
             stats: RouterStats::default(),
             wal_history: Mutex::new(WalHistory::new(WAL_HISTORY)),
+            identity: Identity::default(),
+            handle_session: Arc::new(SessionState::new(config.consistency.handle, false)),
+            consistency: ConsistencyStats::default(),
             shutdown: CancellationToken::new(),
             config,
         });

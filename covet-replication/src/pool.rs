@@ -6,11 +6,13 @@ use std::sync::Arc;
 use sqlx::Postgres;
 use sqlx::pool::PoolConnection;
 
-use crate::config::{ReadPreference, ReplicationConfig};
+use crate::config::{Consistency, ReadPreference, ReplicationConfig};
 use crate::error::Error;
 use crate::executor::Transaction;
+use crate::lsn::Lsn;
 use crate::manager::{ManagerInner, ReplicaManager};
 use crate::routing::{Constraints, RouteReason, RouterCounters, Target};
+use crate::session::{CausalToken, ConsistencyCounters, Session, SessionState, TokenError};
 use crate::topology::NodeId;
 
 /// A primary and its replicas behind one sqlx [`Executor`](sqlx::Executor).
@@ -36,6 +38,9 @@ use crate::topology::NodeId;
 pub struct ReplicatedPool {
     pub(crate) inner: Arc<ManagerInner>,
     pub(crate) target: Option<Target>,
+    /// The class of the statements sent through this handle, when the caller knows it (the
+    /// ORM): the executor then skips the classifier.
+    pub(crate) known_kind: Option<crate::classify::QueryKind>,
 }
 
 impl fmt::Debug for ReplicatedPool {
@@ -77,6 +82,7 @@ impl ReplicatedPool {
         Ok(ReplicatedPool {
             inner: ManagerInner::start(config)?,
             target: None,
+            known_kind: None,
         })
     }
 
@@ -86,7 +92,15 @@ impl ReplicatedPool {
         ReplicatedPool {
             inner: Arc::clone(&self.inner),
             target: Some(target.into()),
+            known_kind: None,
         }
+    }
+
+    /// This handle, for statements of `kind` only: the executor routes them by `kind` without
+    /// parsing them. For SQL the crate builds itself.
+    pub(crate) fn with_known_kind(mut self, kind: crate::classify::QueryKind) -> Self {
+        self.known_kind = Some(kind);
+        self
     }
 
     /// The manager of the nodes behind this pool.
@@ -111,24 +125,86 @@ impl ReplicatedPool {
     /// # Errors
     /// The database error if no connection can be had or `BEGIN` fails.
     pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        self.begin_in(self.effective_session()).await
+    }
+
+    pub(crate) async fn begin_in(&self, session: Option<Arc<SessionState>>) -> Result<Transaction, sqlx::Error> {
         let primary = self.inner.primary();
         let tx = primary.pool.begin().await?;
-        Ok(Transaction::new(tx, primary.id.clone()))
+        let session = session.filter(|s| s.tracks_writes()).map(|s| (s, primary.pool.clone()));
+        Ok(Transaction::new(tx, primary.id.clone(), session))
+    }
+
+    /// The session a statement through this handle belongs to: the enclosing
+    /// [`Session::scope`], else the handle's own.
+    pub(crate) fn effective_session(&self) -> Option<Arc<SessionState>> {
+        crate::session::scoped().or_else(|| Some(Arc::clone(&self.inner.handle_session)))
+    }
+
+    /// A new session at the configured level (`consistency.session`). No I/O, no lock.
+    pub fn session(&self) -> Session {
+        self.session_with(self.inner.config.consistency.session)
+    }
+
+    /// A new session at `level`.
+    pub fn session_with(&self, level: Consistency) -> Session {
+        Session::new(self.clone(), level)
+    }
+
+    /// Continues, in this process, the session whose [`token`](Session::token) is given: its
+    /// reads see everything the token's session wrote. A token from before a failover (another
+    /// timeline), or while this process does not know the cluster yet, sends reads to the primary.
+    ///
+    /// # Errors
+    /// [`TokenError::Malformed`] for text that is not a token, [`TokenError::ForeignCluster`]
+    /// for a token of another cluster.
+    pub fn session_from_token(&self, token: &str) -> Result<Session, TokenError> {
+        let token: CausalToken = token.parse()?;
+        let (system_id, timeline) = self.inner.identity.get();
+        if system_id != 0 && token.system_id != 0 && token.system_id != system_id {
+            return Err(TokenError::ForeignCluster {
+                expected: system_id,
+                found: token.system_id,
+            });
+        }
+        let session = self.session();
+        if system_id == 0 || token.system_id == 0 || token.timeline != timeline || token.lsn == Lsn(u64::MAX) {
+            session.state.pin();
+        } else if token.lsn != Lsn::ZERO {
+            session.state.wrote(token.lsn);
+            session.state.raise_floor(token.lsn);
+        }
+        Ok(session)
+    }
+
+    /// Counters of what consistency cost so far.
+    pub fn consistency_counters(&self) -> ConsistencyCounters {
+        self.inner.consistency.snapshot()
     }
 
     /// Begins a read-only, repeatable-read transaction on one replica, chosen like a read (the
-    /// handle's target applies): a consistent snapshot across several statements.
+    /// handle's target and session apply): a consistent snapshot across several statements.
     ///
     /// # Errors
     /// [`Error::NoEligibleReplica`] (boxed in `sqlx::Error`) when the preference forbids the
     /// primary and no replica is eligible, or the database error.
     pub async fn begin_read_only(&self) -> Result<Transaction, sqlx::Error> {
-        let node = self.pick_for_read().await.map_err(Error::into_sqlx)?;
+        self.begin_read_only_in(self.effective_session()).await
+    }
+
+    pub(crate) async fn begin_read_only_in(
+        &self,
+        session: Option<Arc<SessionState>>,
+    ) -> Result<Transaction, sqlx::Error> {
+        let node = self.pick_for_read(session.as_deref()).await.map_err(Error::into_sqlx)?;
         let tx = node
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        Ok(Transaction::new(tx, node.id.clone()))
+        if let Some(session) = session.filter(|_| node.role() == crate::topology::Role::Replica) {
+            session.read_from(&node.id, node.replay_lsn());
+        }
+        Ok(Transaction::new(tx, node.id.clone(), None))
     }
 
     /// A connection from the node `target` selects, for work that needs one connection
@@ -138,7 +214,7 @@ impl ReplicatedPool {
     /// The routing error or the pool's.
     pub async fn acquire(&self, target: impl Into<Target>) -> Result<PoolConnection<Postgres>, Error> {
         let pinned = self.using(target);
-        let node = pinned.pick_for_read().await?;
+        let node = pinned.pick_for_read(self.effective_session().as_deref()).await?;
         node.pool.acquire().await.map_err(|source| Error::Database {
             node: node.id.clone(),
             source,
@@ -152,22 +228,44 @@ impl ReplicatedPool {
     pub async fn explain(&self, sql: &str) -> Result<(NodeId, RouteReason), Error> {
         let kind = self.inner.classifier.classify(sql);
         let target = self.target.clone().or_else(crate::routing::scoped_target);
+        let session = self.effective_session();
         let c = Constraints {
             target: target.as_ref(),
+            session: session.as_deref(),
             ..Constraints::default()
         };
         let route = crate::routing::route(&self.inner, &kind, c).await?;
         Ok((route.node.id.clone(), route.reason))
     }
 
-    async fn pick_for_read(&self) -> Result<Arc<crate::topology::Node>, Error> {
+    /// The node a read through this handle would use now, its session's replay check done.
+    async fn pick_for_read(&self, session: Option<&SessionState>) -> Result<Arc<crate::topology::Node>, Error> {
         let kind = self.inner.classifier.classify("SELECT 1");
         let target = self.target.clone().or_else(crate::routing::scoped_target);
         let c = Constraints {
             target: target.as_ref(),
+            session,
             ..Constraints::default()
         };
-        Ok(crate::routing::route(&self.inner, &kind, c).await?.node)
+        let route = crate::routing::route(&self.inner, &kind, c).await?;
+        let Some(lsn) = route.check else { return Ok(route.node) };
+        let node = route.node;
+        let database = |source| Error::Database {
+            node: node.id.clone(),
+            source,
+        };
+        let mut conn = node.pool.acquire().await.map_err(database)?;
+        if crate::executor::caught_up(self, &node, &mut conn, lsn)
+            .await
+            .map_err(database)?
+        {
+            return Ok(node);
+        }
+        self.inner
+            .consistency
+            .fallbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.inner.primary())
     }
 
     /// Closes every pool and stops the background loops; waits for checked-out connections.

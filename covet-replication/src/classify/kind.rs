@@ -148,6 +148,21 @@ impl QueryKind {
         Self(Arc::new(inner))
     }
 
+    /// The kind of one statement whose class is known without parsing it (the ORM builds
+    /// plain reads and writes of table columns only).
+    pub(crate) fn known(class: QueryClass, reason: &'static str) -> Self {
+        Self::from_inner(Inner {
+            class,
+            reason: reason.into(),
+            hint: None,
+            transaction: None,
+            transaction_replica_safe: false,
+            unknown_functions: Vec::new(),
+            statements: 1,
+            parsed: true,
+        })
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.0
     }

@@ -37,9 +37,16 @@ pub struct ReplicationConfigBuilder {
     replicas: Vec<Result<NodeConfig, ConfigError>>,
     health: HealthConfig,
     routing: RoutingConfig,
+    consistency: super::ConsistencyConfig,
 }
 
 impl ReplicationConfigBuilder {
+    /// Sets what reads promise after writes.
+    pub fn consistency(mut self, consistency: super::ConsistencyConfig) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
     /// Sets the primary (replacing any set before).
     pub fn primary(mut self, node: NodeConfig) -> Self {
         self.primary = Some(Ok(node));
@@ -145,6 +152,7 @@ impl ReplicationConfigBuilder {
             replicas,
             health: self.health,
             routing: self.routing,
+            consistency: self.consistency,
         };
         config.assign_default_ids();
         config.validate()?;

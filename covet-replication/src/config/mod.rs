@@ -83,6 +83,7 @@
 //! ```
 
 mod builder;
+mod consistency;
 mod env;
 mod error;
 mod health;
@@ -99,6 +100,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use builder::ReplicationConfigBuilder;
+pub use consistency::{Consistency, ConsistencyConfig};
 pub use error::ConfigError;
 pub use health::HealthConfig;
 pub use node::{NodeConfig, Password, PoolConfig, TlsMode};
@@ -140,6 +142,8 @@ pub struct ReplicationConfig {
     pub health: HealthConfig,
     /// Routing of statements.
     pub routing: RoutingConfig,
+    /// What reads promise after writes.
+    pub consistency: ConsistencyConfig,
 }
 
 impl Default for ReplicationConfig {
@@ -154,6 +158,8 @@ impl Default for ReplicationConfig {
             health: HealthConfig::default(),
             // See RoutingConfig::default.
             routing: RoutingConfig::default(),
+            // See ConsistencyConfig::default.
+            consistency: ConsistencyConfig::default(),
         }
     }
 }
@@ -169,6 +175,8 @@ struct RawReplicationConfig {
     health: HealthConfig,
     #[serde(default)]
     routing: RoutingConfig,
+    #[serde(default)]
+    consistency: ConsistencyConfig,
 }
 
 impl From<RawReplicationConfig> for ReplicationConfig {
@@ -180,6 +188,7 @@ impl From<RawReplicationConfig> for ReplicationConfig {
             replicas,
             health: raw.health,
             routing: raw.routing,
+            consistency: raw.consistency,
         };
         config.assign_default_ids();
         config

@@ -34,6 +34,7 @@ impl ReplicationConfig {
         self.validate_uniqueness(&mut errors);
         validate_health(&self.health, &mut errors);
         validate_routing(&self.routing, self.replicas.len(), &mut errors);
+        validate_consistency(&self.consistency, &mut errors);
         ConfigError::from_errors(errors)
     }
 
@@ -188,6 +189,27 @@ fn validate_routing(routing: &RoutingConfig, replica_count: usize, errors: &mut 
                 &format!("write_functions[{i}]"),
                 &format!("{name:?} is also in routing.read_only_functions"),
             );
+        }
+    }
+}
+
+fn validate_consistency(c: &super::ConsistencyConfig, errors: &mut Vec<ConfigError>) {
+    let mut fail =
+        |field: &str, message: &str| errors.push(ConfigError::invalid(format!("consistency.{field}"), message));
+    if c.poll_interval.is_zero() {
+        fail("poll_interval", "must be > 0");
+    }
+    if c.max_wait > std::time::Duration::from_secs(60) {
+        fail(
+            "max_wait",
+            "must be at most 60s (a read waiting longer should go to the primary)",
+        );
+    }
+    for (field, level) in [("session", c.session), ("handle", c.handle)] {
+        if let super::Consistency::BoundedStaleness(d) | super::Consistency::WriteWindow(d) = level
+            && d.is_zero()
+        {
+            fail(field, "the duration must be > 0");
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `impl Executor for &ReplicatedPool`: route, run, and retry where that is safe.
+//! `impl Executor for &ReplicatedPool` and `&Session`: route, run, and retry where that is safe.
 
 mod statement;
 mod transaction;
@@ -6,55 +6,109 @@ mod transaction;
 pub(crate) use statement::Statement;
 pub use transaction::Transaction;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
 use either::Either;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Execute, Executor, Postgres, SqlStr};
+use sqlx::{Execute, Executor, PgConnection, Postgres, SqlStr};
 
+use crate::config::Consistency;
+use crate::error::Error;
+use crate::lsn::Lsn;
 use crate::pool::ReplicatedPool;
-use crate::routing::{Failure, Route, classify_error};
-use crate::topology::{Node, NodeId, NodeState};
+use crate::routing::{Constraints, Failure, Route, Target, classify_error};
+use crate::session::{Session, SessionState};
+use crate::topology::{Node, NodeId, NodeState, Role};
 
-impl<'p> Executor<'p> for &'_ ReplicatedPool {
-    type Database = Postgres;
+type Rows = Either<PgQueryResult, PgRow>;
 
-    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
-    where
-        'p: 'e,
-        E: 'q + Execute<'q, Postgres>,
-    {
-        let pool = self.clone();
-        let statement = Statement::from_execute(query);
-        Box::pin(async_stream::try_stream! {
-            let statement = statement?;
-            let mut attempt = Attempts::new(&pool, &statement);
-            loop {
-                let route = attempt.route().await?;
-                let mut in_flight = route.node.start_query();
-                let mut conn = match acquire(&pool, &route.node).await {
-                    Ok(conn) => { in_flight.connected(); conn }
-                    Err(e) => { attempt.failed(&route, e).await?; continue; }
-                };
-                let mut rows = conn.fetch_many(statement.clone());
-                // Only a failure before the first result may be retried: after that the
-                // caller has seen data.
-                match rows.try_next().await {
-                    Err(e) => { drop(rows); attempt.failed(&route, e).await?; continue; }
-                    Ok(None) => { in_flight.succeeded(); break; }
-                    Ok(Some(first)) => {
+/// Both executors share this: the pool, a per-call target, and the session.
+fn fetch_many<'e>(
+    pool: ReplicatedPool,
+    session: Option<Arc<SessionState>>,
+    statement: Result<Statement, sqlx::Error>,
+) -> BoxStream<'e, Result<Rows, sqlx::Error>> {
+    Box::pin(async_stream::try_stream! {
+        let statement = statement?;
+        let mut attempt = Attempts::new(&pool, session, &statement);
+        loop {
+            let route = attempt.route().await?;
+            let mut in_flight = route.node.start_query();
+            let mut conn = match attempt.connect(&route).await {
+                Ok(Some(conn)) => conn,
+                Ok(None) => continue,
+                Err(e) => { attempt.failed(&route, e).await?; continue; }
+            };
+            in_flight.connected();
+            let mut rows = conn.fetch_many(statement.clone());
+            // Only a failure before the first result may be retried: after that the caller
+            // has seen data.
+            match rows.try_next().await {
+                Err(e) => { drop(rows); attempt.failed(&route, e).await?; continue; }
+                Ok(first) => {
+                    if let Some(first) = first {
                         yield first;
                         while let Some(item) = rows.try_next().await.inspect_err(|_| attempt.count_error())? {
                             yield item;
                         }
-                        in_flight.succeeded();
-                        break;
                     }
+                    drop(rows);
+                    in_flight.succeeded();
+                    attempt.succeeded(&route, &mut conn).await;
+                    break;
                 }
             }
-        })
+        }
+    })
+}
+
+fn fetch_optional<'e>(
+    pool: ReplicatedPool,
+    session: Option<Arc<SessionState>>,
+    statement: Result<Statement, sqlx::Error>,
+) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>> {
+    Box::pin(async move {
+        let statement = statement?;
+        let mut attempt = Attempts::new(&pool, session, &statement);
+        loop {
+            let route = attempt.route().await?;
+            let mut in_flight = route.node.start_query();
+            let mut conn = match attempt.connect(&route).await {
+                Ok(Some(conn)) => conn,
+                Ok(None) => continue,
+                Err(e) => {
+                    attempt.failed(&route, e).await?;
+                    continue;
+                }
+            };
+            in_flight.connected();
+            match conn.fetch_optional(statement.clone()).await {
+                Ok(row) => {
+                    in_flight.succeeded();
+                    attempt.succeeded(&route, &mut conn).await;
+                    return Ok(row);
+                }
+                Err(e) => attempt.failed(&route, e).await?,
+            }
+        }
+    })
+}
+
+impl<'p> Executor<'p> for &'_ ReplicatedPool {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Rows, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        fetch_many(self.clone(), self.effective_session(), Statement::from_execute(query))
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
@@ -62,30 +116,7 @@ impl<'p> Executor<'p> for &'_ ReplicatedPool {
         'p: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        let pool = self.clone();
-        let statement = Statement::from_execute(query);
-        Box::pin(async move {
-            let statement = statement?;
-            let mut attempt = Attempts::new(&pool, &statement);
-            loop {
-                let route = attempt.route().await?;
-                let mut in_flight = route.node.start_query();
-                let result = match acquire(&pool, &route.node).await {
-                    Ok(mut conn) => {
-                        in_flight.connected();
-                        conn.fetch_optional(statement.clone()).await
-                    }
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(row) => {
-                        in_flight.succeeded();
-                        return Ok(row);
-                    }
-                    Err(e) => attempt.failed(&route, e).await?,
-                }
-            }
-        })
+        fetch_optional(self.clone(), self.effective_session(), Statement::from_execute(query))
     }
 
     fn prepare_with<'e>(
@@ -96,9 +127,7 @@ impl<'p> Executor<'p> for &'_ ReplicatedPool {
     where
         'p: 'e,
     {
-        // Statement metadata is the same on every node; the primary always has the schema.
-        let pool = self.inner.primary().pool.clone();
-        Box::pin(async move { pool.acquire().await?.prepare_with(sql, parameters).await })
+        prepare_on_primary(self, sql, parameters)
     }
 
     #[doc(hidden)]
@@ -106,15 +135,79 @@ impl<'p> Executor<'p> for &'_ ReplicatedPool {
     where
         'p: 'e,
     {
-        let pool = self.inner.primary().pool.clone();
-        Box::pin(async move { pool.acquire().await?.describe(sql).await })
+        describe_on_primary(self, sql)
     }
+}
+
+impl<'s> Executor<'s> for &'_ Session {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Rows, sqlx::Error>>
+    where
+        's: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        fetch_many(
+            self.pool.clone(),
+            Some(Arc::clone(&self.state)),
+            Statement::from_execute(query),
+        )
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        's: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        fetch_optional(
+            self.pool.clone(),
+            Some(Arc::clone(&self.state)),
+            Statement::from_execute(query),
+        )
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    where
+        's: 'e,
+    {
+        prepare_on_primary(&self.pool, sql, parameters)
+    }
+
+    #[doc(hidden)]
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        's: 'e,
+    {
+        describe_on_primary(&self.pool, sql)
+    }
+}
+
+/// Statement metadata is the same on every node; the primary always has the schema.
+fn prepare_on_primary<'e>(
+    pool: &ReplicatedPool,
+    sql: SqlStr,
+    parameters: &'e [PgTypeInfo],
+) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>> {
+    let pool = pool.inner.primary().pool.clone();
+    Box::pin(async move { pool.acquire().await?.prepare_with(sql, parameters).await })
+}
+
+fn describe_on_primary<'e>(
+    pool: &ReplicatedPool,
+    sql: SqlStr,
+) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
+    let pool = pool.inner.primary().pool.clone();
+    Box::pin(async move { pool.acquire().await?.describe(sql).await })
 }
 
 /// A connection from `node`. Waiting for a replica is bounded by the health-check timeout, so a
 /// dead replica costs a retry, not the pool's full acquire timeout.
 async fn acquire(pool: &ReplicatedPool, node: &Node) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-    if node.role() == crate::topology::Role::Primary {
+    if node.role() == Role::Primary {
         return node.pool.acquire().await;
     }
     // An idle connection needs no timer.
@@ -127,27 +220,66 @@ async fn acquire(pool: &ReplicatedPool, node: &Node) -> Result<PoolConnection<Po
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
+/// Waits (up to `consistency.max_wait`) until the replica behind `conn` has replayed `lsn`.
+/// Each answer also refreshes the node's cached position for everyone else.
+pub(crate) async fn caught_up(
+    pool: &ReplicatedPool,
+    node: &Node,
+    conn: &mut PgConnection,
+    lsn: Lsn,
+) -> Result<bool, sqlx::Error> {
+    let cfg = &pool.inner.config.consistency;
+    let stats = &pool.inner.consistency;
+    let started = Instant::now();
+    loop {
+        stats.replay_checks.fetch_add(1, Relaxed);
+        let replayed = crate::session::replay_lsn(conn).await?;
+        node.observe_lsn(replayed);
+        let waited = started.elapsed();
+        if replayed >= lsn {
+            if !waited.is_zero() && stats.replay_checks.load(Relaxed) > 0 && waited > cfg.poll_interval / 2 {
+                stats.waited(waited);
+            }
+            return Ok(true);
+        }
+        if waited >= cfg.max_wait {
+            if !cfg.max_wait.is_zero() {
+                stats.waited(waited);
+            }
+            return Ok(false);
+        }
+        tokio::time::sleep(cfg.poll_interval.min(cfg.max_wait - waited)).await;
+    }
+}
+
 /// The attempts of one statement: routing, and what a failure allows next.
 struct Attempts<'a> {
     pool: &'a ReplicatedPool,
+    session: Option<Arc<SessionState>>,
     statement: &'a Statement,
     kind: crate::classify::QueryKind,
-    target: Option<crate::routing::Target>,
+    target: Option<Target>,
     exclude: Vec<NodeId>,
     force_primary: bool,
+    consistency_fallback: bool,
     attempt: u32,
     last_error: Option<sqlx::Error>,
 }
 
 impl<'a> Attempts<'a> {
-    fn new(pool: &'a ReplicatedPool, statement: &'a Statement) -> Self {
+    fn new(pool: &'a ReplicatedPool, session: Option<Arc<SessionState>>, statement: &'a Statement) -> Self {
         Attempts {
-            kind: pool.inner.classifier.classify(statement.as_str()),
+            kind: pool
+                .known_kind
+                .clone()
+                .unwrap_or_else(|| pool.inner.classifier.classify(statement.as_str())),
             target: pool.target.clone().or_else(crate::routing::scoped_target),
             pool,
+            session,
             statement,
             exclude: Vec::new(),
             force_primary: false,
+            consistency_fallback: false,
             attempt: 0,
             last_error: None,
         }
@@ -155,40 +287,90 @@ impl<'a> Attempts<'a> {
 
     async fn route(&mut self) -> Result<Route, sqlx::Error> {
         self.attempt += 1;
-        let constraints = crate::routing::Constraints {
+        let constraints = Constraints {
             target: self.target.as_ref(),
             exclude: &self.exclude,
             force_primary: self.force_primary,
+            consistency_fallback: self.consistency_fallback,
+            session: self.session.as_deref(),
         };
         let inner = &self.pool.inner;
         match crate::routing::route(inner, &self.kind, constraints).await {
             Ok(route) => {
-                inner
-                    .stats
-                    .record(route.node.role() == crate::topology::Role::Primary, route.reason);
+                inner.stats.record(route.node.role() == Role::Primary, route.reason);
                 tracing::debug!(target: "covet::route", node = %route.node.id, reason = ?route.reason, attempt = self.attempt, "routed");
                 Ok(route)
             }
             // Out of nodes while retrying: the caller wants the failure that started it.
             Err(e) => {
-                inner.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.count_error();
                 Err(self.last_error.take().unwrap_or_else(|| e.into_sqlx()))
             }
         }
     }
 
+    /// A connection for `route`, after its replay check. `None`: the replica was behind the
+    /// session; route again (to the primary).
+    async fn connect(&mut self, route: &Route) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
+        let mut conn = acquire(self.pool, &route.node).await?;
+        let Some(lsn) = route.check else { return Ok(Some(conn)) };
+        if caught_up(self.pool, &route.node, &mut conn, lsn).await? {
+            return Ok(Some(conn));
+        }
+        if matches!(self.target, Some(Target::Replica | Target::Node(_) | Target::Region(_))) {
+            return Err(Error::NotCaughtUp {
+                node: route.node.id.clone(),
+                needed: lsn,
+                replayed: route.node.replay_lsn(),
+            }
+            .into_sqlx());
+        }
+        self.pool.inner.consistency.fallbacks.fetch_add(1, Relaxed);
+        self.consistency_fallback = true;
+        Ok(None)
+    }
+
     fn count_error(&self) {
-        self.pool
-            .inner
-            .stats
-            .errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.pool.inner.stats.errors.fetch_add(1, Relaxed);
+    }
+
+    /// Bookkeeping after success: a write moves the session's watermark (read on the same
+    /// connection, right after the write); a read is counted and keeps the session monotonic.
+    async fn succeeded(&self, route: &Route, conn: &mut PgConnection) {
+        let Some(session) = &self.session else { return };
+        if route.writes {
+            if session.tracks_writes() {
+                match crate::session::primary_lsn(&mut *conn).await {
+                    Ok(lsn) => session.wrote(lsn),
+                    Err(_) => session.wrote_unknown(),
+                }
+            }
+            return;
+        }
+        let on_replica = route.node.role() == Role::Replica;
+        if on_replica {
+            session.read_from(
+                &route.node.id,
+                route.node.replay_lsn().max(route.check.unwrap_or(Lsn::ZERO)),
+            );
+        } else if session.monotonic && session.level != Consistency::Strong {
+            // The primary showed its latest data: later replica reads must not show older.
+            match crate::session::primary_lsn(&mut *conn).await {
+                Ok(lsn) => session.raise_floor(lsn),
+                Err(_) => session.pin(),
+            }
+        }
+        if session.monotonic || session.level != Consistency::Eventual {
+            self.pool
+                .inner
+                .consistency
+                .read(session.level, session.watermark().is_some(), on_replica);
+        }
     }
 
     /// Decides whether `err` on `route` allows another attempt (after a backoff); returns the
     /// error otherwise.
     async fn failed(&mut self, route: &Route, err: sqlx::Error) -> Result<(), sqlx::Error> {
-        use std::sync::atomic::Ordering::Relaxed;
         let inner = &self.pool.inner;
         let failure = classify_error(&err);
         let node = &route.node;
@@ -206,7 +388,7 @@ impl<'a> Attempts<'a> {
             return Ok(());
         }
         let retry = &inner.config.routing.retry;
-        if self.attempt >= retry.max_attempts || matches!(self.target, Some(crate::routing::Target::Node(_))) {
+        if self.attempt >= retry.max_attempts || matches!(self.target, Some(Target::Node(_))) {
             self.count_error();
             return Err(err);
         }

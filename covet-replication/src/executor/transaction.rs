@@ -2,7 +2,11 @@
 
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{PgConnection, Postgres};
+use std::sync::Arc;
+
+use sqlx::{PgConnection, PgPool, Postgres};
+
+use crate::session::SessionState;
 
 use crate::topology::NodeId;
 
@@ -15,11 +19,17 @@ use crate::topology::NodeId;
 pub struct Transaction {
     inner: sqlx::Transaction<'static, Postgres>,
     node: NodeId,
+    /// The session whose watermark a commit on the primary moves.
+    session: Option<(Arc<SessionState>, PgPool)>,
 }
 
 impl Transaction {
-    pub(crate) fn new(inner: sqlx::Transaction<'static, Postgres>, node: NodeId) -> Self {
-        Transaction { inner, node }
+    pub(crate) fn new(
+        inner: sqlx::Transaction<'static, Postgres>,
+        node: NodeId,
+        session: Option<(Arc<SessionState>, PgPool)>,
+    ) -> Self {
+        Transaction { inner, node, session }
     }
 
     /// The node the transaction runs on.
@@ -32,7 +42,15 @@ impl Transaction {
     /// # Errors
     /// The database error if the commit fails.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+        self.inner.commit().await?;
+        if let Some((session, primary)) = self.session {
+            // The commit record is behind the insert position read after it.
+            match crate::session::primary_lsn(&primary).await {
+                Ok(lsn) => session.wrote(lsn),
+                Err(_) => session.wrote_unknown(),
+            }
+        }
+        Ok(())
     }
 
     /// Rolls back.

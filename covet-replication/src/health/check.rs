@@ -15,6 +15,10 @@ pub(crate) struct Sample {
     /// `pg_last_wal_receive_lsn()` on a standby.
     pub receive_lsn: Option<Lsn>,
     pub replay_paused: bool,
+    /// `pg_control_system().system_identifier`: the same on a primary and its standbys.
+    pub system_id: u64,
+    /// The timeline a primary writes on (None on a standby).
+    pub timeline: Option<u32>,
     pub rtt: Duration,
 }
 
@@ -22,11 +26,14 @@ pub(crate) struct Sample {
 const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
     (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text, \
     pg_last_wal_receive_lsn()::text, \
-    CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END";
+    CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
+    (SELECT system_identifier FROM pg_control_system())::text, \
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END";
 
 pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error> {
     let started = Instant::now();
-    let (in_recovery, lsn, receive, paused): (bool, Option<String>, Option<String>, bool) =
+    type Row = (bool, Option<String>, Option<String>, bool, String, Option<String>);
+    let (in_recovery, lsn, receive, paused, system_id, timeline): Row =
         sqlx::query_as(CHECK_SQL).persistent(true).fetch_one(conn).await?;
     let rtt = started.elapsed();
     let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
@@ -35,6 +42,8 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         lsn: parse(lsn).unwrap_or(Lsn::ZERO),
         receive_lsn: parse(receive),
         replay_paused: paused,
+        system_id: system_id.parse().unwrap_or(0),
+        timeline: timeline.and_then(|t| u32::from_str_radix(&t, 16).ok()),
         rtt,
     })
 }

@@ -59,7 +59,8 @@ pub(crate) async fn round(manager: &ManagerInner) {
             && !s.in_recovery
         {
             history.record(now, s.lsn);
-            node.lsn.store(s.lsn.0, std::sync::atomic::Ordering::Relaxed);
+            node.observe_lsn(s.lsn);
+            manager.identity.observe(s.system_id, s.timeline);
         }
     }
     for (node, sample) in topology.nodes().zip(samples) {
@@ -91,7 +92,7 @@ pub(crate) async fn round(manager: &ManagerInner) {
 /// Stores the replica's position and lag; returns whether it is above its limit.
 fn apply_lag(manager: &ManagerInner, node: &Node, s: &Sample, history: &crate::lag::WalHistory, now: Instant) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
-    node.lsn.store(s.lsn.0, Relaxed);
+    node.observe_lsn(s.lsn);
     let (bytes, time) = history.lag(s.lsn, now);
     node.lag_bytes.store(bytes, Relaxed);
     node.lag_us

@@ -4,10 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::{Hint, QueryKind};
+use crate::config::Consistency;
 use crate::config::ReadPreference;
 use crate::error::Error;
 use crate::lsn::Lsn;
 use crate::manager::ManagerInner;
+use crate::session::SessionState;
 use crate::topology::{Node, NodeId, NodeState, Role};
 
 use super::select::{Candidate, FastRand, NoNode, Pick, ReadRequest, select};
@@ -18,6 +20,21 @@ use super::{RouteReason, Target};
 pub(crate) struct Route {
     pub node: Arc<Node>,
     pub reason: RouteReason,
+    /// The statement needs the primary (its success moves the session's watermark).
+    pub writes: bool,
+    /// Before running, the replica must be seen to have replayed this position.
+    pub check: Option<Lsn>,
+}
+
+impl Route {
+    fn to(node: &Arc<Node>, reason: RouteReason) -> Self {
+        Route {
+            node: Arc::clone(node),
+            reason,
+            writes: false,
+            check: None,
+        }
+    }
 }
 
 impl Candidate for Arc<Node> {
@@ -61,6 +78,9 @@ pub(crate) struct Constraints<'a> {
     pub exclude: &'a [NodeId],
     /// Run on the primary whatever the statement is (a standby refused it as a write).
     pub force_primary: bool,
+    /// A replica did not catch up with the session in time: the primary.
+    pub consistency_fallback: bool,
+    pub session: Option<&'a SessionState>,
 }
 
 /// Decides where `kind` runs.
@@ -70,17 +90,17 @@ pub(crate) struct Constraints<'a> {
 /// [`Error::NoEligibleReplica`], [`Error::UnknownNode`], [`Error::NodeUnavailable`].
 pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
     let topology = m.topology.load();
-    let primary = || Arc::clone(&topology.primary);
+    let primary = &topology.primary;
     if c.force_primary {
         return Ok(Route {
-            node: primary(),
-            reason: RouteReason::Retry,
+            writes: true,
+            ..Route::to(primary, RouteReason::Retry)
         });
     }
-    let safe = m.functions.replica_safe(kind, &topology.primary.pool).await;
+    let safe = m.functions.replica_safe(kind, &primary.pool).await;
     if !safe {
         if let Some(t @ (Target::Replica | Target::Node(_))) = c.target
-            && !matches!(t, Target::Node(id) if *id == topology.primary.id.as_str())
+            && !matches!(t, Target::Node(id) if *id == primary.id.as_str())
         {
             return Err(Error::WriteOnReplica {
                 reason: kind.reason().to_string(),
@@ -93,9 +113,12 @@ pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>
             RouteReason::Write
         };
         return Ok(Route {
-            node: primary(),
-            reason,
+            writes: true,
+            ..Route::to(primary, reason)
         });
+    }
+    if c.consistency_fallback {
+        return Ok(Route::to(primary, RouteReason::Consistency));
     }
     let routing = &m.config.routing;
     let mut req = ReadRequest {
@@ -104,6 +127,17 @@ pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>
         exclude: c.exclude,
         ..ReadRequest::default()
     };
+    if let Some(s) = c.session {
+        match s.level {
+            _ if s.pinned() => return Ok(Route::to(primary, RouteReason::Consistency)),
+            Consistency::Strong => return Ok(Route::to(primary, RouteReason::Consistency)),
+            Consistency::WriteWindow(d) if s.since_last_write().is_some_and(|t| t < d) => {
+                return Ok(Route::to(primary, RouteReason::Consistency));
+            }
+            Consistency::BoundedStaleness(d) => req.max_staleness = Some(d),
+            _ => {}
+        }
+    }
     let mut reason = if c.exclude.is_empty() {
         RouteReason::ReadPreference
     } else {
@@ -113,14 +147,10 @@ pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>
         req.preference = Some(ReadPreference::ReplicaPreferred);
         reason = RouteReason::Hint;
     }
+    let min_lsn = c.session.and_then(SessionState::min_lsn);
     match c.target {
         None => {}
-        Some(Target::Primary) => {
-            return Ok(Route {
-                node: primary(),
-                reason: RouteReason::Override,
-            });
-        }
+        Some(Target::Primary) => return Ok(Route::to(primary, RouteReason::Override)),
         Some(Target::Node(id)) => {
             let node = topology.find(id).ok_or_else(|| Error::UnknownNode { id: id.clone() })?;
             return match node.state() {
@@ -129,8 +159,8 @@ pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>
                     state: s,
                 }),
                 _ => Ok(Route {
-                    node: Arc::clone(node),
-                    reason: RouteReason::Override,
+                    check: behind(node, min_lsn),
+                    ..Route::to(node, RouteReason::Override)
                 }),
             };
         }
@@ -141,24 +171,76 @@ pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>
     if c.target.is_some() {
         reason = RouteReason::Override;
     }
+    if let Some(s) = c.session.filter(|_| c.target.is_none())
+        && let Some(route) = sticky_route(m, &topology, s, &req, reason).await?
+    {
+        return Ok(route);
+    }
+    // The session may have moved its floor while switching replicas.
+    let min_lsn = c.session.and_then(SessionState::min_lsn);
+    req.min_lsn = min_lsn;
     let default = routing.read_preference;
-    match select(&topology.primary, &topology.replicas, &req, default, &mut FastRand) {
-        Ok(Pick::Primary) => Ok(Route {
-            node: primary(),
-            reason,
-        }),
+    let mut picked = select(primary, &topology.replicas, &req, default, &mut FastRand);
+    let mut check = None;
+    if min_lsn.is_some() && !matches!(picked, Ok(Pick::Replica(_)) | Ok(Pick::Primary)) {
+        // No replica is known to be far enough: ask one (the cache may just be old), among
+        // those whose measured lag leaves a chance of catching up within the wait.
+        req.min_lsn = None;
+        let chance = m.config.consistency.max_wait + m.config.health.interval;
+        req.max_staleness = Some(req.max_staleness.map_or(chance, |d| d.min(chance)));
+        if let Ok(Pick::Replica(i)) = select(primary, &topology.replicas, &req, default, &mut FastRand) {
+            picked = Ok(Pick::Replica(i));
+            check = min_lsn;
+        }
+    }
+    match picked {
+        Ok(Pick::Primary) => Ok(Route::to(primary, reason)),
         Ok(Pick::Replica(i)) => Ok(Route {
-            node: Arc::clone(&topology.replicas[i]),
-            reason,
+            check,
+            ..Route::to(&topology.replicas[i], reason)
         }),
-        Ok(Pick::FallbackPrimary) => Ok(Route {
-            node: primary(),
-            reason: RouteReason::Fallback,
-        }),
+        Ok(Pick::FallbackPrimary) => Ok(Route::to(primary, RouteReason::Fallback)),
         Err(NoNode::NoEligibleReplica) => Err(Error::NoEligibleReplica {
             preference: req.preference.unwrap_or(default),
             region: req.region.map(str::to_owned),
         }),
+    }
+}
+
+/// `Some(lsn)` if `node`'s cached position does not show it has replayed `lsn`.
+fn behind(node: &Node, min_lsn: Option<Lsn>) -> Option<Lsn> {
+    min_lsn.filter(|&lsn| node.replay_lsn() < lsn)
+}
+
+/// Keeps a monotonic session on its replica while that replica may serve it. Leaving it, the
+/// session's floor rises to the primary's position now: whatever the old replica had replayed,
+/// the next one must have too (a rare round trip, for an exact guarantee).
+async fn sticky_route(
+    m: &ManagerInner,
+    topology: &crate::topology::Topology,
+    s: &SessionState,
+    req: &ReadRequest<'_>,
+    reason: RouteReason,
+) -> Result<Option<Route>, Error> {
+    let Some(id) = s.sticky() else { return Ok(None) };
+    let node = topology.replicas.iter().find(|n| n.id == *id);
+    if let Some(node) = node.filter(|n| super::select::is_eligible(*n, req)) {
+        return Ok(Some(Route {
+            check: behind(node, s.min_lsn()),
+            ..Route::to(node, reason)
+        }));
+    }
+    m.consistency
+        .switches
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match crate::session::primary_lsn(&topology.primary.pool).await {
+        Ok(lsn) => {
+            s.raise_floor(lsn);
+            s.unstick();
+            Ok(None)
+        }
+        // Without the position the guarantee cannot be kept on a replica.
+        Err(_) => Ok(Some(Route::to(&topology.primary, RouteReason::Consistency))),
     }
 }
 

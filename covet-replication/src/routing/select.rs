@@ -125,7 +125,7 @@ fn eligible<'a, C: Candidate>(replicas: &'a [C], req: &'a ReadRequest<'_>) -> im
         .map(|(i, _)| i)
 }
 
-fn is_eligible<C: Candidate>(r: &C, req: &ReadRequest<'_>) -> bool {
+pub(crate) fn is_eligible<C: Candidate>(r: &C, req: &ReadRequest<'_>) -> bool {
     r.state().serves_reads()
         && req.region.is_none_or(|want| r.region() == Some(want))
         && req.min_lsn.is_none_or(|lsn| r.replay_lsn() >= lsn)

@@ -19,9 +19,12 @@ pub enum RouteReason {
     Override,
     /// A retry after a failure on another node.
     Retry,
+    /// A read sent to the primary to keep a session's promise (`Strong`, a write window, or no
+    /// replica caught up in time).
+    Consistency,
 }
 
-const REASONS: usize = 6;
+const REASONS: usize = 7;
 
 impl RouteReason {
     fn index(self) -> usize {
@@ -57,6 +60,7 @@ impl RouterStats {
             fallbacks: r(RouteReason::Fallback),
             hints: r(RouteReason::Hint),
             overrides: r(RouteReason::Override),
+            consistency: r(RouteReason::Consistency),
             retries: self.retries.load(Relaxed),
             refused_writes: self.refused_writes.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -82,6 +86,8 @@ pub struct RouterCounters {
     pub hints: u64,
     /// Placed by `using(..)` or `with_target(..)`.
     pub overrides: u64,
+    /// Reads sent to the primary to keep a session's promise.
+    pub consistency: u64,
     /// Attempts after a failure.
     pub retries: u64,
     /// Statements a standby refused as writes (SQLSTATE 25006), then run on the primary.

@@ -1,8 +1,10 @@
 //! Who is in the cluster: nodes, their roles and states, and the snapshot the router reads.
 
+mod identity;
 mod node;
 mod state;
 
+pub(crate) use identity::Identity;
 pub(crate) use node::Node;
 pub use node::NodeId;
 pub use state::{NodeState, Role};

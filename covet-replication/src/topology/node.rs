@@ -6,6 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use super::{NodeState, Role};
+use crate::clock::now_us;
 use crate::config::NodeConfig;
 use crate::lsn::Lsn;
 
@@ -147,6 +148,11 @@ impl Node {
         Lsn(self.lsn.load(Relaxed))
     }
 
+    /// Records a replay position seen outside the health loop (positions only move forward).
+    pub fn observe_lsn(&self, lsn: Lsn) {
+        self.lsn.fetch_max(lsn.0, Relaxed);
+    }
+
     pub fn lag(&self) -> (u64, Duration) {
         (
             self.lag_bytes.load(Relaxed),
@@ -164,21 +170,14 @@ impl Node {
     }
 }
 
-/// Microseconds since the first call in this process (a cheap monotonic clock for atomics).
-fn now_us() -> u64 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
-}
-
 fn ewma(slot: &AtomicU64, d: Duration) {
     let sample = d.as_micros().min(u128::from(u64::MAX)) as u64;
     // Lost updates between racing writers only drop a sample; an average does not need more.
+    // Starting from zero, not from the first sample: a first query is often an outlier (it also
+    // prepares the statement), and a node that starts out looking slow gets no traffic to prove
+    // otherwise. A new node looks fast for a few queries instead, which is how it gets measured.
     let old = slot.load(Relaxed);
-    let new = if old == 0 {
-        sample
-    } else {
-        (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64
-    };
+    let new = (old as f64 * (1.0 - EWMA_ALPHA) + sample as f64 * EWMA_ALPHA) as u64;
     slot.store(new.max(1), Relaxed);
 }
 

@@ -1,0 +1,10 @@
+//! A cheap monotonic clock for values kept in atomics.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Microseconds since the first call in this process.
+pub(crate) fn now_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}

@@ -1,0 +1,126 @@
+//! Running what a [`QuerySet`](crate::QuerySet) built: [`ModelExecutor`] and its
+//! implementations. The statement carries its [`Access`], so routing needs no SQL parser.
+
+use std::fmt;
+use std::future::Future;
+
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{Arguments, AssertSqlSafe};
+
+use super::sql::SqlBuf;
+use crate::classify::{QueryClass, QueryKind};
+use crate::executor::Transaction;
+use crate::pool::ReplicatedPool;
+use crate::routing::Target;
+
+/// Whether a [`ModelQuery`] reads or writes, known from the method that built it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Access {
+    /// A read (`all`, `first`, `get`, `count`, `exists`), with the target of
+    /// [`QuerySet::using`](crate::QuerySet::using) if one was given.
+    Read {
+        /// Where the read should run; `None` leaves it to the handle.
+        target: Option<Target>,
+    },
+    /// A write (`update`, `delete`, `save`, `insert`): runs on the primary.
+    Write,
+}
+
+/// One statement a QuerySet or a model built: SQL text, bound arguments, and its [`Access`].
+pub struct ModelQuery {
+    sql: String,
+    args: PgArguments,
+    access: Access,
+}
+
+impl ModelQuery {
+    pub(crate) fn new(sql: SqlBuf, access: Access) -> Result<Self, sqlx::Error> {
+        let (sql, args) = sql.finish()?;
+        Ok(ModelQuery { sql, args, access })
+    }
+
+    /// The SQL text, values as `$n`.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+
+    /// Whether it reads or writes.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// The parts, for an executor to run: `sqlx::query_with(AssertSqlSafe(sql), args)`. The SQL
+    /// holds no caller input, only quoted identifiers and `$n` placeholders.
+    pub fn into_parts(self) -> (String, PgArguments, Access) {
+        (self.sql, self.args, self.access)
+    }
+
+    fn into_query(self) -> (sqlx::query::Query<'static, sqlx::Postgres, PgArguments>, Access) {
+        (sqlx::query_with(AssertSqlSafe(self.sql), self.args), self.access)
+    }
+}
+
+impl fmt::Debug for ModelQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Bind values are never shown (they may be personal data).
+        f.debug_struct("ModelQuery")
+            .field("sql", &self.sql)
+            .field("arguments", &self.args.len())
+            .field("access", &self.access)
+            .finish()
+    }
+}
+
+/// Something that runs the statements of QuerySets and models: the `_on` terminals
+/// (`all_on`, `save_on`, ...) take one.
+///
+/// Implemented for `&ReplicatedPool` (reads routed by the handle's read preference or the
+/// QuerySet's target, writes on the primary) and `&mut Transaction` (everything in the
+/// transaction, on its node). Implement it for another handle by running
+/// [`ModelQuery::into_parts`] with sqlx, honouring [`Access`]: a [`Access::Write`] must reach
+/// the primary.
+pub trait ModelExecutor: Send {
+    /// Runs `query` and returns its rows.
+    fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send;
+
+    /// Runs `query` and returns the number of rows it affected.
+    fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+}
+
+impl ModelExecutor for &ReplicatedPool {
+    fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
+        let (query, access) = query.into_query();
+        let db = routed(self, &access);
+        async move { query.fetch_all(&db).await }
+    }
+
+    fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+        let (query, access) = query.into_query();
+        let db = routed(self, &access);
+        async move { Ok(query.execute(&db).await?.rows_affected()) }
+    }
+}
+
+/// The handle a statement runs through: writes pinned to the primary, reads to the QuerySet's
+/// target (else the handle's own), and the class given so the executor skips the parser.
+pub(super) fn routed(db: &ReplicatedPool, access: &Access) -> ReplicatedPool {
+    let (db, class) = match access {
+        Access::Write => (db.using(Target::Primary), QueryClass::Write),
+        Access::Read { target: Some(target) } => (db.using(target.clone()), QueryClass::Read),
+        Access::Read { target: None } => (db.clone(), QueryClass::Read),
+    };
+    db.with_known_kind(QueryKind::known(class, "built by the ORM"))
+}
+
+impl ModelExecutor for &mut Transaction {
+    fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
+        let (query, _) = query.into_query();
+        async move { query.fetch_all(&mut **self).await }
+    }
+
+    fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+        let (query, _) = query.into_query();
+        async move { Ok(query.execute(&mut **self).await?.rows_affected()) }
+    }
+}

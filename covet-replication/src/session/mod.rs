@@ -1,0 +1,133 @@
+//! Sessions: read-your-writes from WAL positions, monotonic reads, and causal tokens.
+//!
+//! A session records the primary's WAL position after each of its writes (its watermark). A
+//! read may go to a replica only if that replica has replayed the watermark: the health loop's
+//! cached replay position decides when it can; otherwise the chosen replica is asked
+//! (`pg_last_wal_replay_lsn()`, on the connection the read then uses), waited for up to
+//! `consistency.max_wait`, and the read goes to the primary if it is still behind.
+
+mod state;
+mod stats;
+mod token;
+
+pub(crate) use state::SessionState;
+pub use stats::ConsistencyCounters;
+pub(crate) use stats::ConsistencyStats;
+pub use token::{CausalToken, TokenError};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::config::Consistency;
+use crate::executor::Transaction;
+use crate::lsn::Lsn;
+use crate::pool::ReplicatedPool;
+
+/// A unit of work with a consistency promise: typically one request or one user.
+///
+/// `&Session` is an sqlx `Executor`, like `&ReplicatedPool`. Creating one does no I/O and
+/// takes no lock; clones share the watermark.
+///
+/// ```no_run
+/// # async fn demo(db: covet_replication::ReplicatedPool) -> Result<(), sqlx::Error> {
+/// let session = db.session(); // ReadAfterWrite unless configured otherwise
+/// sqlx::query("UPDATE users SET name = $1 WHERE id = 1").bind("ana").execute(&session).await?;
+/// // A replica serves this only if it has replayed the update; else the primary does.
+/// let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = 1").fetch_one(&session).await?;
+/// assert_eq!(name, "ana");
+/// let token = session.token(); // for the next request, in a header or cookie
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub(crate) pool: ReplicatedPool,
+    pub(crate) state: Arc<SessionState>,
+}
+
+tokio::task_local! {
+    static SCOPED: Arc<SessionState>;
+}
+
+/// The session of the enclosing [`Session::scope`], if any.
+pub(crate) fn scoped() -> Option<Arc<SessionState>> {
+    SCOPED.try_with(Arc::clone).ok()
+}
+
+impl Session {
+    pub(crate) fn new(pool: ReplicatedPool, level: Consistency) -> Self {
+        Session {
+            pool,
+            state: Arc::new(SessionState::new(level, true)),
+        }
+    }
+
+    /// The session's consistency level.
+    pub fn consistency(&self) -> Consistency {
+        self.state.level
+    }
+
+    /// The primary's WAL position after this session's latest write, if it wrote.
+    pub fn watermark(&self) -> Option<Lsn> {
+        self.state.watermark()
+    }
+
+    /// A compact token carrying this session's guarantee to another process:
+    /// [`ReplicatedPool::session_from_token`] continues it there.
+    pub fn token(&self) -> String {
+        let (system_id, timeline) = self.pool.inner.identity.get();
+        CausalToken {
+            system_id,
+            timeline,
+            lsn: self.state.causal_lsn(),
+        }
+        .to_string()
+    }
+
+    /// Begins a transaction on the primary; its commit counts as a write of this session.
+    ///
+    /// # Errors
+    /// The database error if no connection can be had or `BEGIN` fails.
+    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        self.pool.begin_in(Some(Arc::clone(&self.state))).await
+    }
+
+    /// Begins a read-only, repeatable-read transaction on a replica that has replayed this
+    /// session's writes (or on the primary if none has in time).
+    ///
+    /// # Errors
+    /// As [`ReplicatedPool::begin_read_only`].
+    pub async fn begin_read_only(&self) -> Result<Transaction, sqlx::Error> {
+        self.pool.begin_read_only_in(Some(Arc::clone(&self.state))).await
+    }
+
+    /// The pool this session routes through.
+    pub fn pool(&self) -> &ReplicatedPool {
+        &self.pool
+    }
+
+    /// Runs `fut` with this session as the one every statement sent through a plain
+    /// `ReplicatedPool` handle uses: request middleware sets it, handlers keep their `&db`.
+    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        SCOPED.scope(Arc::clone(&self.state), fut).await
+    }
+}
+
+/// The primary's WAL insert position: at or past the end of every write that completed before
+/// the call, committed or not yet flushed.
+pub(crate) async fn primary_lsn<'c, E>(executor: E) -> Result<Lsn, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(executor)
+        .await?;
+    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// How far a standby has replayed (0/0 if it has replayed nothing yet).
+pub(crate) async fn replay_lsn(conn: &mut sqlx::PgConnection) -> Result<Lsn, sqlx::Error> {
+    let text: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+        .fetch_one(conn)
+        .await?;
+    Ok(text.and_then(|t| t.parse().ok()).unwrap_or(Lsn::ZERO))
+}

@@ -1,0 +1,273 @@
+//! Sessions against real replication lag: stale reads counted per consistency level.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use covet_replication::testing::LocalCluster;
+use covet_replication::{Consistency, ReplicatedPool, ReplicationConfig, Session, TokenError};
+use covet_tests::{connect, node_name, test_config, wait_state};
+
+async fn cluster_with_table() -> LocalCluster {
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    cluster
+        .execute(0, "CREATE TABLE t (id serial PRIMARY KEY, v int); CREATE TABLE counter (v int); INSERT INTO counter VALUES (0)")
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    cluster
+}
+
+/// Reads never wait for a replica: a read that cannot be served by one goes to the primary at once.
+fn no_wait(cluster: &LocalCluster) -> ReplicationConfig {
+    let mut config = test_config(cluster);
+    config.consistency.max_wait = Duration::ZERO;
+    config
+}
+
+async fn write(executor: impl sqlx::Executor<'_, Database = sqlx::Postgres>) -> i32 {
+    sqlx::query_scalar("INSERT INTO t (v) VALUES (1) RETURNING id")
+        .fetch_one(executor)
+        .await
+        .unwrap()
+}
+
+async fn sees(executor: impl sqlx::Executor<'_, Database = sqlx::Postgres>, id: i32) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM t WHERE id = $1)")
+        .bind(id)
+        .fetch_one(executor)
+        .await
+        .unwrap()
+}
+
+/// Write-then-read cycles in fresh sessions at `level`; returns how many reads missed the write.
+async fn stale_reads(db: &ReplicatedPool, level: Consistency, cycles: usize, pause: Duration) -> usize {
+    let mut stale = 0;
+    for _ in 0..cycles {
+        let session = db.session_with(level);
+        let id = write(&session).await;
+        tokio::time::sleep(pause).await;
+        stale += usize::from(!sees(&session, id).await);
+    }
+    stale
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_two_seconds_of_lag_only_eventual_reads_are_stale() {
+    let cluster = cluster_with_table().await;
+    for r in cluster.replicas() {
+        cluster.set_apply_delay(r, Duration::from_secs(2)).await.unwrap();
+    }
+    let db = connect(no_wait(&cluster)).await;
+    let other = connect(no_wait(&cluster)).await; // a second process, as far as routing goes
+
+    let now = Duration::ZERO;
+    assert_eq!(
+        stale_reads(&db, Consistency::ReadAfterWrite, 1000, now).await,
+        0,
+        "read-after-write"
+    );
+    assert_eq!(stale_reads(&db, Consistency::Strong, 1000, now).await, 0, "strong");
+    let eventual = stale_reads(&db, Consistency::Eventual, 1000, now).await;
+    assert!(
+        eventual > 900,
+        "eventual reads must miss writes under 2 s of lag (the checker can fail): {eventual}"
+    );
+    let window = |ms| Consistency::WriteWindow(Duration::from_millis(ms));
+    assert_eq!(stale_reads(&db, window(5_000), 200, now).await, 0, "window > lag");
+    // Read 20 ms after the write: past a 10 ms window, long before 2 s of lag are replayed.
+    let short_window = stale_reads(&db, window(10), 50, Duration::from_millis(20)).await;
+    assert!(
+        short_window > 40,
+        "a window shorter than the lag reads stale data: {short_window}"
+    );
+
+    // Tokens carry the guarantee to another pool.
+    let mut stale = 0;
+    for _ in 0..1000 {
+        let writer = db.session();
+        let id = write(&writer).await;
+        let reader = other.session_from_token(&writer.token()).unwrap();
+        stale += usize::from(!sees(&reader, id).await);
+    }
+    assert_eq!(stale, 0, "tokens between pools");
+
+    // The plain handle keeps read-after-write for its own writes (its default).
+    let mut stale = 0;
+    for _ in 0..200 {
+        let id = write(&db).await;
+        stale += usize::from(!sees(&db, id).await);
+    }
+    assert_eq!(stale, 0, "plain handle");
+    let c = db.consistency_counters();
+    println!("{c:?}");
+    assert!(c.read_after_write_reads >= 1000 && c.strong_reads == 1000);
+    assert!(c.reads_after_write_on_primary >= 2000, "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_lag_reads_20ms_after_a_write_are_served_by_replicas() {
+    let cluster = cluster_with_table().await;
+    let db = connect(test_config(&cluster)).await;
+    let (mut on_replica, mut stale) = (0, 0);
+    const CYCLES: usize = 200;
+    for _ in 0..CYCLES {
+        let session = db.session();
+        let id = write(&session).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (seen, port): (bool, i32) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM t WHERE id = $1), inet_server_port()")
+                .bind(id)
+                .fetch_one(&session)
+                .await
+                .unwrap();
+        stale += usize::from(!seen);
+        on_replica += usize::from(node_name(&cluster, port) != "primary");
+    }
+    println!("{on_replica}/{CYCLES} on replicas; {:?}", db.consistency_counters());
+    assert_eq!(stale, 0);
+    assert!(
+        on_replica * 100 >= CYCLES * 90,
+        "only {on_replica} of {CYCLES} reads on replicas"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monotonic_reads_survive_losing_the_fast_replica() {
+    let cluster = Arc::new(cluster_with_table().await);
+    cluster.set_apply_delay(2, Duration::from_secs(1)).await.unwrap();
+    let mut config = test_config(&cluster);
+    config.replicas[0].weight = 10_000; // the session starts on the fast replica1
+    let db = connect(config).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                cluster.execute(0, "UPDATE counter SET v = v + 1").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let session = db.session();
+    let (mut last, mut backwards, mut killed) = (-1, 0, false);
+    let mut nodes = std::collections::BTreeMap::<String, usize>::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let (v, port): (i32, i32) = sqlx::query_as("SELECT v, inet_server_port() FROM counter")
+            .fetch_one(&session)
+            .await
+            .unwrap();
+        backwards += usize::from(v < last);
+        last = last.max(v);
+        *nodes.entry(node_name(&cluster, port)).or_default() += 1;
+        if !killed && started.elapsed() > Duration::from_secs(1) {
+            cluster.kill(1).await.unwrap();
+            killed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    println!("served by {nodes:?}; {:?}", db.consistency_counters());
+    assert!(
+        nodes.get("replica1").copied().unwrap_or(0) > 10,
+        "started on the fast replica: {nodes:?}"
+    );
+    assert_eq!(backwards, 0, "a session read older data than it had read before");
+    assert!(db.consistency_counters().replica_switches >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_staleness_excludes_a_paused_replica() {
+    let cluster = Arc::new(cluster_with_table().await);
+    let db = connect(test_config(&cluster)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                cluster.execute(0, "UPDATE counter SET v = v + 1").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    cluster.pause_replay(1).await.unwrap();
+    // The health loop measures the lag growing past the bound.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.manager().node("replica1").unwrap().lag < Duration::from_millis(800) {
+        assert!(
+            Instant::now() < deadline,
+            "lag of a paused replica must grow: {:?}",
+            db.manager().node("replica1")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut on = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..100 {
+        let session = db.session_with(Consistency::BoundedStaleness(Duration::from_millis(500)));
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&session)
+            .await
+            .unwrap();
+        *on.entry(node_name(&cluster, port)).or_default() += 1;
+    }
+    assert_eq!(on.get("replica1"), None, "{on:?}");
+    // Eventual still uses it: the exclusion is the bound's doing.
+    let mut eventual_on_1 = 0;
+    for _ in 0..100 {
+        let session = db.session_with(Consistency::Eventual);
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&session)
+            .await
+            .unwrap();
+        eventual_on_1 += usize::from(node_name(&cluster, port) == "replica1");
+    }
+    assert!(eventual_on_1 > 0);
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    cluster.resume_replay(1).await.unwrap();
+}
+
+#[tokio::test]
+async fn tokens_from_elsewhere_are_refused_or_sent_to_the_primary() {
+    let cluster = cluster_with_table().await;
+    let db = connect(test_config(&cluster)).await;
+    for bad in ["", "hello", "c1.zz.1.1", "c1.1.1.1.1", "c9.1.1.1"] {
+        assert!(
+            matches!(db.session_from_token(bad), Err(TokenError::Malformed { .. })),
+            "{bad:?}"
+        );
+    }
+    let session = db.session();
+    write(&session).await;
+    let token = session.token();
+    let parts: Vec<&str> = token.split('.').collect();
+    let foreign = format!("c1.{}.{}.{}", "1234", parts[2], parts[3]);
+    assert!(matches!(
+        db.session_from_token(&foreign),
+        Err(TokenError::ForeignCluster { .. })
+    ));
+    // Another timeline: the token predates a failover (or this process has not seen it yet).
+    let timeline: u32 = u32::from_str_radix(parts[2], 16).unwrap();
+    let old = format!("c1.{}.{:x}.{}", parts[1], timeline + 1, parts[3]);
+    let pinned: Session = db.session_from_token(&old).unwrap();
+    for _ in 0..10 {
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&pinned)
+            .await
+            .unwrap();
+        assert_eq!(node_name(&cluster, port), "primary");
+    }
+    // A token of the current timeline continues on replicas.
+    let ok = db.session_from_token(&token).unwrap();
+    assert_eq!(ok.watermark(), session.watermark());
+    wait_state(
+        &db,
+        "replica1",
+        covet_replication::NodeState::Healthy,
+        Duration::from_secs(5),
+    )
+    .await;
+}
