@@ -138,13 +138,27 @@ async fn queryset_operations_return_the_right_rows() {
     }
     replicated().await;
 
-    let by_age = mine().order_by(User::AGE.asc()).order_by(User::EMAIL).all_on(&db).await.unwrap();
+    let by_age = mine()
+        .order_by(User::AGE.asc())
+        .order_by(User::EMAIL)
+        .all_on(&db)
+        .await
+        .unwrap();
     // NULLs sort last in ascending order.
     assert_eq!(
         emails(&by_age),
-        ["bo@ops.test", "ana@ops.test", "ed@ops.test", "di@ops.test", "cy@ops.test"]
+        [
+            "bo@ops.test",
+            "ana@ops.test",
+            "ed@ops.test",
+            "di@ops.test",
+            "cy@ops.test"
+        ]
     );
-    assert!(by_age.iter().all(|u| u.scratch.is_empty()), "skipped fields load as Default");
+    assert!(
+        by_age.iter().all(|u| u.scratch.is_empty()),
+        "skipped fields load as Default"
+    );
     let q = |e: Expr<User>| mine().filter(e).order_by(User::EMAIL);
     let cases: Vec<(Expr<User>, &[&str])> = vec![
         (User::AGE.eq(31), &["ana@ops.test", "ed@ops.test"]),
@@ -154,10 +168,19 @@ async fn queryset_operations_return_the_right_rows() {
         (User::AGE.lt(31), &["bo@ops.test"]),
         (User::AGE.lte(31), &["ana@ops.test", "bo@ops.test", "ed@ops.test"]),
         (User::AGE.is_null(), &["cy@ops.test"]),
-        (User::AGE.is_not_null(), &["ana@ops.test", "bo@ops.test", "di@ops.test", "ed@ops.test"]),
-        (User::FULL_NAME.is_in(["Bo", "Di", "nobody"]), &["bo@ops.test", "di@ops.test"]),
+        (
+            User::AGE.is_not_null(),
+            &["ana@ops.test", "bo@ops.test", "di@ops.test", "ed@ops.test"],
+        ),
+        (
+            User::FULL_NAME.is_in(["Bo", "Di", "nobody"]),
+            &["bo@ops.test", "di@ops.test"],
+        ),
         (User::FULL_NAME.is_in(Vec::<String>::new()), &[]),
-        (User::FULL_NAME.not_in(["Ana", "Bo"]), &["cy@ops.test", "di@ops.test", "ed@ops.test"]),
+        (
+            User::FULL_NAME.not_in(["Ana", "Bo"]),
+            &["cy@ops.test", "di@ops.test", "ed@ops.test"],
+        ),
         (User::FULL_NAME.like("_d"), &["ed@ops.test"]),
         (User::FULL_NAME.like("E%"), &[]),
         (User::FULL_NAME.ilike("E%"), &["ed@ops.test"]),
@@ -167,17 +190,35 @@ async fn queryset_operations_return_the_right_rows() {
         (User::AGE.gt(40) | User::AGE.lt(18), &["bo@ops.test", "di@ops.test"]),
         (User::AGE.gt(20) & User::FULL_NAME.eq("ed"), &["ed@ops.test"]),
         (!User::AGE.eq(31), &["bo@ops.test", "di@ops.test"]),
-        (Expr::any([User::FULL_NAME.eq("Cy"), User::AGE.eq(17)]), &["bo@ops.test", "cy@ops.test"]),
+        (
+            Expr::any([User::FULL_NAME.eq("Cy"), User::AGE.eq(17)]),
+            &["bo@ops.test", "cy@ops.test"],
+        ),
     ];
     for (expr, expected) in cases {
         let sql = expr.to_sql();
         let got = q(expr).all_on(&db).await.unwrap();
         assert_eq!(emails(&got), expected, "{sql}");
     }
-    let excluded = mine().exclude(User::AGE.eq(31)).order_by(User::EMAIL).all_on(&db).await.unwrap();
-    assert_eq!(emails(&excluded), ["bo@ops.test", "di@ops.test"], "NULL ages are excluded too, as in SQL");
+    let excluded = mine()
+        .exclude(User::AGE.eq(31))
+        .order_by(User::EMAIL)
+        .all_on(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        emails(&excluded),
+        ["bo@ops.test", "di@ops.test"],
+        "NULL ages are excluded too, as in SQL"
+    );
 
-    let page = mine().order_by(User::EMAIL.desc()).limit(2).offset(1).all_on(&db).await.unwrap();
+    let page = mine()
+        .order_by(User::EMAIL.desc())
+        .limit(2)
+        .offset(1)
+        .all_on(&db)
+        .await
+        .unwrap();
     assert_eq!(emails(&page), ["di@ops.test", "cy@ops.test"]);
     assert_eq!(mine().count_on(&db).await.unwrap(), 5);
     assert_eq!(mine().limit(3).count_on(&db).await.unwrap(), 3);
@@ -190,10 +231,25 @@ async fn queryset_operations_return_the_right_rows() {
     assert_eq!(first_by_pk.email, "ana@ops.test", "without order_by: by primary key");
     assert!(mine().filter(User::AGE.eq(99)).first_on(&db).await.unwrap().is_none());
     let got = User::objects().get_on(first_by_pk.id.unwrap(), &db).await.unwrap();
-    assert_eq!(got, User { scratch: vec![], ..first_by_pk.clone() });
-    assert!(matches!(User::objects().get_on(-1, &db).await, Err(sqlx::Error::RowNotFound)));
-    let filtered_out = mine().filter(User::AGE.eq(17)).get_on(first_by_pk.id.unwrap(), &db).await;
-    assert!(matches!(filtered_out, Err(sqlx::Error::RowNotFound)), "get() honours the filters");
+    assert_eq!(
+        got,
+        User {
+            scratch: vec![],
+            ..first_by_pk.clone()
+        }
+    );
+    assert!(matches!(
+        User::objects().get_on(-1, &db).await,
+        Err(sqlx::Error::RowNotFound)
+    ));
+    let filtered_out = mine()
+        .filter(User::AGE.eq(17))
+        .get_on(first_by_pk.id.unwrap(), &db)
+        .await;
+    assert!(
+        matches!(filtered_out, Err(sqlx::Error::RowNotFound)),
+        "get() honours the filters"
+    );
 
     let changed = mine()
         .filter(User::AGE.eq(31))
@@ -205,7 +261,10 @@ async fn queryset_operations_return_the_right_rows() {
     assert_eq!(oldest.update_on([User::BIO.set("oldest")], &db).await.unwrap(), 1);
     assert_eq!(mine().filter(User::FULL_NAME.eq("Bo")).delete_on(&db).await.unwrap(), 1);
     replicated().await;
-    assert_eq!(mine().filter(User::BIO.eq("thirty-one")).count_on(&db).await.unwrap(), 2);
+    assert_eq!(
+        mine().filter(User::BIO.eq("thirty-one")).count_on(&db).await.unwrap(),
+        2
+    );
     assert_eq!(mine().filter(User::AGE.eq(32)).count_on(&db).await.unwrap(), 2);
     assert_eq!(mine().count_on(&db).await.unwrap(), 4);
     // The limited update hit the first row in its order only (`cy`, whose age is NULL).
@@ -246,7 +305,11 @@ async fn instance_save_inserts_then_updates_and_fills_server_defaults() {
     assert_eq!(order.status.as_deref(), Some("new"));
     order.status = Some("paid".into());
     order.save_on(&db).await.unwrap();
-    let fresh = Order::objects().using(Target::Primary).get_on(order.id.unwrap(), &db).await.unwrap();
+    let fresh = Order::objects()
+        .using(Target::Primary)
+        .get_on(order.id.unwrap(), &db)
+        .await
+        .unwrap();
     assert_eq!(fresh, order);
     assert_eq!(fresh.metadata.as_ref().unwrap()["quote"], "it's \"fine\"");
 
@@ -262,7 +325,11 @@ async fn instance_save_inserts_then_updates_and_fills_server_defaults() {
     p.price_cents = 1099;
     p.tags = Some(serde_json::json!(["sale"]));
     p.save_on(&db).await.unwrap();
-    let again = Product::objects().using(Target::Primary).get_on("SKU-'1'", &db).await.unwrap();
+    let again = Product::objects()
+        .using(Target::Primary)
+        .get_on("SKU-'1'", &db)
+        .await
+        .unwrap();
     assert_eq!(again, p);
     assert!(matches!(p.clone().insert_on(&db).await, Err(sqlx::Error::Database(e)) if e.is_unique_violation()));
 
@@ -270,7 +337,9 @@ async fn instance_save_inserts_then_updates_and_fills_server_defaults() {
     assert!(owner.delete_on(&db).await.unwrap());
     assert!(!owner.delete_on(&db).await.unwrap(), "already gone");
     assert!(p.delete_on(&db).await.unwrap());
-    let orders = Order::objects().using(Target::Primary).filter(Order::USER_ID.eq(owner_id));
+    let orders = Order::objects()
+        .using(Target::Primary)
+        .filter(Order::USER_ID.eq(owner_id));
     assert_eq!(orders.count_on(&db).await.unwrap(), 0);
     let never_saved = user("never@save.test", "N", None);
     assert!(!never_saved.delete_on(&db).await.unwrap());
@@ -303,7 +372,11 @@ async fn reads_are_served_by_replicas_and_writes_by_the_primary() {
     let w = at(Target::Primary).first_on(&db).await.unwrap().unwrap();
     assert_eq!(node_name(cluster, w.port), "primary");
     assert!(!w.standby);
-    let w = at(Target::Node("replica2".into())).first_on(&db).await.unwrap().unwrap();
+    let w = at(Target::Node("replica2".into()))
+        .first_on(&db)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(node_name(cluster, w.port), "replica2");
     let w = at(Target::Region("eu".into())).get_on(1, &db).await.unwrap();
     assert_eq!(node_name(cluster, w.port), "replica1");
@@ -332,7 +405,13 @@ async fn reads_are_served_by_replicas_and_writes_by_the_primary() {
     p.note = "saved".into();
     p.save_on(&replica_handle).await.unwrap();
     let mine = || Probe::objects().filter(Probe::ID.eq(p.id.unwrap()));
-    assert_eq!(mine().update_on([Probe::NOTE.set("updated")], &replica_handle).await.unwrap(), 1);
+    assert_eq!(
+        mine()
+            .update_on([Probe::NOTE.set("updated")], &replica_handle)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(mine().delete_on(&replica_handle).await.unwrap(), 1);
     let after = db.counters();
     assert_eq!(after.to_primary - before.to_primary, 4);
@@ -378,7 +457,12 @@ async fn hostile_values_round_trip_as_data() {
             User::FULL_NAME.iends_with(v),
         ] {
             let sql = e.to_sql();
-            let hits = mine().filter(e).filter(User::AGE.eq(i as i32)).count_on(&db).await.unwrap();
+            let hits = mine()
+                .filter(e)
+                .filter(User::AGE.eq(i as i32))
+                .count_on(&db)
+                .await
+                .unwrap();
             assert_eq!(hits, 1, "{v:?} via {sql}");
         }
         let hits = mine().filter(User::FULL_NAME.eq(*v)).count_on(&db).await.unwrap();
@@ -386,10 +470,22 @@ async fn hostile_values_round_trip_as_data() {
     }
     // contains() escapes the wildcards; like() takes a pattern.
     let c = |e| mine().filter(e).count_on(&db);
-    assert_eq!(c(User::FULL_NAME.contains("%")).await.unwrap(), 2, "literal %: '100% _sure_' and the path");
+    assert_eq!(
+        c(User::FULL_NAME.contains("%")).await.unwrap(),
+        2,
+        "literal %: '100% _sure_' and the path"
+    );
     assert_eq!(c(User::FULL_NAME.contains("_")).await.unwrap(), 1);
-    assert_eq!(c(User::FULL_NAME.like("%")).await.unwrap(), values.len() as i64, "a pattern: % is any text");
-    assert_eq!(c(User::FULL_NAME.like(r"100\% \_sure\_")).await.unwrap(), 1, "escaped by the caller");
+    assert_eq!(
+        c(User::FULL_NAME.like("%")).await.unwrap(),
+        values.len() as i64,
+        "a pattern: % is any text"
+    );
+    assert_eq!(
+        c(User::FULL_NAME.like(r"100\% \_sure\_")).await.unwrap(),
+        1,
+        "escaped by the caller"
+    );
     assert_eq!(c(User::FULL_NAME.contains(r"\")).await.unwrap(), 1);
     // Updates bind too.
     let n = mine()
@@ -414,11 +510,27 @@ async fn hostile_values_round_trip_as_data() {
         .await
         .unwrap_err();
     assert!(matches!(err, sqlx::Error::Database(_)), "{err:?}");
-    let err = mine().filter(User::FULL_NAME.eq("a\0b")).count_on(&db).await.unwrap_err();
-    assert!(matches!(err, sqlx::Error::Database(_)), "a NUL in a filter is refused too: {err:?}");
+    let err = mine()
+        .filter(User::FULL_NAME.eq("a\0b"))
+        .count_on(&db)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, sqlx::Error::Database(_)),
+        "a NUL in a filter is refused too: {err:?}"
+    );
     assert_eq!(mine().using(Target::Primary).count_on(&db).await.unwrap(), before);
-    let o = mine().using(Target::Primary).filter(User::FULL_NAME.eq("O'Brien")).first_on(&db).await.unwrap();
-    assert_eq!(o.unwrap().bio.as_deref(), Some("O'Brien"), "the failed update changed nothing");
+    let o = mine()
+        .using(Target::Primary)
+        .filter(User::FULL_NAME.eq("O'Brien"))
+        .first_on(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        o.unwrap().bio.as_deref(),
+        Some("O'Brien"),
+        "the failed update changed nothing"
+    );
 
     // The table is still there.
     assert_eq!(mine().delete_on(&db).await.unwrap(), values.len() as u64);
@@ -433,7 +545,11 @@ async fn transactions_run_model_writes_on_their_connection() {
     let mine = || User::objects().filter(User::EMAIL.eq("tx@tx.test"));
     assert_eq!(mine().count_on(&mut tx).await.unwrap(), 1, "visible inside");
     tx.rollback().await.unwrap();
-    assert_eq!(mine().using(Target::Primary).count_on(&db).await.unwrap(), 0, "rolled back");
+    assert_eq!(
+        mine().using(Target::Primary).count_on(&db).await.unwrap(),
+        0,
+        "rolled back"
+    );
 
     let mut tx = db.begin().await.unwrap();
     u.id = None;
@@ -454,14 +570,24 @@ async fn the_global_handle() {
     assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
     assert!(matches!(covet_replication::db(), Err(Error::NotSetUp)));
     assert!(matches!(covet_replication::replica_manager(), Err(Error::NotSetUp)));
+    assert!(matches!(covet_replication::replication_status(), Err(Error::NotSetUp)));
     let mut u = user("g@global.test", "G", None);
     let err = u.save().await.unwrap_err();
     assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
 
     let cluster = shared_cluster().await;
-    let db = covet_replication::setup_replication(test_config(cluster)).await.unwrap();
-    covet_tests::wait_states(&db, covet_replication::NodeState::Healthy, std::time::Duration::from_secs(20)).await;
+    let db = covet_replication::setup_replication(test_config(cluster))
+        .await
+        .unwrap();
+    covet_tests::wait_states(
+        &db,
+        covet_replication::NodeState::Healthy,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(covet_replication::replica_manager().unwrap().nodes().len(), 3);
+    assert_eq!(covet_replication::replication_status().unwrap().nodes.len(), 3);
+    covet_replication::lag_monitor().unwrap();
 
     u.save().await.unwrap();
     u.insert().await.unwrap_err(); // a duplicate email

@@ -64,7 +64,7 @@ fn from_row(model: &ModelDef) -> TokenStream {
         let ty = &f.ty;
         match &f.column {
             Some(column) => quote_spanned! {ty.span()=>
-                #ident: ::covet_replication::__private::get::<#ty>(row, #column)?
+                #ident: <#ty as ::covet_replication::ModelField>::__decode(row, #column)?
             },
             None => quote_spanned! {ty.span()=> #ident: <#ty as ::core::default::Default>::default() },
         }
@@ -84,7 +84,7 @@ fn load(model: &ModelDef) -> TokenStream {
         let ty = &f.ty;
         let column = f.column.as_deref().unwrap_or_default();
         quote_spanned! {ty.span()=>
-            self.#ident = ::covet_replication::__private::get::<#ty>(row, #column)?;
+            self.#ident = <#ty as ::covet_replication::ModelField>::__decode(row, #column)?;
         }
     });
     quote! {
@@ -103,7 +103,7 @@ fn bind(model: &ModelDef) -> TokenStream {
     let arms = model.columns().enumerate().map(|(i, f)| {
         let ident = &f.ident;
         let ty = &f.ty;
-        quote_spanned! {ty.span()=> #i => ::covet_replication::__private::bind::<#ty>(args, &self.#ident), }
+        quote_spanned! {ty.span()=> #i => <#ty as ::covet_replication::ModelField>::__encode(&self.#ident, args), }
     });
     quote! {
         #[doc(hidden)]

@@ -8,8 +8,10 @@ use arc_swap::ArcSwapOption;
 
 use crate::config::ReplicationConfig;
 use crate::error::Error;
+use crate::lag::LagMonitor;
 use crate::manager::ReplicaManager;
 use crate::pool::ReplicatedPool;
+use crate::status::ClusterStatus;
 
 static GLOBAL: ArcSwapOption<ReplicatedPool> = ArcSwapOption::const_empty();
 
@@ -80,6 +82,34 @@ pub fn replica_manager() -> Result<ReplicaManager, Error> {
     Ok(db()?.manager())
 }
 
+/// The global handle's [`status`](ReplicatedPool::status): nodes, lag, routing counters, alerts.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), covet_replication::Error> {
+/// let status = covet_replication::replication_status()?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::NotSetUp`] before [`setup_replication`] or [`set_db`].
+pub fn replication_status() -> Result<ClusterStatus, Error> {
+    Ok(db()?.status())
+}
+
+/// The global handle's [`lag_monitor`](ReplicatedPool::lag_monitor): alerts, callbacks, statistics.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), covet_replication::Error> {
+/// let monitor = covet_replication::lag_monitor()?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::NotSetUp`] before [`setup_replication`] or [`set_db`].
+pub fn lag_monitor() -> Result<LagMonitor, Error> {
+    Ok(db()?.lag_monitor())
+}
+
 /// [`db()`] for the ORM's terminals, which return `sqlx::Error`s.
 pub(crate) fn db_for_orm() -> Result<ReplicatedPool, sqlx::Error> {
     db().map_err(Error::into_sqlx)
@@ -94,6 +124,8 @@ mod tests {
     fn db_before_setup_is_a_typed_error() {
         assert!(matches!(db(), Err(Error::NotSetUp)));
         assert!(matches!(replica_manager(), Err(Error::NotSetUp)));
+        assert!(matches!(replication_status(), Err(Error::NotSetUp)));
+        assert!(matches!(lag_monitor(), Err(Error::NotSetUp)));
         let err = db_for_orm().unwrap_err();
         assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
         assert!(err.to_string().contains("setup_replication"), "{err}");

@@ -15,6 +15,7 @@ mod orm;
 mod pool;
 mod routing;
 mod session;
+mod status;
 mod topology;
 
 #[cfg(feature = "testing")]
@@ -25,15 +26,16 @@ pub use classify::{
     TransactionControl, TransactionOp, classify,
 };
 pub use config::{
-    ConfigError, Consistency, ConsistencyConfig, HealthConfig, NodeConfig, ParseReadPreferenceError, Password,
-    PoolConfig, ReadPreference, ReplicationConfig, ReplicationConfigBuilder, RetryConfig, RoutingConfig, TlsMode,
-    UnknownFunctionPolicy,
+    ConfigError, Consistency, ConsistencyConfig, HealthConfig, LagByteThresholds, LagConfig, LagThresholds, NodeConfig,
+    ParseReadPreferenceError, Password, PoolConfig, ReadPreference, ReplicationConfig, ReplicationConfigBuilder,
+    RetryConfig, RoutingConfig, TlsMode, UnknownFunctionPolicy,
 };
 /// The `Model` derive; see the [`Model`](trait@Model) trait.
 pub use covet_replication_macros::Model;
 pub use error::Error;
 pub use executor::Transaction;
-pub use global::{db, replica_manager, set_db, setup_replication};
+pub use global::{db, lag_monitor, replica_manager, replication_status, set_db, setup_replication};
+pub use lag::{Alert, AlertKind, LagMonitor, LagStats, Severity};
 pub use lsn::{Lsn, ParseLsnError};
 pub use manager::{NodeStatus, ReplicaManager};
 #[doc(hidden)]
@@ -45,4 +47,5 @@ pub use orm::{
 pub use pool::ReplicatedPool;
 pub use routing::{RouteReason, RouterCounters, Target, with_target};
 pub use session::{CausalToken, ConsistencyCounters, Session, TokenError};
+pub use status::{ClusterStatus, NodeReport};
 pub use topology::{NodeId, NodeState, Role};

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::classify::Classifier;
 use crate::config::{NodeConfig, ReplicationConfig};
 use crate::error::Error;
-use crate::lag::WalHistory;
+use crate::lag::{LagMonitor, WalHistory};
 use crate::routing::{FunctionCatalog, RouterStats};
 use crate::session::{ConsistencyStats, SessionState};
 use crate::topology::{Identity, Node, NodeId, NodeState, Role, Topology};
@@ -32,6 +32,7 @@ pub(crate) struct ManagerInner {
     /// The plain handle's own session: its watermark is every write through any clone of it.
     pub handle_session: Arc<SessionState>,
     pub consistency: ConsistencyStats,
+    pub lag_monitor: LagMonitor,
     shutdown: CancellationToken,
 }
 
@@ -80,6 +81,7 @@ impl ManagerInner {
             identity: Identity::default(),
             handle_session: Arc::new(SessionState::new(config.consistency.handle, false)),
             consistency: ConsistencyStats::default(),
+            lag_monitor: LagMonitor::new(config.lag),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -240,6 +242,7 @@ impl ReplicaManager {
         if let Some(conn) = node.check_conn.lock().await.take() {
             let _ = sqlx::Connection::close(conn).await;
         }
+        self.inner.lag_monitor.forget(node.id.as_str());
         tracing::info!(target: "covet::topology", node = %node.id, "replica removed");
         result
     }

@@ -177,6 +177,11 @@ impl ReplicatedPool {
         Ok(session)
     }
 
+    /// The lag monitor: alerts, callbacks, statistics.
+    pub fn lag_monitor(&self) -> crate::lag::LagMonitor {
+        self.inner.lag_monitor.clone()
+    }
+
     /// Counters of what consistency cost so far.
     pub fn consistency_counters(&self) -> ConsistencyCounters {
         self.inner.consistency.snapshot()

@@ -38,9 +38,16 @@ pub struct ReplicationConfigBuilder {
     health: HealthConfig,
     routing: RoutingConfig,
     consistency: super::ConsistencyConfig,
+    lag: super::LagConfig,
 }
 
 impl ReplicationConfigBuilder {
+    /// Sets lag monitoring.
+    pub fn lag(mut self, lag: super::LagConfig) -> Self {
+        self.lag = lag;
+        self
+    }
+
     /// Sets what reads promise after writes.
     pub fn consistency(mut self, consistency: super::ConsistencyConfig) -> Self {
         self.consistency = consistency;
@@ -153,6 +160,7 @@ impl ReplicationConfigBuilder {
             health: self.health,
             routing: self.routing,
             consistency: self.consistency,
+            lag: self.lag,
         };
         config.assign_default_ids();
         config.validate()?;

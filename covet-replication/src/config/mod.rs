@@ -87,6 +87,7 @@ mod consistency;
 mod env;
 mod error;
 mod health;
+mod lag;
 mod node;
 mod routing;
 mod serde_util;
@@ -103,6 +104,7 @@ pub use builder::ReplicationConfigBuilder;
 pub use consistency::{Consistency, ConsistencyConfig};
 pub use error::ConfigError;
 pub use health::HealthConfig;
+pub use lag::{LagByteThresholds, LagConfig, LagThresholds};
 pub use node::{NodeConfig, Password, PoolConfig, TlsMode};
 pub use routing::{ReadPreference, RetryConfig, RoutingConfig, UnknownFunctionPolicy};
 // The `FromStr` error of `ReadPreference`, for the crate root to re-export (unused until it does).
@@ -144,6 +146,8 @@ pub struct ReplicationConfig {
     pub routing: RoutingConfig,
     /// What reads promise after writes.
     pub consistency: ConsistencyConfig,
+    /// Lag alerts, history and readmission.
+    pub lag: LagConfig,
 }
 
 impl Default for ReplicationConfig {
@@ -160,6 +164,8 @@ impl Default for ReplicationConfig {
             routing: RoutingConfig::default(),
             // See ConsistencyConfig::default.
             consistency: ConsistencyConfig::default(),
+            // See LagConfig::default.
+            lag: LagConfig::default(),
         }
     }
 }
@@ -177,6 +183,8 @@ struct RawReplicationConfig {
     routing: RoutingConfig,
     #[serde(default)]
     consistency: ConsistencyConfig,
+    #[serde(default)]
+    lag: LagConfig,
 }
 
 impl From<RawReplicationConfig> for ReplicationConfig {
@@ -189,6 +197,7 @@ impl From<RawReplicationConfig> for ReplicationConfig {
             health: raw.health,
             routing: raw.routing,
             consistency: raw.consistency,
+            lag: raw.lag,
         };
         config.assign_default_ids();
         config

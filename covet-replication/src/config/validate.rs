@@ -35,6 +35,7 @@ impl ReplicationConfig {
         validate_health(&self.health, &mut errors);
         validate_routing(&self.routing, self.replicas.len(), &mut errors);
         validate_consistency(&self.consistency, &mut errors);
+        validate_lag(&self.lag, &mut errors);
         ConfigError::from_errors(errors)
     }
 
@@ -211,5 +212,27 @@ fn validate_consistency(c: &super::ConsistencyConfig, errors: &mut Vec<ConfigErr
         {
             fail(field, "the duration must be > 0");
         }
+    }
+}
+
+fn validate_lag(lag: &super::LagConfig, errors: &mut Vec<ConfigError>) {
+    let mut fail = |field: &str, message: &str| errors.push(ConfigError::invalid(format!("lag.{field}"), message));
+    let t = &lag.thresholds;
+    if !(t.info <= t.warning && t.warning <= t.error && t.error <= t.critical) {
+        fail("thresholds", "must rise from info to warning to error to critical");
+    }
+    let b = &lag.byte_thresholds;
+    let set: Vec<u64> = [b.info, b.warning, b.error, b.critical].into_iter().flatten().collect();
+    if set.windows(2).any(|w| w[0] > w[1]) {
+        fail("byte_thresholds", "must rise from info to warning to error to critical");
+    }
+    if !(0.0..1.0).contains(&lag.hysteresis) {
+        fail("hysteresis", "must be at least 0 and below 1");
+    }
+    if lag.max_samples < 2 {
+        fail("max_samples", "must be at least 2");
+    }
+    if lag.window.is_zero() {
+        fail("window", "must be > 0");
     }
 }

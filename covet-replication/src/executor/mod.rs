@@ -17,6 +17,7 @@ use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Execute, Executor, PgConnection, Postgres, SqlStr};
+use tracing::Instrument;
 
 use crate::config::Consistency;
 use crate::error::Error;
@@ -73,31 +74,41 @@ fn fetch_optional<'e>(
     session: Option<Arc<SessionState>>,
     statement: Result<Statement, sqlx::Error>,
 ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>> {
-    Box::pin(async move {
-        let statement = statement?;
-        let mut attempt = Attempts::new(&pool, session, &statement);
-        loop {
-            let route = attempt.route().await?;
-            let mut in_flight = route.node.start_query();
-            let mut conn = match attempt.connect(&route).await {
-                Ok(Some(conn)) => conn,
-                Ok(None) => continue,
-                Err(e) => {
-                    attempt.failed(&route, e).await?;
-                    continue;
+    let span = tracing::debug_span!(
+        "covet.query",
+        db.system = "postgresql",
+        server.address = tracing::field::Empty,
+        db.replica.role = tracing::field::Empty,
+        covet.reason = tracing::field::Empty,
+    );
+    Box::pin(
+        async move {
+            let statement = statement?;
+            let mut attempt = Attempts::new(&pool, session, &statement);
+            loop {
+                let route = attempt.route().await?;
+                let mut in_flight = route.node.start_query();
+                let mut conn = match attempt.connect(&route).await {
+                    Ok(Some(conn)) => conn,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        attempt.failed(&route, e).await?;
+                        continue;
+                    }
+                };
+                in_flight.connected();
+                match conn.fetch_optional(statement.clone()).await {
+                    Ok(row) => {
+                        in_flight.succeeded();
+                        attempt.succeeded(&route, &mut conn).await;
+                        return Ok(row);
+                    }
+                    Err(e) => attempt.failed(&route, e).await?,
                 }
-            };
-            in_flight.connected();
-            match conn.fetch_optional(statement.clone()).await {
-                Ok(row) => {
-                    in_flight.succeeded();
-                    attempt.succeeded(&route, &mut conn).await;
-                    return Ok(row);
-                }
-                Err(e) => attempt.failed(&route, e).await?,
             }
         }
-    })
+        .instrument(span),
+    )
 }
 
 impl<'p> Executor<'p> for &'_ ReplicatedPool {
@@ -298,6 +309,19 @@ impl<'a> Attempts<'a> {
         match crate::routing::route(inner, &self.kind, constraints).await {
             Ok(route) => {
                 inner.stats.record(route.node.role() == Role::Primary, route.reason);
+                let span = tracing::Span::current();
+                if !span.is_disabled() {
+                    span.record("server.address", route.node.id.as_str());
+                    span.record(
+                        "db.replica.role",
+                        if route.node.role() == Role::Primary {
+                            "primary"
+                        } else {
+                            "replica"
+                        },
+                    );
+                    span.record("covet.reason", route.reason.name());
+                }
                 tracing::debug!(target: "covet::route", node = %route.node.id, reason = ?route.reason, attempt = self.attempt, "routed");
                 Ok(route)
             }

@@ -1,6 +1,6 @@
 //! The health state machine: a pure function of the last check and the counters.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::HealthConfig;
 use crate::topology::{NodeState, Role};
@@ -10,6 +10,8 @@ use crate::topology::{NodeState, Role};
 pub(crate) struct Counters {
     pub failures: u32,
     pub successes: u32,
+    /// Since when a lagging replica's lag has been back within its limit.
+    pub below_since: Option<Instant>,
 }
 
 /// What a check found, reduced to what decides the state.
@@ -58,6 +60,23 @@ pub(crate) fn decide(prev: NodeState, counters: &mut Counters, observed: Observe
             }
         }
     }
+}
+
+/// Whether a replica counts as lagging: as soon as its lag is over the limit, and until it has
+/// stayed within the limit for `readmit_after` (one good sample after a spike is not recovery).
+pub(crate) fn lagging(
+    prev: NodeState,
+    over: bool,
+    below_since: &mut Option<Instant>,
+    now: Instant,
+    readmit_after: Duration,
+) -> bool {
+    if over || prev != NodeState::Lagging {
+        *below_since = None;
+        return over;
+    }
+    let since = *below_since.get_or_insert(now);
+    now.saturating_duration_since(since) < readmit_after
 }
 
 /// Whether a server that says `in_recovery` fits the role the topology gives it.
@@ -141,6 +160,30 @@ mod tests {
             run(&cfg, NodeState::Draining, &[ok(), Observed::Failed]),
             [NodeState::Draining; 2]
         );
+    }
+
+    #[test]
+    fn a_lagging_replica_is_readmitted_only_after_staying_within_its_limit() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(5);
+        let mut since = None;
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(lagging(NodeState::Healthy, true, &mut since, at(0), after));
+        assert!(
+            lagging(NodeState::Lagging, false, &mut since, at(1), after),
+            "just back within the limit"
+        );
+        assert!(lagging(NodeState::Lagging, false, &mut since, at(5), after));
+        assert!(
+            lagging(NodeState::Lagging, true, &mut since, at(6), after),
+            "a spike restarts the clock"
+        );
+        assert!(lagging(NodeState::Lagging, false, &mut since, at(7), after));
+        assert!(
+            !lagging(NodeState::Lagging, false, &mut since, at(12), after),
+            "5 s within the limit"
+        );
+        assert!(!lagging(NodeState::Healthy, false, &mut since, at(13), after));
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod check;
 mod decide;
 
 pub(crate) use decide::Counters;
+use decide::lagging;
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -47,7 +48,11 @@ pub(crate) fn spawn(
 pub(crate) async fn round(manager: &ManagerInner) {
     let topology = manager.topology.load_full();
     let cfg = &manager.config.health;
-    let samples = futures::future::join_all(topology.nodes().map(|node| probe(node, cfg.timeout))).await;
+    // The primary first: a replica sampled after it has had the time to replay what the
+    // primary reported, so an idle cluster reads as zero lag rather than as a race.
+    let primary = probe(&topology.primary, cfg.timeout).await;
+    let replicas = futures::future::join_all(topology.replicas.iter().map(|node| probe(node, cfg.timeout))).await;
+    let samples: Vec<_> = std::iter::once(primary).chain(replicas).collect();
     let now = Instant::now();
     // The primary first: its position is what replica lag is measured against.
     let mut history = manager
@@ -68,7 +73,10 @@ pub(crate) async fn round(manager: &ManagerInner) {
             Err(_) => Observed::Failed,
             Ok(s) => {
                 node.record_rtt(s.rtt);
-                let lagging = node.role() == Role::Replica && apply_lag(manager, node, s, &history, now);
+                let over = node.role() == Role::Replica && apply_lag(manager, node, s, &history, now);
+                let mut counters = node.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let readmit_after = manager.config.lag.readmit_after;
+                let lagging = lagging(node.state(), over, &mut counters.below_since, now, readmit_after);
                 Observed::Answered {
                     role_ok: role_ok(node.role(), s.in_recovery),
                     rtt: s.rtt,
@@ -81,6 +89,11 @@ pub(crate) async fn round(manager: &ManagerInner) {
             let mut counters = node.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             decide(prev, &mut counters, observed, cfg)
         };
+        let id = node.id.to_string();
+        metrics::gauge!("covet_node_up", "node" => id.clone()).set(f64::from(u8::from(sample.is_ok())));
+        if let Ok(s) = &sample {
+            metrics::gauge!("covet_node_rtt_seconds", "node" => id).set(s.rtt.as_secs_f64());
+        }
         // The router may have changed the state meanwhile (a failure it saw): don't undo a drain.
         if next != prev && node.state() != NodeState::Draining {
             node.set_state(next);
@@ -97,6 +110,10 @@ fn apply_lag(manager: &ManagerInner, node: &Node, s: &Sample, history: &crate::l
     node.lag_bytes.store(bytes, Relaxed);
     node.lag_us
         .store(time.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    manager.lag_monitor.observe(&node.id, time, bytes, now);
+    let id = node.id.to_string();
+    metrics::gauge!("covet_replica_lag_seconds", "node" => id.clone()).set(time.as_secs_f64());
+    metrics::gauge!("covet_replica_lag_bytes", "node" => id).set(bytes as f64);
     let routing = &manager.config.routing;
     let max_lag = node.config.max_lag.unwrap_or(routing.max_lag);
     time > max_lag || routing.max_lag_bytes.is_some_and(|max| bytes > max)

@@ -6,7 +6,8 @@
 //! `now - (time of the first primary sample beyond its replay position)`. A replica that has
 //! replayed the primary's latest position is at zero, however long ago the last write was; a
 //! paused replica or one whose WAL receiver is gone falls behind the samples and its lag grows
-//! with every check. The resolution is one health interval.
+//! with every check. The resolution is one health interval: a replica missing only WAL written
+//! since the previous check is at zero seconds (its bytes still show).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -55,6 +56,11 @@ impl WalHistory {
         // The first sample beyond `replay`; if the history is shorter than the lag, the oldest
         // sample gives a lower bound.
         let idx = self.samples.partition_point(|&(_, lsn)| lsn <= replay);
+        if idx + 1 == self.samples.len() {
+            // Missing only what the primary wrote since its previous check: younger than one
+            // interval, which is this method's resolution.
+            return (bytes, Duration::ZERO);
+        }
         let since = self.samples.get(idx).or(self.samples.front()).map_or(now, |&(t, _)| t);
         (bytes, now.saturating_duration_since(since))
     }
@@ -86,6 +92,8 @@ mod tests {
         assert_eq!(h.lag(Lsn(1300), now), (600, Duration::from_secs(6)));
         // Between samples: what it lacks appeared with the next sample.
         assert_eq!(h.lag(Lsn(1350), now), (550, Duration::from_secs(6)));
+        // Missing only WAL newer than the previous sample: below the resolution.
+        assert_eq!(h.lag(Lsn(1850), now), (50, Duration::ZERO));
         // It stays stuck; the lag grows with the clock.
         assert_eq!(
             h.lag(Lsn(1300), now + Duration::from_secs(5)).1,

@@ -20,7 +20,7 @@ pub(crate) trait SqlValue: Send + Sync + 'static {
 
 impl<T: ModelField> SqlValue for T {
     fn bind(&self, args: &mut PgArguments) -> Result<(), BoxDynError> {
-        args.add(self)
+        self.__encode(args)
     }
 }
 

@@ -21,14 +21,29 @@ use super::sql::SqlBuf;
     label = "unsupported field type",
     note = "use a type sqlx maps for PostgreSQL, or mark the field #[model(skip)] if it is not a column"
 )]
-pub trait ModelField:
-    for<'r> Decode<'r, Postgres> + for<'q> Encode<'q, Postgres> + Type<Postgres> + Send + Sync + 'static
-{
+// No supertraits: a type lacking several of sqlx's traits is then one error at the field, not
+// one per missing trait and use.
+pub trait ModelField: Sized + Send + Sync + 'static {
+    #[doc(hidden)]
+    fn __decode(row: &PgRow, column: &str) -> Result<Self, sqlx::Error>;
+
+    #[doc(hidden)]
+    fn __encode(&self, args: &mut PgArguments) -> Result<(), BoxDynError>;
 }
 
-impl<T> ModelField for T where
-    T: for<'r> Decode<'r, Postgres> + for<'q> Encode<'q, Postgres> + Type<Postgres> + Send + Sync + 'static
+impl<T> ModelField for T
+where
+    T: for<'r> Decode<'r, Postgres> + for<'q> Encode<'q, Postgres> + Type<Postgres> + Send + Sync + 'static,
 {
+    #[inline]
+    fn __decode(row: &PgRow, column: &str) -> Result<Self, sqlx::Error> {
+        sqlx::Row::try_get(row, column)
+    }
+
+    #[inline]
+    fn __encode(&self, args: &mut PgArguments) -> Result<(), BoxDynError> {
+        sqlx::Arguments::add(args, self)
+    }
 }
 
 /// A mapped column, as the derive describes it.

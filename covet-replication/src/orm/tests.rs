@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgRow};
 
-use super::private::{bind, get, no_column};
+use super::private::no_column;
 use super::sql::{escape_like, push_ident};
 use super::*;
 use crate::routing::Target;
@@ -32,9 +32,9 @@ impl Model for User {
 
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
         Ok(User {
-            id: get(row, "id")?,
-            email: get(row, "email")?,
-            age: get(row, "age")?,
+            id: ModelField::__decode(row, "id")?,
+            email: ModelField::__decode(row, "email")?,
+            age: ModelField::__decode(row, "age")?,
         })
     }
 
@@ -49,9 +49,9 @@ impl Model for User {
 
     fn __bind(&self, column: usize, args: &mut PgArguments) -> Result<(), BoxDynError> {
         match column {
-            0 => bind(args, &self.id),
-            1 => bind(args, &self.email),
-            2 => bind(args, &self.age),
+            0 => self.id.__encode(args),
+            1 => self.email.__encode(args),
+            2 => self.age.__encode(args),
             other => no_column::<Self>(other),
         }
     }

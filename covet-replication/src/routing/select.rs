@@ -7,7 +7,7 @@
 //! 2. Healthy replicas are preferred over degraded ones, then the preferred region, then the
 //!    preferred datacenter: each narrowing applies only if it leaves someone.
 //! 3. Among what is left: power of two choices. Two distinct picks are drawn in proportion to weight; the
-//!    second replaces the first only if the first's load (latency average, floored at 1 ms, ×
+//!    second replaces the first only if the first's load (latency average, floored at 5 ms, ×
 //!    (in-flight + 1)) is more than twice the second's. Comparable replicas therefore get reads in
 //!    proportion to their weights, while a slow or piled-up replica loses traffic quickly.
 //! 4. Read preference decides the fallback when no replica is eligible: `Replica` fails,
@@ -194,9 +194,11 @@ fn pick_replica<C: Candidate>(replicas: &[C], req: &ReadRequest<'_>, rng: &mut i
     })
 }
 
-/// Latency differences below this are noise (a scheduler hiccup moves a sub-millisecond average
-/// by more than 2x), not a slow replica: averages are floored here before comparing.
-const LATENCY_FLOOR_US: u128 = 1_000;
+/// Latency differences below this are noise, not a slow replica: on a busy machine one stalled
+/// query moves a sub-millisecond average past 2 ms. Averages are floored here before comparing,
+/// so latency only counts once a replica is clearly slow (over 10 ms against a fast one); load
+/// differences below that show up as queries in flight.
+const LATENCY_FLOOR_US: u128 = 5_000;
 
 /// Latency average (µs, floored) × (queries in flight + 1).
 fn load<C: Candidate>(r: &C) -> u128 {

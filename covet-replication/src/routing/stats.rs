@@ -32,9 +32,11 @@ impl RouteReason {
     }
 }
 
-/// Lock-free counters updated on the hot path.
-#[derive(Debug, Default)]
+/// Lock-free counters updated on the hot path, mirrored to the `metrics` facade through handles
+/// registered once (install the application's recorder before connecting).
+#[derive(Debug)]
 pub(crate) struct RouterStats {
+    metrics: [metrics::Counter; REASONS],
     pub to_primary: AtomicU64,
     pub to_replica: AtomicU64,
     by_reason: [AtomicU64; REASONS],
@@ -44,10 +46,50 @@ pub(crate) struct RouterStats {
     pub errors: AtomicU64,
 }
 
+impl Default for RouterStats {
+    fn default() -> Self {
+        RouterStats {
+            metrics: ALL_REASONS.map(|r| metrics::counter!("covet_route_decisions_total", "reason" => r.name())),
+            to_primary: AtomicU64::default(),
+            to_replica: AtomicU64::default(),
+            by_reason: Default::default(),
+            retries: AtomicU64::default(),
+            refused_writes: AtomicU64::default(),
+            errors: AtomicU64::default(),
+        }
+    }
+}
+
+const ALL_REASONS: [RouteReason; REASONS] = [
+    RouteReason::Write,
+    RouteReason::ReadPreference,
+    RouteReason::Fallback,
+    RouteReason::Hint,
+    RouteReason::Override,
+    RouteReason::Retry,
+    RouteReason::Consistency,
+];
+
+impl RouteReason {
+    /// The reason as a metric label and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteReason::Write => "write",
+            RouteReason::ReadPreference => "read_preference",
+            RouteReason::Fallback => "fallback",
+            RouteReason::Hint => "hint",
+            RouteReason::Override => "override",
+            RouteReason::Retry => "retry",
+            RouteReason::Consistency => "consistency",
+        }
+    }
+}
+
 impl RouterStats {
     pub fn record(&self, to_primary: bool, reason: RouteReason) {
         if to_primary { &self.to_primary } else { &self.to_replica }.fetch_add(1, Relaxed);
         self.by_reason[reason.index()].fetch_add(1, Relaxed);
+        self.metrics[reason.index()].increment(1);
     }
 
     pub fn snapshot(&self) -> RouterCounters {

@@ -63,6 +63,9 @@ pub(crate) struct Node {
     pub lag_us: AtomicU64,
     /// Consecutive check outcomes (health loop only).
     pub counters: std::sync::Mutex<crate::health::Counters>,
+    /// Metric handles, registered once: the hot path only increments.
+    queries_metric: metrics::Counter,
+    query_seconds_metric: metrics::Histogram,
     /// The health loop's own connection, so checks never wait behind the pool.
     pub check_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
@@ -83,7 +86,10 @@ const EWMA_ALPHA: f64 = 0.1;
 
 impl Node {
     pub fn new(config: NodeConfig, pool: PgPool, role: Role, state: NodeState) -> Self {
+        let label = config.id.clone();
         Node {
+            queries_metric: metrics::counter!("covet_queries_total", "node" => label.clone()),
+            query_seconds_metric: metrics::histogram!("covet_query_duration_seconds", "node" => label),
             id: NodeId::from(config.id.as_str()),
             config,
             pool,
@@ -163,6 +169,7 @@ impl Node {
     /// Marks a query as running here until the guard drops.
     pub fn start_query(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
+        self.queries_metric.increment(1);
         InFlight {
             node: Arc::clone(self),
             started: None,
@@ -199,7 +206,9 @@ impl InFlight {
     /// cut off by a crash says nothing about the node's speed once it is back).
     pub fn succeeded(&mut self) {
         if let Some(started) = self.started.take() {
-            self.node.record_latency(started.elapsed());
+            let took = started.elapsed();
+            self.node.record_latency(took);
+            self.node.query_seconds_metric.record(took.as_secs_f64());
         }
     }
 }

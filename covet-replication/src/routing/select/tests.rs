@@ -100,7 +100,7 @@ fn weights_spread_reads_in_proportion() {
 fn slow_or_busy_replica_loses_traffic() {
     let replicas = [
         N {
-            latency_us: 5_000,
+            latency_us: 20_000,
             ..n()
         },
         n(),
@@ -112,7 +112,13 @@ fn slow_or_busy_replica_loses_traffic() {
     let c = shares(&replicas, ReadRequest::default(), 9_000);
     assert!(c[0] < 9_000 / 3, "busy replica got {c:?}");
     // Comparable nodes (latency within 2x) keep an even spread.
-    let replicas = [N { latency_us: 900, ..n() }, n()];
+    let replicas = [
+        N {
+            latency_us: 4_000,
+            ..n()
+        },
+        n(),
+    ];
     let c = shares(&replicas, ReadRequest::default(), 10_000);
     assert!((4_500..=5_500).contains(&c[0]), "{c:?}");
 }

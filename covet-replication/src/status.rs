@@ -1,0 +1,205 @@
+//! [`ClusterStatus`]: a serializable snapshot of nodes, lag, pools and routing, without secrets.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::lag::{Alert, LagStats};
+use crate::pool::ReplicatedPool;
+use crate::routing::RouterCounters;
+use crate::session::ConsistencyCounters;
+use crate::topology::{NodeId, NodeState, Role};
+
+/// The state of the cluster as this process sees it.
+///
+/// Serializes to JSON for dashboards; `Display` prints a table like `patronictl list`. Holds
+/// host names and ports, never credentials.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct ClusterStatus {
+    /// `pg_control_system().system_identifier`, 0 until the first check.
+    pub system_id: u64,
+    /// The primary's timeline, 0 until the first check.
+    pub timeline: u32,
+    /// Every node, primary first.
+    pub nodes: Vec<NodeReport>,
+    /// Routing decisions by target and reason.
+    pub router: RouterCounters,
+    /// Share of routed statements that replicas served.
+    pub replica_hit_rate: f64,
+    /// What sessions' promises cost.
+    pub consistency: ConsistencyCounters,
+    /// Statements the parser could not read (sent to the primary).
+    pub parse_failures: u64,
+    /// The latest lag alerts, oldest first.
+    pub recent_alerts: Vec<Alert>,
+}
+
+/// One node in a [`ClusterStatus`].
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct NodeReport {
+    /// The node's id.
+    pub id: NodeId,
+    /// `host:port/database`.
+    pub address: String,
+    /// Primary or replica.
+    pub role: Role,
+    /// Health state.
+    pub state: NodeState,
+    /// Region label.
+    pub region: Option<String>,
+    /// Datacenter label.
+    pub datacenter: Option<String>,
+    /// Replay (replica) or current (primary) WAL position at the last check.
+    pub lsn: crate::Lsn,
+    /// Replication lag in bytes (0 for the primary).
+    pub lag_bytes: u64,
+    /// Replication lag in seconds (0 for the primary).
+    pub lag_seconds: f64,
+    /// Lag statistics over the configured window (replicas).
+    pub lag_stats: Option<LagStats>,
+    /// Average query latency in milliseconds.
+    pub latency_ms: f64,
+    /// Average health-check round trip in milliseconds.
+    pub rtt_ms: f64,
+    /// Queries running now.
+    pub in_flight: u32,
+    /// Pool connections open.
+    pub pool_size: u32,
+    /// Pool connections idle.
+    pub pool_idle: usize,
+    /// Pool connections in use.
+    pub pool_in_use: usize,
+    /// Pool maximum.
+    pub pool_max: u32,
+}
+
+impl ReplicatedPool {
+    /// A snapshot of the cluster, this pool's routing and consistency counters, and recent
+    /// alerts.
+    pub fn status(&self) -> ClusterStatus {
+        let inner = &self.inner;
+        let topology = inner.topology.load();
+        let nodes = topology
+            .nodes()
+            .map(|n| {
+                let (lag_bytes, lag) = n.lag();
+                let size = n.pool.size();
+                let idle = n.pool.num_idle();
+                NodeReport {
+                    id: n.id.clone(),
+                    address: n.config.server_address(),
+                    role: n.role(),
+                    state: n.state(),
+                    region: n.config.region.clone(),
+                    datacenter: n.config.datacenter.clone(),
+                    lsn: n.replay_lsn(),
+                    lag_bytes,
+                    lag_seconds: lag.as_secs_f64(),
+                    lag_stats: inner.lag_monitor.stats(n.id.as_str()),
+                    latency_ms: n.latency().as_secs_f64() * 1e3,
+                    rtt_ms: n.rtt().as_secs_f64() * 1e3,
+                    in_flight: n.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    pool_size: size,
+                    pool_idle: idle,
+                    pool_in_use: (size as usize).saturating_sub(idle),
+                    pool_max: n.config.pool.max_connections,
+                }
+            })
+            .collect();
+        let router = inner.stats.snapshot();
+        let routed = router.to_primary + router.to_replica;
+        let (system_id, timeline) = inner.identity.get();
+        ClusterStatus {
+            system_id,
+            timeline,
+            nodes,
+            router,
+            replica_hit_rate: if routed == 0 {
+                0.0
+            } else {
+                router.to_replica as f64 / routed as f64
+            },
+            consistency: inner.consistency.snapshot(),
+            parse_failures: inner.classifier.parse_failures(),
+            recent_alerts: inner.lag_monitor.recent_alerts(),
+        }
+    }
+}
+
+impl fmt::Display for ClusterStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header = [
+            "Member", "Host", "Role", "State", "Region", "TL", "LSN", "Lag (MB)", "Lag (s)", "Pool",
+        ];
+        let rows: Vec<[String; 10]> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let replica = n.role == Role::Replica;
+                [
+                    n.id.to_string(),
+                    n.address.clone(),
+                    format!("{:?}", n.role).to_lowercase(),
+                    n.state.to_string(),
+                    n.region.clone().unwrap_or_default(),
+                    if replica {
+                        String::new()
+                    } else {
+                        self.timeline.to_string()
+                    },
+                    n.lsn.to_string(),
+                    if replica {
+                        format!("{:.1}", n.lag_bytes as f64 / 1_048_576.0)
+                    } else {
+                        String::new()
+                    },
+                    if replica {
+                        format!("{:.3}", n.lag_seconds)
+                    } else {
+                        String::new()
+                    },
+                    format!("{}/{}", n.pool_in_use, n.pool_max),
+                ]
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |f: &mut fmt::Formatter<'_>| {
+            let parts: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+            writeln!(f, "+{}+", parts.join("+"))
+        };
+        let row = |f: &mut fmt::Formatter<'_>, cells: &[String]| {
+            let parts: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!(" {c:<w$} ")).collect();
+            writeln!(f, "|{}|", parts.join("|"))
+        };
+        writeln!(f, "Cluster {:x}", self.system_id)?;
+        line(f)?;
+        row(f, &header.map(String::from))?;
+        line(f)?;
+        for r in &rows {
+            row(f, r)?;
+        }
+        line(f)?;
+        let r = &self.router;
+        write!(
+            f,
+            "routed: {} primary, {} replica ({:.1}% replica), {} retries, {} fallbacks, {} errors; {} lag alerts",
+            r.to_primary,
+            r.to_replica,
+            self.replica_hit_rate * 100.0,
+            r.retries,
+            r.fallbacks,
+            r.errors,
+            self.recent_alerts.len()
+        )
+    }
+}
