@@ -68,7 +68,7 @@ impl Default for ConsistencyConfig {
             // The promise users expect from one request: see your own writes.
             session: Consistency::ReadAfterWrite,
             // Code that swapped `&PgPool` for the handle expects what one server gave it: its
-            // writes are visible to its next reads. See docs/CONSISTENCY.md for the figures.
+            // writes are visible to its next reads. See docs/BENCHMARKS.md for the figures.
             handle: Consistency::ReadAfterWrite,
             // Replay on a healthy standby takes milliseconds; past 20 ms the primary is faster.
             max_wait: Duration::from_millis(20),
