@@ -9,8 +9,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use covet_replication::testing::LocalCluster;
-use covet_replication::{Model, ReplicationConfig, Target};
+use covet_replication::{Model, Target};
 
 #[derive(Debug, Clone, Model)]
 #[model(table = "users")]
@@ -61,19 +60,10 @@ const DOMAIN: &str = "@orm-example.test";
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keeps the local cluster alive until the end of main.
-    let (config, _cluster) =
-        if std::env::var_os("COVET_CONFIG").is_some() || std::env::var_os("COVET_PRIMARY_URL").is_some() {
-            println!("using the cluster from the environment");
-            (ReplicationConfig::from_env()?, None)
-        } else {
-            println!("no COVET_CONFIG / COVET_PRIMARY_URL: starting a local cluster (1 primary + 2 hot standbys) ...");
-            let cluster = LocalCluster::builder()
-                .replicas(2)
-                .regions(["eu", "eu", "us"])
-                .start()
-                .await?;
-            (cluster.replication_config(), Some(cluster))
-        };
+    println!(
+        "starting: the cluster of COVET_CONFIG / COVET_PRIMARY_URL, or a local one (1 primary + 2 hot standbys) ..."
+    );
+    let (config, _cluster) = covet_replication::testing::configured_or_local().await?;
     tracing::subscriber::set_global_default(RouteLog)?;
 
     // Once at startup: the global handle that `User::objects().all()` and `user.save()` use.

@@ -4,26 +4,18 @@
 //! LocalCluster (a primary and two hot standbys) itself. Then it swaps a `PgPool` for a
 //! `ReplicatedPool` and prints which server answered each statement.
 
-use covet_replication::testing::LocalCluster;
-use covet_replication::{ReplicatedPool, ReplicationConfig, Target};
+use covet_replication::{ReplicatedPool, Target};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keeps the local cluster alive until the end of main.
-    let (config, _cluster) =
-        if std::env::var_os("COVET_CONFIG").is_some() || std::env::var_os("COVET_PRIMARY_URL").is_some() {
-            println!("using the cluster from the environment");
-            (ReplicationConfig::from_env()?, None)
-        } else {
-            println!("no COVET_CONFIG / COVET_PRIMARY_URL: starting a local cluster (1 primary + 2 hot standbys) ...");
-            let cluster = LocalCluster::builder()
-                .replicas(2)
-                .regions(["eu", "eu", "us"])
-                .start()
-                .await?;
-            println!("ready in {:.2?}", cluster.startup_time());
-            (cluster.replication_config(), Some(cluster))
-        };
+    println!(
+        "starting: the cluster of COVET_CONFIG / COVET_PRIMARY_URL, or a local one (1 primary + 2 hot standbys) ..."
+    );
+    let (config, _cluster) = covet_replication::testing::configured_or_local().await?;
+    if let Some(cluster) = &_cluster {
+        println!("local cluster ready in {:.2?}", cluster.startup_time());
+    }
     let ports: Vec<(u16, String)> = config.nodes().map(|n| (n.port, n.id.clone())).collect();
     let name = |port: i32| {
         ports

@@ -198,6 +198,8 @@ async fn the_status_report_serializes_without_secrets() {
     assert_eq!(v["nodes"][1]["state"], "healthy");
     assert!(v["router"]["to_replica"].as_u64().unwrap() >= 20);
     assert_eq!(v["router"]["writes"].as_u64().unwrap(), 1);
+    assert!(v["router"]["by_class"]["read"].as_u64().unwrap() >= 20);
+    assert_eq!(v["router"]["by_class"]["write"].as_u64().unwrap(), 1);
     assert!(v["replica_hit_rate"].as_f64().unwrap() > 0.9);
     assert!(v["system_id"].as_u64().unwrap() > 0);
     assert!(table.contains("replica2") && table.contains("| Member"));

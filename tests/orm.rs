@@ -1,10 +1,15 @@
 //! The ORM against a real primary and hot standbys: `#[derive(Model)]`, QuerySets, instance
-//! writes, routing (asserting which server answered), hostile values, the global handle.
+//! writes, routing (asserting which server answered), hostile values, the global handle, and
+//! sessions and per-query consistency under real replication lag.
 //!
 //! The tables come from `migrations/` (applied once per test binary). Tests run concurrently
-//! on them, so each test owns the rows whose email ends with its own domain.
+//! on them, so each test owns the rows whose email ends with its own domain. The lag tests
+//! start clusters of their own: an apply delay would disturb the shared one.
 
-use covet_replication::{Error, Expr, Model, ReplicatedPool, Target};
+use std::time::Duration;
+
+use covet_replication::testing::LocalCluster;
+use covet_replication::{Consistency, Error, Expr, Model, ReplicatedPool, Target};
 use covet_tests::{connect, node_name, shared_cluster, test_config};
 use tokio::sync::OnceCell;
 
@@ -604,4 +609,216 @@ async fn the_global_handle() {
     assert!(u.delete().await.unwrap());
     assert_eq!(mine().delete().await.unwrap(), 0);
     db.close().await;
+}
+
+/// A row of the lag tests; `port` is the server that wrote it (the column's default).
+#[derive(Debug, Model)]
+#[model(table = "lag_probe")]
+pub struct LagProbe {
+    #[model(primary_key, default)]
+    pub id: Option<i64>,
+    pub note: String,
+    #[model(default)]
+    pub port: Option<i32>,
+}
+
+impl LagProbe {
+    fn new(note: &str) -> Self {
+        LagProbe {
+            id: None,
+            note: note.into(),
+            port: None,
+        }
+    }
+}
+
+/// The rows of `lag_probe` through a view that adds the port of the server that read them.
+#[derive(Debug, Model)]
+#[model(table = "lag_probe_seen")]
+pub struct Seen {
+    #[model(primary_key)]
+    pub id: i64,
+    pub note: String,
+    pub served_by: i32,
+}
+
+/// A cluster of its own whose two standbys replay 2 s behind the primary, and a pool on it.
+async fn lagging_cluster() -> (LocalCluster, ReplicatedPool) {
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    cluster
+        .execute(
+            0,
+            "CREATE TABLE lag_probe (id bigserial PRIMARY KEY, note text NOT NULL, \
+                 port int NOT NULL DEFAULT inet_server_port()); \
+             CREATE VIEW lag_probe_seen AS SELECT id, note, inet_server_port() AS served_by FROM lag_probe; \
+             CREATE VIEW orm_who AS SELECT 1 AS id, inet_server_port() AS port, pg_is_in_recovery() AS standby",
+        )
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    for r in cluster.replicas() {
+        cluster.set_apply_delay(r, Duration::from_secs(2)).await.unwrap();
+    }
+    let db = connect(test_config(&cluster)).await;
+    (cluster, db)
+}
+
+/// Reads row `id` through `db` at `level` (`None`: the executor's own): where it was read, or
+/// `None` if the read missed it.
+async fn seen_at(id: i64, level: Option<Consistency>, db: impl covet_replication::ModelExecutor) -> Option<i32> {
+    let q = Seen::objects().filter(Seen::ID.eq(id));
+    let q = match level {
+        Some(level) => q.consistency(level),
+        None => q,
+    };
+    q.first_on(db).await.unwrap().map(|s| s.served_by)
+}
+
+/// Where a read of `orm_who` through `db` at `level` ran: `(port, standby)`.
+async fn who_at(level: Option<Consistency>, db: impl covet_replication::ModelExecutor) -> (i32, bool) {
+    let q = Who::objects();
+    let q = match level {
+        Some(level) => q.consistency(level),
+        None => q,
+    };
+    let w = q.first_on(db).await.unwrap().unwrap();
+    (w.port, w.standby)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_querysets_read_their_writes_under_two_seconds_of_lag() {
+    let (cluster, db) = lagging_cluster().await;
+    let other = connect(test_config(&cluster)).await; // another process, as far as routing goes
+    let name = |port| node_name(&cluster, port);
+    const ROUNDS: usize = 20;
+
+    // Reads with no write before them are served by the lagging standbys.
+    for _ in 0..5 {
+        let (port, standby) = who_at(None, &db.session()).await;
+        assert!(standby && name(port) != "primary", "{}", name(port));
+    }
+
+    // Read-after-write sessions: save, then a QuerySet read through the same session. The
+    // standbys are 2 s behind, so only the primary can serve it.
+    let (mut stale, mut on_primary, mut by_token) = (0, 0, 0);
+    for i in 0..ROUNDS {
+        let session = db.session();
+        let mut p = LagProbe::new(&format!("session {i}"));
+        p.save_on(&session).await.unwrap();
+        assert_eq!(name(p.port.unwrap()), "primary", "writes run on the primary");
+        assert!(session.watermark().is_some(), "the save moved the session's watermark");
+        let id = p.id.unwrap();
+        match seen_at(id, None, &session).await {
+            None => stale += 1,
+            Some(port) => on_primary += usize::from(name(port) == "primary"),
+        }
+        // An update through a QuerySet moves it too; the next read sees the new value.
+        let n = LagProbe::objects()
+            .filter(LagProbe::ID.eq(id))
+            .update_on([LagProbe::NOTE.set("updated")], &session)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let again = Seen::objects().get_on(id, &session).await.unwrap();
+        assert_eq!(again.note, "updated");
+        // Inside `Session::scope`, the plain handle reads in the session too.
+        let scoped = session.scope(seen_at(id, None, &db)).await;
+        assert_eq!(scoped.map(name).as_deref(), Some("primary"), "scoped");
+        assert_eq!(
+            seen_at(id, None, &db).await,
+            None,
+            "outside the scope: a standby, behind"
+        );
+        // The token carries the guarantee to another pool.
+        let reader = other.session_from_token(&session.token()).unwrap();
+        by_token += usize::from(seen_at(id, None, &reader).await.is_some());
+    }
+    assert_eq!(stale, 0, "read-after-write sessions must see their saves");
+    assert_eq!(
+        on_primary, ROUNDS,
+        "with the standbys 2 s behind, the primary served them"
+    );
+    assert_eq!(by_token, ROUNDS, "sessions continued from tokens see the writes too");
+
+    // A read pinned to a replica cannot fall back to the primary: an error, not stale data
+    // (no replica is eligible, as their measured lag leaves no chance to catch up in time).
+    let session = db.session();
+    LagProbe::new("pinned").save_on(&session).await.unwrap();
+    let err = Who::objects()
+        .using(Target::Replica)
+        .first_on(&session)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            Error::from_sqlx(&err),
+            Some(Error::NoEligibleReplica { .. } | Error::NotCaughtUp { .. })
+        ),
+        "{err:?}"
+    );
+
+    // Proof that the check can fail: eventual sessions read the standbys and miss their saves.
+    let mut missed = 0;
+    for i in 0..ROUNDS {
+        let session = db.session_with(Consistency::Eventual);
+        let mut p = LagProbe::new(&format!("eventual {i}"));
+        p.save_on(&session).await.unwrap();
+        missed += usize::from(seen_at(p.id.unwrap(), None, &session).await.is_none());
+        let (port, standby) = who_at(None, &session).await;
+        assert!(standby, "an eventual read after a write: {}", name(port));
+    }
+    assert!(
+        missed * 10 >= ROUNDS * 9,
+        "eventual sessions must miss their writes under 2 s of lag: {missed} of {ROUNDS}"
+    );
+    println!("{:?}", db.consistency_counters());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_query_consistency_overrides_the_session_for_one_read() {
+    let (cluster, db) = lagging_cluster().await;
+    let name = |port| node_name(&cluster, port);
+    let primary = |(port, standby): (i32, bool)| !standby && name(port) == "primary";
+    let replica = |(port, standby): (i32, bool)| standby && name(port) != "primary";
+    const ROUNDS: usize = 10;
+
+    for i in 0..ROUNDS {
+        // A read-after-write session that just wrote: it reads on the primary ...
+        let session = db.session();
+        let mut p = LagProbe::new(&format!("override {i}"));
+        p.save_on(&session).await.unwrap();
+        let id = p.id.unwrap();
+        assert!(primary(who_at(None, &session).await));
+        // ... but `Eventual` for one query allows any replica, which misses the write;
+        assert!(replica(who_at(Some(Consistency::Eventual), &session).await));
+        assert_eq!(seen_at(id, Some(Consistency::Eventual), &session).await, None);
+        // the session itself is unchanged: its next read still sees the write;
+        assert_eq!(seen_at(id, None, &session).await.map(name).as_deref(), Some("primary"));
+        assert_eq!(session.consistency(), Consistency::ReadAfterWrite);
+        // a write window derived from the session covers the save it just made.
+        let window = Some(Consistency::WriteWindow(Duration::from_secs(30)));
+        assert_eq!(
+            seen_at(id, window, &session).await.map(name).as_deref(),
+            Some("primary")
+        );
+
+        // `Strong` forces the primary where the session would read a replica.
+        let eventual = db.session_with(Consistency::Eventual);
+        assert!(replica(who_at(None, &eventual).await));
+        assert!(primary(who_at(Some(Consistency::Strong), &eventual).await));
+        assert!(primary(who_at(Some(Consistency::Strong), &db.session()).await));
+
+        // The plain handle: its own writes are seen (read-after-write by default), except by
+        // an `Eventual` read; `Strong` reads the primary even with no write to see.
+        let mut q = LagProbe::new(&format!("handle {i}"));
+        q.save_on(&db).await.unwrap();
+        let id = q.id.unwrap();
+        assert_eq!(seen_at(id, None, &db).await.map(name).as_deref(), Some("primary"));
+        assert_eq!(seen_at(id, Some(Consistency::Eventual), &db).await, None);
+        assert!(replica(who_at(Some(Consistency::Eventual), &db).await));
+        assert!(primary(who_at(Some(Consistency::Strong), &db).await));
+    }
+    let c = db.consistency_counters();
+    println!("{c:?}");
+    assert!(c.strong_reads >= 3 * ROUNDS as u64, "{c:?}");
 }

@@ -45,7 +45,7 @@ pub use orm::{
     QuerySet, ReadOnly, ReadWrite, Text, migrate, prelude,
 };
 pub use pool::ReplicatedPool;
-pub use routing::{RouteReason, RouterCounters, Target, with_target};
+pub use routing::{ClassCounters, RouteReason, RouterCounters, Target, with_target};
 pub use session::{CausalToken, ConsistencyCounters, Session, TokenError};
 pub use status::{ClusterStatus, NodeReport};
 pub use topology::{NodeId, NodeState, Role};

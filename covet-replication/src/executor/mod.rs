@@ -25,7 +25,7 @@ use crate::lsn::Lsn;
 use crate::pool::ReplicatedPool;
 use crate::routing::{Constraints, Failure, Route, Target, classify_error};
 use crate::session::{Session, SessionState};
-use crate::topology::{Node, NodeId, NodeState, Role};
+use crate::topology::{InFlight, Node, NodeId, NodeState, Role};
 
 type Rows = Either<PgQueryResult, PgRow>;
 
@@ -39,14 +39,7 @@ fn fetch_many<'e>(
         let statement = statement?;
         let mut attempt = Attempts::new(&pool, session, &statement);
         loop {
-            let route = attempt.route().await?;
-            let mut in_flight = route.node.start_query();
-            let mut conn = match attempt.connect(&route).await {
-                Ok(Some(conn)) => conn,
-                Ok(None) => continue,
-                Err(e) => { attempt.failed(&route, e).await?; continue; }
-            };
-            in_flight.connected();
+            let (route, mut in_flight, mut conn) = attempt.open().await?;
             let mut rows = conn.fetch_many(statement.clone());
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
@@ -86,17 +79,7 @@ fn fetch_optional<'e>(
             let statement = statement?;
             let mut attempt = Attempts::new(&pool, session, &statement);
             loop {
-                let route = attempt.route().await?;
-                let mut in_flight = route.node.start_query();
-                let mut conn = match attempt.connect(&route).await {
-                    Ok(Some(conn)) => conn,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        attempt.failed(&route, e).await?;
-                        continue;
-                    }
-                };
-                in_flight.connected();
+                let (route, mut in_flight, mut conn) = attempt.open().await?;
                 match conn.fetch_optional(statement.clone()).await {
                     Ok(row) => {
                         in_flight.succeeded();
@@ -308,7 +291,9 @@ impl<'a> Attempts<'a> {
         let inner = &self.pool.inner;
         match crate::routing::route(inner, &self.kind, constraints).await {
             Ok(route) => {
-                inner.stats.record(route.node.role() == Role::Primary, route.reason);
+                inner
+                    .stats
+                    .record(route.node.role() == Role::Primary, route.reason, self.kind.class());
                 let span = tracing::Span::current();
                 if !span.is_disabled() {
                     span.record("server.address", route.node.id.as_str());
@@ -329,6 +314,22 @@ impl<'a> Attempts<'a> {
             Err(e) => {
                 self.count_error();
                 Err(self.last_error.take().unwrap_or_else(|| e.into_sqlx()))
+            }
+        }
+    }
+
+    /// Routes and connects, retrying where that is allowed, until a connection is in hand.
+    async fn open(&mut self) -> Result<(Route, InFlight, PoolConnection<Postgres>), sqlx::Error> {
+        loop {
+            let route = self.route().await?;
+            let mut in_flight = route.node.start_query();
+            match self.connect(&route).await {
+                Ok(Some(conn)) => {
+                    in_flight.connected();
+                    return Ok((route, in_flight, conn));
+                }
+                Ok(None) => {}
+                Err(e) => self.failed(&route, e).await?,
             }
         }
     }

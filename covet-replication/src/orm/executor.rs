@@ -3,25 +3,32 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, AssertSqlSafe};
 
 use super::sql::SqlBuf;
 use crate::classify::{QueryClass, QueryKind};
+use crate::config::Consistency;
 use crate::executor::Transaction;
 use crate::pool::ReplicatedPool;
 use crate::routing::Target;
+use crate::session::{Session, SessionState};
 
 /// Whether a [`ModelQuery`] reads or writes, known from the method that built it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Access {
     /// A read (`all`, `first`, `get`, `count`, `exists`), with the target of
-    /// [`QuerySet::using`](crate::QuerySet::using) if one was given.
+    /// [`QuerySet::using`](crate::QuerySet::using) and the level of
+    /// [`QuerySet::consistency`](crate::QuerySet::consistency) if they were given.
+    #[non_exhaustive]
     Read {
         /// Where the read should run; `None` leaves it to the handle.
         target: Option<Target>,
+        /// The consistency of this read only; `None` leaves it to the handle or session.
+        consistency: Option<Consistency>,
     },
     /// A write (`update`, `delete`, `save`, `insert`): runs on the primary.
     Write,
@@ -76,8 +83,9 @@ impl fmt::Debug for ModelQuery {
 /// (`all_on`, `save_on`, ...) take one.
 ///
 /// Implemented for `&ReplicatedPool` (reads routed by the handle's read preference or the
-/// QuerySet's target, writes on the primary) and `&mut Transaction` (everything in the
-/// transaction, on its node). Implement it for another handle by running
+/// QuerySet's target, writes on the primary), `&Session` (the same, keeping the session's
+/// consistency: its writes move its watermark, its reads see them) and `&mut Transaction`
+/// (everything in the transaction, on its node). Implement it for another handle by running
 /// [`ModelQuery::into_parts`] with sqlx, honouring [`Access`]: a [`Access::Write`] must reach
 /// the primary.
 pub trait ModelExecutor: Send {
@@ -91,14 +99,88 @@ pub trait ModelExecutor: Send {
 impl ModelExecutor for &ReplicatedPool {
     fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
         let (query, access) = query.into_query();
-        let db = routed(self, &access);
-        async move { query.fetch_all(&db).await }
+        let via = Via::pool(self, &access);
+        async move { via.fetch_all(query).await }
     }
 
     fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
         let (query, access) = query.into_query();
-        let db = routed(self, &access);
-        async move { Ok(query.execute(&db).await?.rows_affected()) }
+        let via = Via::pool(self, &access);
+        async move { via.execute(query).await }
+    }
+}
+
+impl ModelExecutor for &Session {
+    fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
+        let (query, access) = query.into_query();
+        let via = Via::session(self, &access);
+        async move { via.fetch_all(query).await }
+    }
+
+    fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+        let (query, access) = query.into_query();
+        let via = Via::session(self, &access);
+        async move { via.execute(query).await }
+    }
+}
+
+type Query = sqlx::query::Query<'static, sqlx::Postgres, PgArguments>;
+
+/// The sqlx executor a built statement runs through.
+pub(super) enum Via {
+    Pool(ReplicatedPool),
+    Session(Session),
+}
+
+impl Via {
+    /// Through a plain handle: its own session, unless the read asks for another level.
+    pub(super) fn pool(db: &ReplicatedPool, access: &Access) -> Via {
+        let routed = routed(db, access);
+        match read_level(access) {
+            None => Via::Pool(routed),
+            Some(level) => {
+                // The handle's session: the enclosing `Session::scope`'s, else the handle's own.
+                let state = match db.effective_session() {
+                    Some(source) => at_level(&source, level),
+                    None => Arc::new(SessionState::new(level, false)),
+                };
+                Via::Session(Session { pool: routed, state })
+            }
+        }
+    }
+
+    /// Through a session: its state (so its watermark), the statement's route and known kind.
+    pub(super) fn session(session: &Session, access: &Access) -> Via {
+        let state = match read_level(access) {
+            None => Arc::clone(&session.state),
+            Some(level) => at_level(&session.state, level),
+        };
+        Via::Session(Session {
+            pool: routed(&session.pool, access),
+            state,
+        })
+    }
+
+    async fn fetch_all(&self, query: Query) -> Result<Vec<PgRow>, sqlx::Error> {
+        match self {
+            Via::Pool(db) => query.fetch_all(db).await,
+            Via::Session(session) => query.fetch_all(session).await,
+        }
+    }
+
+    async fn execute(&self, query: Query) -> Result<u64, sqlx::Error> {
+        let done = match self {
+            Via::Pool(db) => query.execute(db).await?,
+            Via::Session(session) => query.execute(session).await?,
+        };
+        Ok(done.rows_affected())
+    }
+}
+
+fn read_level(access: &Access) -> Option<Consistency> {
+    match access {
+        Access::Read { consistency, .. } => *consistency,
+        Access::Write => None,
     }
 }
 
@@ -107,10 +189,46 @@ impl ModelExecutor for &ReplicatedPool {
 pub(super) fn routed(db: &ReplicatedPool, access: &Access) -> ReplicatedPool {
     let (db, class) = match access {
         Access::Write => (db.using(Target::Primary), QueryClass::Write),
-        Access::Read { target: Some(target) } => (db.using(target.clone()), QueryClass::Read),
-        Access::Read { target: None } => (db.clone(), QueryClass::Read),
+        Access::Read {
+            target: Some(target), ..
+        } => (db.using(target.clone()), QueryClass::Read),
+        Access::Read { target: None, .. } => (db.clone(), QueryClass::Read),
     };
     db.with_known_kind(QueryKind::known(class, "built by the ORM"))
+}
+
+/// The session state one read at `level` runs with, derived from `source` (a session's, or the
+/// handle's): `source` itself at its own level; a fresh state that keeps nothing for
+/// `Eventual`; otherwise a copy of what `source` recorded, so the read sees the session's
+/// writes where `level` promises that, and never data older than the session already wrote or
+/// read (for a monotonic session). The copy is for this read only: it does not move `source`'s
+/// floor or replica.
+pub(super) fn at_level(source: &Arc<SessionState>, level: Consistency) -> Arc<SessionState> {
+    if source.level == level {
+        return Arc::clone(source);
+    }
+    if level == Consistency::Eventual {
+        // No promise at all: any eligible replica, no floor to respect.
+        return Arc::new(SessionState::new(level, false));
+    }
+    let state = SessionState::new(level, source.monotonic);
+    if source.pinned() {
+        // The source's position is unknown (a failed watermark read, a token of another
+        // timeline): only the primary is safe, as for the source itself.
+        state.pin();
+        return Arc::new(state);
+    }
+    let in_window = match level {
+        Consistency::WriteWindow(window) => source.since_last_write().is_some_and(|t| t < window),
+        _ => true,
+    };
+    if let Some(lsn) = source.watermark().filter(|_| in_window) {
+        state.wrote(lsn);
+    }
+    // The greater of the source's watermark and floor (they cannot be read apart): a monotonic
+    // copy reads nothing older than either.
+    state.raise_floor(source.causal_lsn());
+    Arc::new(state)
 }
 
 impl ModelExecutor for &mut Transaction {

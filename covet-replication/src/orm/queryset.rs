@@ -11,6 +11,7 @@ use super::executor::{Access, ModelExecutor, ModelQuery};
 use super::expr::{Expr, Node};
 use super::model::Model;
 use super::sql::SqlBuf;
+use crate::config::Consistency;
 use crate::routing::Target;
 
 /// The state of a [`QuerySet`] that may read and write: the one `Model::objects()` returns.
@@ -35,11 +36,14 @@ pub enum ReadOnly {}
 /// `delete`, and the model's `save`, `insert`, `delete`) always go to the primary.
 /// [`using`](Self::using) returns a `QuerySet<M, ReadOnly>`, which has no `update()` or
 /// `delete()`: a query pinned to a replica cannot even be asked to write.
+/// [`consistency`](Self::consistency) sets the consistency level of one query's reads.
 ///
 /// # Handles
 /// Terminals without a suffix use the global handle of
-/// [`setup_replication`](crate::setup_replication); the `_on` forms take any
-/// [`ModelExecutor`] (`&ReplicatedPool`, `&mut Transaction`, ...).
+/// [`setup_replication`](crate::setup_replication) (and the session of an enclosing
+/// [`Session::scope`](crate::Session::scope)); the `_on` forms take any [`ModelExecutor`]
+/// (`&ReplicatedPool`, `&Session`, `&mut Transaction`, ...). Through a `&Session`, writes move
+/// the session's watermark and reads keep its promise: read-your-writes by default.
 ///
 /// # Errors
 /// Terminals return `sqlx::Error`s: the database's errors unchanged, the crate's routing errors
@@ -66,6 +70,7 @@ pub struct QuerySet<M, S = ReadWrite> {
     limit: Option<i64>,
     offset: Option<i64>,
     target: Option<Target>,
+    consistency: Option<Consistency>,
     state: PhantomData<fn() -> S>,
 }
 
@@ -77,6 +82,7 @@ impl<M: Model> QuerySet<M> {
             limit: None,
             offset: None,
             target: None,
+            consistency: None,
             state: PhantomData,
         }
     }
@@ -132,8 +138,46 @@ impl<M: Model, S> QuerySet<M, S> {
             limit: self.limit,
             offset: self.offset,
             target: Some(target.into()),
+            consistency: self.consistency,
             state: PhantomData,
         }
+    }
+
+    /// Reads this query at consistency `level`, whatever the handle's or session's level.
+    /// Writes ignore it: they always go to the primary.
+    ///
+    /// The read runs in a session at `level` derived from the one it would have used (the
+    /// session given to an `_on` terminal, else the handle's): at the same level, that session
+    /// itself; [`Consistency::Eventual`], a fresh session with no promise (any eligible replica,
+    /// however far behind); [`Consistency::Strong`], the primary; any other level, a copy of
+    /// what that session recorded (its watermark, its last write's time), so the read sees the
+    /// session's own writes where `level` promises it, and, in a monotonic session, never data
+    /// older than the session already wrote or read. The copy lives for this read only: it
+    /// moves neither the session's watermark nor its floor.
+    ///
+    /// A level can only use what the session recorded: an `Eventual` session records no
+    /// writes, so `.consistency(Consistency::ReadAfterWrite)` on it cannot find them (use
+    /// `Strong` there). [`using`](Self::using) still applies, except that `Strong` reads from
+    /// the primary whatever the target. In a transaction (`&mut Transaction`) it changes
+    /// nothing: the transaction's node answers.
+    ///
+    /// ```no_run
+    /// # use covet_replication::Model;
+    /// # #[derive(Model)] #[model(table = "users")]
+    /// # struct User { #[model(primary_key, default)] id: Option<i64>, email: String }
+    /// # async fn demo(session: covet_replication::Session) -> Result<(), sqlx::Error> {
+    /// use covet_replication::Consistency;
+    ///
+    /// // The balance page: the primary, whatever the session's level.
+    /// let me = User::objects().consistency(Consistency::Strong).get_on(7, &session).await?;
+    /// // A dashboard count: any replica will do.
+    /// let n = User::objects().consistency(Consistency::Eventual).count_on(&session).await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn consistency(mut self, level: Consistency) -> Self {
+        self.consistency = Some(level);
+        self
     }
 
     /// The `SELECT` that [`all`](Self::all) would send, values as `$n`.
@@ -259,6 +303,7 @@ impl<M: Model, S> QuerySet<M, S> {
             sql,
             Access::Read {
                 target: self.target.clone(),
+                consistency: self.consistency,
             },
         )
     }
@@ -395,6 +440,7 @@ impl<M, S> Clone for QuerySet<M, S> {
             limit: self.limit,
             offset: self.offset,
             target: self.target.clone(),
+            consistency: self.consistency,
             state: PhantomData,
         }
     }
@@ -405,6 +451,7 @@ impl<M: Model, S> fmt::Debug for QuerySet<M, S> {
         f.debug_struct("QuerySet")
             .field("sql", &self.to_sql())
             .field("target", &self.target)
+            .field("consistency", &self.consistency)
             .finish()
     }
 }

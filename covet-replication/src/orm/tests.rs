@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArguments, PgRow};
 
+use super::executor::Via;
 use super::private::no_column;
 use super::sql::{escape_like, push_ident};
 use super::*;
+use crate::config::Consistency;
 use crate::routing::Target;
 
 #[derive(Debug, Clone, Default)]
@@ -98,7 +100,10 @@ const T: &str = r#""app"."us""ers""#;
 const COLS: &str = r#""id", "email", "age""#;
 
 fn read() -> Access {
-    Access::Read { target: None }
+    Access::Read {
+        target: None,
+        consistency: None,
+    }
 }
 
 #[test]
@@ -169,9 +174,11 @@ async fn reads_are_reads_with_their_target() {
     let seen = db.take();
     let replica = Access::Read {
         target: Some(Target::Replica),
+        consistency: None,
     };
     let node = Access::Read {
         target: Some(Target::Node("replica1".into())),
+        consistency: None,
     };
     let expected = [
         (format!(r#"SELECT {COLS} FROM {T} WHERE "age" > $1"#), 1, read()),
@@ -293,22 +300,59 @@ async fn orm_statements_skip_the_classifier_and_writes_pin_the_primary() {
         write.known_kind.as_ref().map(|k| k.class()),
         Some(crate::QueryClass::Write)
     );
-    let read = super::executor::routed(&db.using(Target::Region("eu".into())), &Access::Read { target: None });
+    let routed = super::executor::routed(&db.using(Target::Region("eu".into())), &read());
     assert_eq!(
-        read.target,
+        routed.target,
         Some(Target::Region("eu".into())),
         "the handle's target stays"
     );
-    let kind = read.known_kind.clone().unwrap();
+    let kind = routed.known_kind.clone().unwrap();
     assert!(kind.is_replica_safe());
     let pinned = super::executor::routed(
         &db,
         &Access::Read {
             target: Some(Target::Replica),
+            consistency: None,
         },
     );
     assert_eq!(pinned.target, Some(Target::Replica));
     assert!(db.known_kind.is_none() && db.using(Target::Primary).known_kind.is_none());
+
+    // Through a session: the same routing, the session's own state (so its watermark).
+    let session = db.using(Target::Region("eu".into())).session();
+    let class = |s: &crate::Session| s.pool.known_kind.as_ref().map(|k| k.class());
+    let Via::Session(write) = Via::session(&session, &Access::Write) else {
+        panic!("a session")
+    };
+    assert_eq!(
+        (write.pool.target.clone(), class(&write)),
+        (Some(Target::Primary), Some(crate::QueryClass::Write))
+    );
+    assert!(Arc::ptr_eq(&write.state, &session.state));
+    let Via::Session(reads) = Via::session(&session, &read()) else {
+        panic!("a session")
+    };
+    assert_eq!(reads.pool.target, Some(Target::Region("eu".into())));
+    assert_eq!(class(&reads), Some(crate::QueryClass::Read));
+    assert!(Arc::ptr_eq(&reads.state, &session.state));
+    let strong = Access::Read {
+        target: None,
+        consistency: Some(Consistency::Strong),
+    };
+    let Via::Session(once) = Via::session(&session, &strong) else {
+        panic!("a session")
+    };
+    assert_eq!(
+        (once.state.level, session.consistency()),
+        (Consistency::Strong, Consistency::ReadAfterWrite)
+    );
+    // The plain handle runs in its own session unless a read asks for another level.
+    assert!(matches!(Via::pool(&db, &read()), Via::Pool(_)));
+    let Via::Session(once) = Via::pool(&db, &strong) else {
+        panic!("a session")
+    };
+    assert_eq!(once.state.level, Consistency::Strong);
+    assert_eq!(class(&once), Some(crate::QueryClass::Read));
     db.close().await;
 }
 
@@ -344,6 +388,118 @@ fn a_value_that_fails_to_encode_is_an_error_before_anything_is_sent() {
     assert!(db.take().is_empty());
 }
 
+#[tokio::test]
+async fn consistency_is_declared_on_reads_only_and_survives_using() {
+    let db = Capture::default();
+    let strong = Some(Consistency::Strong);
+    let mine = || User::objects().filter(User::AGE.gt(1));
+    mine().consistency(Consistency::Strong).count_on(&db).await.unwrap_err();
+    mine()
+        .consistency(Consistency::Eventual)
+        .using(Target::Replica)
+        .all_on(&db)
+        .await
+        .unwrap();
+    mine()
+        .consistency(Consistency::Strong)
+        .update_on([User::AGE.set(2)], &db)
+        .await
+        .unwrap();
+    mine().consistency(Consistency::Strong).delete_on(&db).await.unwrap();
+    let access: Vec<_> = db.take().into_iter().map(|(_, _, access)| access).collect();
+    assert_eq!(
+        access,
+        [
+            Access::Read {
+                target: None,
+                consistency: strong,
+            },
+            Access::Read {
+                target: Some(Target::Replica),
+                consistency: Some(Consistency::Eventual),
+            },
+            Access::Write,
+            Access::Write,
+        ]
+    );
+}
+
+mod at_level {
+    use std::time::Duration;
+
+    use super::super::executor::at_level;
+    use crate::lsn::Lsn;
+    use crate::session::SessionState;
+    use crate::{Consistency, NodeId};
+
+    /// A monotonic read-after-write session that wrote at 0/200 and read 0/300 on a replica.
+    fn wrote_and_read() -> std::sync::Arc<SessionState> {
+        let s = SessionState::new(Consistency::ReadAfterWrite, true);
+        s.wrote(Lsn(0x200));
+        s.read_from(&NodeId::from("replica1"), Lsn(0x300));
+        std::sync::Arc::new(s)
+    }
+
+    #[test]
+    fn the_same_level_is_the_session_itself() {
+        let s = wrote_and_read();
+        assert!(std::sync::Arc::ptr_eq(&at_level(&s, Consistency::ReadAfterWrite), &s));
+    }
+
+    #[test]
+    fn eventual_keeps_nothing() {
+        let s = wrote_and_read();
+        s.pin();
+        let e = at_level(&s, Consistency::Eventual);
+        assert_eq!(
+            (e.level, e.monotonic, e.min_lsn(), e.pinned()),
+            (Consistency::Eventual, false, None, false)
+        );
+        assert!(e.sticky().is_none());
+    }
+
+    #[test]
+    fn stronger_levels_copy_what_the_session_recorded() {
+        let s = wrote_and_read();
+        let strong = at_level(&s, Consistency::Strong);
+        assert_eq!(strong.level, Consistency::Strong);
+        let window = at_level(&s, Consistency::WriteWindow(Duration::from_secs(60)));
+        assert_eq!(window.watermark(), Some(Lsn(0x200)));
+        assert!(window.since_last_write().is_some_and(|t| t < Duration::from_secs(60)));
+        let raw = at_level(&at_level(&s, Consistency::Strong), Consistency::ReadAfterWrite);
+        assert_eq!(raw.min_lsn(), Some(Lsn(0x300)), "the floor of what it read");
+        // The copy is for one read: reading through it leaves the source alone.
+        raw.read_from(&NodeId::from("replica2"), Lsn(0x900));
+        assert_eq!(s.causal_lsn(), Lsn(0x300));
+    }
+
+    #[test]
+    fn weaker_levels_never_go_behind_what_the_session_saw() {
+        let s = wrote_and_read();
+        let bounded = at_level(&s, Consistency::BoundedStaleness(Duration::from_secs(5)));
+        assert_eq!(bounded.min_lsn(), Some(Lsn(0x300)));
+        // A window that has passed: the write no longer sends the read to the primary.
+        let passed = at_level(&s, Consistency::WriteWindow(Duration::ZERO));
+        assert_eq!((passed.watermark(), passed.since_last_write()), (None, None));
+        // The handle's own state is not monotonic: a copy of it has no floor either.
+        let handle = std::sync::Arc::new(SessionState::new(Consistency::ReadAfterWrite, false));
+        handle.wrote(Lsn(0x200));
+        let bounded = at_level(&handle, Consistency::BoundedStaleness(Duration::from_secs(5)));
+        assert_eq!(bounded.min_lsn(), None);
+    }
+
+    #[test]
+    fn an_unknown_position_stays_on_the_primary() {
+        let s = wrote_and_read();
+        s.wrote_unknown();
+        assert!(at_level(&s, Consistency::BoundedStaleness(Duration::from_secs(5))).pinned());
+        assert!(
+            at_level(&s, Consistency::ReadAfterWrite).pinned(),
+            "same level: the session"
+        );
+    }
+}
+
 /// Public futures must be `Send` (deadpool issues 320 and 323).
 #[allow(dead_code, clippy::let_underscore_future)]
 fn futures_are_send(db: &crate::ReplicatedPool, mut user: User, config: crate::ReplicationConfig) {
@@ -357,6 +513,10 @@ fn futures_are_send(db: &crate::ReplicatedPool, mut user: User, config: crate::R
     send(User::objects().update([User::AGE.set(1)]));
     send(User::objects().delete_on(db));
     send(user.save_on(db));
+    let session = db.session();
+    send(User::objects().consistency(Consistency::Strong).all_on(db));
+    send(User::objects().consistency(Consistency::Eventual).count_on(&session));
+    send(user.save_on(&session));
     send(user.insert());
     send(user.delete());
     send(crate::setup_replication(config));

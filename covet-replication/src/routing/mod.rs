@@ -11,6 +11,6 @@ pub(crate) use functions::FunctionCatalog;
 pub(crate) use retry::{Failure, backoff, classify_error};
 pub(crate) use router::{Constraints, Route, may_retry_elsewhere, route};
 pub(crate) use stats::RouterStats;
-pub use stats::{RouteReason, RouterCounters};
+pub use stats::{ClassCounters, RouteReason, RouterCounters};
 pub(crate) use target::scoped as scoped_target;
 pub use target::{Target, with_target};

@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::classify::QueryClass;
+
 /// Why a statement ran where it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +42,8 @@ pub(crate) struct RouterStats {
     pub to_primary: AtomicU64,
     pub to_replica: AtomicU64,
     by_reason: [AtomicU64; REASONS],
+    /// Read, write, transaction control, session state, unknown.
+    by_class: [AtomicU64; 5],
     pub retries: AtomicU64,
     /// Statements a standby refused with 25006 and the primary then ran.
     pub refused_writes: AtomicU64,
@@ -53,6 +57,7 @@ impl Default for RouterStats {
             to_primary: AtomicU64::default(),
             to_replica: AtomicU64::default(),
             by_reason: Default::default(),
+            by_class: Default::default(),
             retries: AtomicU64::default(),
             refused_writes: AtomicU64::default(),
             errors: AtomicU64::default(),
@@ -86,7 +91,15 @@ impl RouteReason {
 }
 
 impl RouterStats {
-    pub fn record(&self, to_primary: bool, reason: RouteReason) {
+    pub fn record(&self, to_primary: bool, reason: RouteReason, class: QueryClass) {
+        let class = match class {
+            QueryClass::Read => 0,
+            QueryClass::Write => 1,
+            QueryClass::TransactionControl => 2,
+            QueryClass::SessionState => 3,
+            _ => 4,
+        };
+        self.by_class[class].fetch_add(1, Relaxed);
         if to_primary { &self.to_primary } else { &self.to_replica }.fetch_add(1, Relaxed);
         self.by_reason[reason.index()].fetch_add(1, Relaxed);
         self.metrics[reason.index()].increment(1);
@@ -103,6 +116,13 @@ impl RouterStats {
             hints: r(RouteReason::Hint),
             overrides: r(RouteReason::Override),
             consistency: r(RouteReason::Consistency),
+            by_class: ClassCounters {
+                read: self.by_class[0].load(Relaxed),
+                write: self.by_class[1].load(Relaxed),
+                transaction_control: self.by_class[2].load(Relaxed),
+                session_state: self.by_class[3].load(Relaxed),
+                unknown: self.by_class[4].load(Relaxed),
+            },
             retries: self.retries.load(Relaxed),
             refused_writes: self.refused_writes.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -130,10 +150,28 @@ pub struct RouterCounters {
     pub overrides: u64,
     /// Reads sent to the primary to keep a session's promise.
     pub consistency: u64,
+    /// Statements by the classifier's verdict.
+    pub by_class: ClassCounters,
     /// Attempts after a failure.
     pub retries: u64,
     /// Statements a standby refused as writes (SQLSTATE 25006), then run on the primary.
     pub refused_writes: u64,
     /// Statements that failed after routing.
     pub errors: u64,
+}
+
+/// Routed statements (every attempt) by the classifier's verdict.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ClassCounters {
+    /// Reads.
+    pub read: u64,
+    /// Writes.
+    pub write: u64,
+    /// Transaction control.
+    pub transaction_control: u64,
+    /// Session state.
+    pub session_state: u64,
+    /// Text the parser could not read.
+    pub unknown: u64,
 }

@@ -93,6 +93,9 @@ pub enum ClusterError {
         /// Why the operation cannot run.
         reason: String,
     },
+    /// The configured cluster (`COVET_CONFIG`, `COVET_PRIMARY_URL`) could not be loaded.
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
     /// Any other I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {

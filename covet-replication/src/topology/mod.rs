@@ -5,8 +5,8 @@ mod node;
 mod state;
 
 pub(crate) use identity::Identity;
-pub(crate) use node::Node;
 pub use node::NodeId;
+pub(crate) use node::{InFlight, Node};
 pub use state::{NodeState, Role};
 
 use std::sync::Arc;
