@@ -83,7 +83,10 @@ fn main() {
             .await
             .expect("schema");
         cluster.wait_streaming().await.expect("replicated");
+        // ReplicatedPool takes idle replica connections without sqlx's pre-acquire ping (a dead
+        // one is retried elsewhere); the raw pool does the same, so the ratio is routing's cost.
         let raw = PgPoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(32)
             .connect_with(cluster.connect_options(1).expect("opts"))
             .await

@@ -42,9 +42,13 @@ impl Drop for ManagerInner {
     }
 }
 
-fn pool_for(cfg: &NodeConfig) -> PgPool {
+fn pool_for(cfg: &NodeConfig, role: Role) -> PgPool {
     let p = &cfg.pool;
     PgPoolOptions::new()
+        // A replica's dead connection fails its read, which is retried on another node, so the
+        // round trip sqlx spends testing each connection before handing it out buys nothing
+        // there. The primary's statements are never retried: keep the test.
+        .test_before_acquire(role == Role::Primary)
         .min_connections(p.min_connections)
         .max_connections(p.max_connections)
         .acquire_timeout(p.acquire_timeout)
@@ -59,14 +63,21 @@ impl ManagerInner {
         config.validate()?;
         let primary = Arc::new(Node::new(
             config.primary.clone(),
-            pool_for(&config.primary),
+            pool_for(&config.primary, Role::Primary),
             Role::Primary,
             NodeState::Healthy,
         ));
         let replicas = config
             .replicas
             .iter()
-            .map(|c| Arc::new(Node::new(c.clone(), pool_for(c), Role::Replica, NodeState::Healthy)))
+            .map(|c| {
+                Arc::new(Node::new(
+                    c.clone(),
+                    pool_for(c, Role::Replica),
+                    Role::Replica,
+                    NodeState::Healthy,
+                ))
+            })
             .collect();
         let classifier =
             Classifier::new(usize::try_from(config.routing.classifier_cache_capacity).unwrap_or(usize::MAX))
@@ -182,7 +193,7 @@ impl ReplicaManager {
         // Down until checked: a new node must prove itself before it takes reads.
         let node = Arc::new(Node::new(
             config.clone(),
-            pool_for(&config),
+            pool_for(&config, Role::Replica),
             Role::Replica,
             NodeState::Down,
         ));

@@ -29,17 +29,31 @@ use crate::topology::{InFlight, Node, NodeId, NodeState, Role};
 
 type Rows = Either<PgQueryResult, PgRow>;
 
+/// The per-query span: debug level, so the hot path pays nothing unless a subscriber asks.
+fn query_span() -> tracing::Span {
+    tracing::debug_span!(
+        "covet.query",
+        db.system = "postgresql",
+        server.address = tracing::field::Empty,
+        db.replica.role = tracing::field::Empty,
+        covet.reason = tracing::field::Empty,
+    )
+}
+
 /// Both executors share this: the pool, a per-call target, and the session.
 fn fetch_many<'e>(
     pool: ReplicatedPool,
     session: Option<Arc<SessionState>>,
     statement: Result<Statement, sqlx::Error>,
 ) -> BoxStream<'e, Result<Rows, sqlx::Error>> {
+    // The span covers routing (where its fields are recorded); a stream cannot carry it across
+    // the caller's polls without `tracing-futures`.
+    let span = query_span();
     Box::pin(async_stream::try_stream! {
         let statement = statement?;
         let mut attempt = Attempts::new(&pool, session, &statement);
         loop {
-            let (route, mut in_flight, mut conn) = attempt.open().await?;
+            let (route, mut in_flight, mut conn) = attempt.open().instrument(span.clone()).await?;
             let mut rows = conn.fetch_many(statement.clone());
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
@@ -67,13 +81,7 @@ fn fetch_optional<'e>(
     session: Option<Arc<SessionState>>,
     statement: Result<Statement, sqlx::Error>,
 ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>> {
-    let span = tracing::debug_span!(
-        "covet.query",
-        db.system = "postgresql",
-        server.address = tracing::field::Empty,
-        db.replica.role = tracing::field::Empty,
-        covet.reason = tracing::field::Empty,
-    );
+    let span = query_span();
     Box::pin(
         async move {
             let statement = statement?;
