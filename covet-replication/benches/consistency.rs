@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use covet_replication::testing::LocalCluster;
 use covet_replication::{Consistency, ReplicatedPool};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
