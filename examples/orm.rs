@@ -184,11 +184,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n = mine().filter(User::AGE.lt(18)).delete().await?;
     show(&format!("delete users under 18 -> {n}"));
 
-    let c = db.counters();
-    println!(
-        "\nrouted: {} to the primary, {} to replicas, {} retries, {} errors",
-        c.to_primary, c.to_replica, c.retries, c.errors
-    );
+    // The status report: nodes, lag, and where this run's statements went.
+    println!("\n{}", db.status());
     db.close().await;
     Ok(())
 }

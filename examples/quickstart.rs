@@ -78,11 +78,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     tx.commit().await?;
     show("SELECT inside db.begin()", port);
-    let c = db.counters();
-    println!(
-        "\nrouted: {} to the primary, {} to replicas, {} retries, {} errors",
-        c.to_primary, c.to_replica, c.retries, c.errors
-    );
+    // The status report: nodes, lag, and where this run's statements went.
+    println!("\n{}", db.status());
     db.close().await;
     Ok(())
 }
