@@ -88,6 +88,9 @@ pub enum Error {
         /// How long the drain waited.
         waited: std::time::Duration,
     },
+    /// A failover or switchover did not happen or stopped; see the event history for its steps.
+    #[error(transparent)]
+    Failover(#[from] crate::failover::FailoverError),
     /// The global handle was asked for before [`setup_replication`](crate::setup_replication)
     /// or [`set_db`](crate::set_db) installed one.
     #[error("no global database handle: call covet_replication::setup_replication() first")]

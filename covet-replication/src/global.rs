@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::config::ReplicationConfig;
 use crate::error::Error;
+use crate::failover::FailoverManager;
 use crate::lag::LagMonitor;
 use crate::manager::ReplicaManager;
 use crate::pool::ReplicatedPool;
@@ -110,6 +111,21 @@ pub fn lag_monitor() -> Result<LagMonitor, Error> {
     Ok(db()?.lag_monitor())
 }
 
+/// The global handle's [`failover`](ReplicatedPool::failover) manager: switchovers, manual
+/// failovers, the audit trail.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), covet_replication::Error> {
+/// let event = covet_replication::failover_manager()?.switchover(None).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`Error::NotSetUp`] before [`setup_replication`] or [`set_db`].
+pub fn failover_manager() -> Result<FailoverManager, Error> {
+    Ok(db()?.failover())
+}
+
 /// [`db()`] for the ORM's terminals, which return `sqlx::Error`s.
 pub(crate) fn db_for_orm() -> Result<ReplicatedPool, sqlx::Error> {
     db().map_err(Error::into_sqlx)
@@ -126,6 +142,7 @@ mod tests {
         assert!(matches!(replica_manager(), Err(Error::NotSetUp)));
         assert!(matches!(replication_status(), Err(Error::NotSetUp)));
         assert!(matches!(lag_monitor(), Err(Error::NotSetUp)));
+        assert!(matches!(failover_manager(), Err(Error::NotSetUp)));
         let err = db_for_orm().unwrap_err();
         assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
         assert!(err.to_string().contains("setup_replication"), "{err}");

@@ -1,11 +1,13 @@
 #![doc = include_str!("lib.md")]
 #![deny(clippy::unwrap_used, clippy::print_stdout)]
 
+mod callbacks;
 mod classify;
 mod clock;
 mod config;
 mod error;
 mod executor;
+mod failover;
 mod global;
 mod health;
 mod lag;
@@ -26,15 +28,16 @@ pub use classify::{
     TransactionControl, TransactionOp, classify,
 };
 pub use config::{
-    ConfigError, Consistency, ConsistencyConfig, HealthConfig, LagByteThresholds, LagConfig, LagThresholds, NodeConfig,
-    ParseReadPreferenceError, Password, PoolConfig, ReadPreference, ReplicationConfig, ReplicationConfigBuilder,
-    RetryConfig, RoutingConfig, TlsMode, UnknownFunctionPolicy,
+    ConfigError, Consistency, ConsistencyConfig, FailoverConfig, HealthConfig, LagByteThresholds, LagConfig,
+    LagThresholds, NodeConfig, ParseReadPreferenceError, Password, PoolConfig, ReadPreference, ReplicationConfig,
+    ReplicationConfigBuilder, RetryConfig, RoutingConfig, TlsMode, UnknownFunctionPolicy,
 };
 /// The `Model` derive; see the [`Model`](trait@Model) trait.
 pub use covet_replication_macros::Model;
 pub use error::Error;
 pub use executor::Transaction;
-pub use global::{db, lag_monitor, replica_manager, replication_status, set_db, setup_replication};
+pub use failover::{FailoverError, FailoverEvent, FailoverKind, FailoverManager, Outcome, Step};
+pub use global::{db, failover_manager, lag_monitor, replica_manager, replication_status, set_db, setup_replication};
 pub use lag::{Alert, AlertKind, LagMonitor, LagStats, Severity};
 pub use lsn::{Lsn, ParseLsnError};
 pub use manager::{NodeStatus, ReplicaManager};

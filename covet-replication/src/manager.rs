@@ -33,6 +33,7 @@ pub(crate) struct ManagerInner {
     pub handle_session: Arc<SessionState>,
     pub consistency: ConsistencyStats,
     pub lag_monitor: LagMonitor,
+    pub failover: crate::failover::FailoverState,
     shutdown: CancellationToken,
 }
 
@@ -42,7 +43,7 @@ impl Drop for ManagerInner {
     }
 }
 
-fn pool_for(cfg: &NodeConfig, role: Role) -> PgPool {
+pub(crate) fn pool_for(cfg: &NodeConfig, role: Role) -> PgPool {
     let p = &cfg.pool;
     PgPoolOptions::new()
         // A replica's dead connection fails its read, which is retried on another node, so the
@@ -93,6 +94,7 @@ impl ManagerInner {
             handle_session: Arc::new(SessionState::new(config.consistency.handle, false)),
             consistency: ConsistencyStats::default(),
             lag_monitor: LagMonitor::new(config.lag),
+            failover: crate::failover::FailoverState::new(&config.failover),
             shutdown: CancellationToken::new(),
             config,
         });
@@ -111,6 +113,15 @@ impl ManagerInner {
 
     pub fn primary(&self) -> Arc<Node> {
         Arc::clone(&self.topology.load().primary)
+    }
+
+    /// The primary, once any failover running now has finished (or `failover.hold_writes` has
+    /// passed): writes wait for the new primary rather than fail on the old one.
+    pub async fn primary_for_write(&self) -> Arc<Node> {
+        if self.failover.holding() {
+            self.failover.wait(self.config.failover.hold_writes).await;
+        }
+        self.primary()
     }
 }
 
@@ -165,6 +176,7 @@ impl ReplicaManager {
     /// Runs one health round now (the loop keeps its own schedule).
     pub async fn check_now(&self) {
         crate::health::round(&self.inner).await;
+        crate::failover::after_health_round(&self.inner).await;
     }
 
     /// The sqlx pool of a node, for work that must bypass routing.

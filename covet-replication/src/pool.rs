@@ -129,7 +129,7 @@ impl ReplicatedPool {
     }
 
     pub(crate) async fn begin_in(&self, session: Option<Arc<SessionState>>) -> Result<Transaction, sqlx::Error> {
-        let primary = self.inner.primary();
+        let primary = self.inner.primary_for_write().await;
         let tx = primary.pool.begin().await?;
         let session = session.filter(|s| s.tracks_writes()).map(|s| (s, primary.pool.clone()));
         Ok(Transaction::new(tx, primary.id.clone(), session))
@@ -271,6 +271,13 @@ impl ReplicatedPool {
             .fallbacks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.inner.primary())
+    }
+
+    /// Failovers and switchovers, and their audit trail.
+    pub fn failover(&self) -> crate::failover::FailoverManager {
+        crate::failover::FailoverManager {
+            inner: Arc::clone(&self.inner),
+        }
     }
 
     /// Closes every pool and stops the background loops; waits for checked-out connections.

@@ -39,9 +39,16 @@ pub struct ReplicationConfigBuilder {
     routing: RoutingConfig,
     consistency: super::ConsistencyConfig,
     lag: super::LagConfig,
+    failover: super::FailoverConfig,
 }
 
 impl ReplicationConfigBuilder {
+    /// Sets failover and fencing.
+    pub fn failover(mut self, failover: super::FailoverConfig) -> Self {
+        self.failover = failover;
+        self
+    }
+
     /// Sets lag monitoring.
     pub fn lag(mut self, lag: super::LagConfig) -> Self {
         self.lag = lag;
@@ -161,6 +168,7 @@ impl ReplicationConfigBuilder {
             routing: self.routing,
             consistency: self.consistency,
             lag: self.lag,
+            failover: self.failover,
         };
         config.assign_default_ids();
         config.validate()?;

@@ -86,6 +86,7 @@ mod builder;
 mod consistency;
 mod env;
 mod error;
+mod failover;
 mod health;
 mod lag;
 mod node;
@@ -103,6 +104,7 @@ use serde::{Deserialize, Serialize};
 pub use builder::ReplicationConfigBuilder;
 pub use consistency::{Consistency, ConsistencyConfig};
 pub use error::ConfigError;
+pub use failover::FailoverConfig;
 pub use health::HealthConfig;
 pub use lag::{LagByteThresholds, LagConfig, LagThresholds};
 pub use node::{NodeConfig, Password, PoolConfig, TlsMode};
@@ -148,6 +150,8 @@ pub struct ReplicationConfig {
     pub consistency: ConsistencyConfig,
     /// Lag alerts, history and readmission.
     pub lag: LagConfig,
+    /// Failover and fencing.
+    pub failover: FailoverConfig,
 }
 
 impl Default for ReplicationConfig {
@@ -166,6 +170,8 @@ impl Default for ReplicationConfig {
             consistency: ConsistencyConfig::default(),
             // See LagConfig::default.
             lag: LagConfig::default(),
+            // See FailoverConfig::default.
+            failover: FailoverConfig::default(),
         }
     }
 }
@@ -185,6 +191,8 @@ struct RawReplicationConfig {
     consistency: ConsistencyConfig,
     #[serde(default)]
     lag: LagConfig,
+    #[serde(default)]
+    failover: FailoverConfig,
 }
 
 impl From<RawReplicationConfig> for ReplicationConfig {
@@ -198,6 +206,7 @@ impl From<RawReplicationConfig> for ReplicationConfig {
             routing: raw.routing,
             consistency: raw.consistency,
             lag: raw.lag,
+            failover: raw.failover,
         };
         config.assign_default_ids();
         config

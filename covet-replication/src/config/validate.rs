@@ -24,7 +24,9 @@ impl ReplicationConfig {
     ///   `routing.retry.max_attempts` > 0, `routing.retry.max_backoff` >= `initial_backoff`, no empty
     ///   function name and no function in both `read_only_functions` and `write_functions`,
     ///   `preferred_region` / `preferred_datacenter` not empty when set, and
-    ///   `read_preference = "replica"` needs a replica.
+    ///   `read_preference = "replica"` needs a replica;
+    /// - `failover.exclude` names configured replicas, `failover.max_data_loss_bytes` > 0 when
+    ///   set, and the failover timeouts are not zero.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         validate_node(&self.primary, "primary", true, &mut errors);
@@ -36,6 +38,7 @@ impl ReplicationConfig {
         validate_routing(&self.routing, self.replicas.len(), &mut errors);
         validate_consistency(&self.consistency, &mut errors);
         validate_lag(&self.lag, &mut errors);
+        self.validate_failover(&mut errors);
         ConfigError::from_errors(errors)
     }
 
@@ -234,5 +237,30 @@ fn validate_lag(lag: &super::LagConfig, errors: &mut Vec<ConfigError>) {
     }
     if lag.window.is_zero() {
         fail("window", "must be > 0");
+    }
+}
+
+impl ReplicationConfig {
+    fn validate_failover(&self, errors: &mut Vec<ConfigError>) {
+        let f = &self.failover;
+        let mut fail =
+            |field: &str, message: &str| errors.push(ConfigError::invalid(format!("failover.{field}"), message));
+        for (i, id) in f.exclude.iter().enumerate() {
+            if !self.replicas.iter().any(|r| r.id == *id) {
+                fail(&format!("exclude[{i}]"), &format!("{id:?} is not a configured replica"));
+            }
+        }
+        if f.max_data_loss_bytes == Some(0) {
+            fail("max_data_loss_bytes", "must be > 0 (use \"none\" for no limit)");
+        }
+        for (field, d) in [
+            ("promote_timeout", f.promote_timeout),
+            ("catchup_timeout", f.catchup_timeout),
+            ("repoint_timeout", f.repoint_timeout),
+        ] {
+            if d.is_zero() {
+                fail(field, "must be > 0");
+            }
+        }
     }
 }

@@ -58,7 +58,7 @@ fn fetch_many<'e>(
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
             match rows.try_next().await {
-                Err(e) => { drop(rows); attempt.failed(&route, e).await?; continue; }
+                Err(e) => { drop(rows); attempt.failed(&route, e, true).await?; continue; }
                 Ok(first) => {
                     if let Some(first) = first {
                         yield first;
@@ -94,7 +94,7 @@ fn fetch_optional<'e>(
                         attempt.succeeded(&route, &mut conn).await;
                         return Ok(row);
                     }
-                    Err(e) => attempt.failed(&route, e).await?,
+                    Err(e) => attempt.failed(&route, e, true).await?,
                 }
             }
         }
@@ -208,9 +208,17 @@ fn describe_on_primary<'e>(
 
 /// A connection from `node`. Waiting for a replica is bounded by the health-check timeout, so a
 /// dead replica costs a retry, not the pool's full acquire timeout.
-async fn acquire(pool: &ReplicatedPool, node: &Node) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-    if node.role() == Role::Primary {
-        return node.pool.acquire().await;
+async fn acquire(pool: &ReplicatedPool, route: &Route) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let node = &route.node;
+    if route.role == Role::Primary {
+        // A dead primary's pool keeps trying to connect until its acquire timeout; a failover
+        // that replaces it ends the wait (nothing was sent, so the statement can go on).
+        let mut switched = pool.inner.failover.switches();
+        return tokio::select! {
+            biased;
+            conn = node.pool.acquire() => conn,
+            _ = switched.changed() => Err(sqlx::Error::PoolClosed),
+        };
     }
     // An idle connection needs no timer.
     if let Some(conn) = node.pool.try_acquire() {
@@ -337,7 +345,7 @@ impl<'a> Attempts<'a> {
                     return Ok((route, in_flight, conn));
                 }
                 Ok(None) => {}
-                Err(e) => self.failed(&route, e).await?,
+                Err(e) => self.failed(&route, e, false).await?,
             }
         }
     }
@@ -345,7 +353,7 @@ impl<'a> Attempts<'a> {
     /// A connection for `route`, after its replay check. `None`: the replica was behind the
     /// session; route again (to the primary).
     async fn connect(&mut self, route: &Route) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
-        let mut conn = acquire(self.pool, &route.node).await?;
+        let mut conn = acquire(self.pool, route).await?;
         let Some(lsn) = route.check else { return Ok(Some(conn)) };
         if caught_up(self.pool, &route.node, &mut conn, lsn).await? {
             return Ok(Some(conn));
@@ -402,12 +410,23 @@ impl<'a> Attempts<'a> {
     }
 
     /// Decides whether `err` on `route` allows another attempt (after a backoff); returns the
-    /// error otherwise.
-    async fn failed(&mut self, route: &Route, err: sqlx::Error) -> Result<(), sqlx::Error> {
+    /// error otherwise. `sent`: the statement may have reached the server.
+    async fn failed(&mut self, route: &Route, err: sqlx::Error, sent: bool) -> Result<(), sqlx::Error> {
         let inner = &self.pool.inner;
         let failure = classify_error(&err);
         let node = &route.node;
-        if !crate::routing::may_retry_elsewhere(node) || failure == Failure::Other {
+        if !sent && route.role == Role::Primary && failure == Failure::Connection {
+            // No connection to the primary, so nothing was sent: if a failover replaced it
+            // meanwhile, the statement goes to the new one.
+            if inner.failover.holding() {
+                inner.failover.wait(inner.config.failover.hold_writes).await;
+            }
+            if !Arc::ptr_eq(&inner.primary(), node) && self.attempt < inner.config.routing.retry.max_attempts {
+                inner.stats.retries.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+        }
+        if !crate::routing::may_retry_elsewhere(route) || failure == Failure::Other {
             self.count_error();
             return Err(err);
         }

@@ -19,6 +19,8 @@ pub(crate) struct Sample {
     pub system_id: u64,
     /// The timeline a primary writes on (None on a standby).
     pub timeline: Option<u32>,
+    /// `default_transaction_read_only`: a fenced former primary has it on.
+    pub read_only: bool,
     pub rtt: Duration,
 }
 
@@ -28,12 +30,13 @@ const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
     pg_last_wal_receive_lsn()::text, \
     CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
     (SELECT system_identifier FROM pg_control_system())::text, \
-    CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END";
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
+    current_setting('default_transaction_read_only') = 'on'";
 
 pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error> {
     let started = Instant::now();
-    type Row = (bool, Option<String>, Option<String>, bool, String, Option<String>);
-    let (in_recovery, lsn, receive, paused, system_id, timeline): Row =
+    type Row = (bool, Option<String>, Option<String>, bool, String, Option<String>, bool);
+    let (in_recovery, lsn, receive, paused, system_id, timeline, read_only): Row =
         sqlx::query_as(CHECK_SQL).persistent(true).fetch_one(conn).await?;
     let rtt = started.elapsed();
     let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
@@ -44,6 +47,7 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         replay_paused: paused,
         system_id: system_id.parse().unwrap_or(0),
         timeline: timeline.and_then(|t| u32::from_str_radix(&t, 16).ok()),
+        read_only,
         rtt,
     })
 }

@@ -30,7 +30,7 @@ pub(crate) enum Observed {
 /// The node's next state. A node that was down (or failing) needs `success_threshold`
 /// successes in a row to come back; `failure_threshold` failures in a row take it down.
 pub(crate) fn decide(prev: NodeState, counters: &mut Counters, observed: Observed, cfg: &HealthConfig) -> NodeState {
-    if prev == NodeState::Draining {
+    if matches!(prev, NodeState::Draining | NodeState::Fenced) {
         return prev;
     }
     match observed {

@@ -37,6 +37,7 @@ pub(crate) fn spawn(
                 _ = tick.tick() => {
                     let Some(manager) = manager.upgrade() else { break };
                     round(&manager).await;
+                    crate::failover::after_health_round(&manager).await;
                 }
             }
         }
@@ -55,25 +56,25 @@ pub(crate) async fn round(manager: &ManagerInner) {
     let samples: Vec<_> = std::iter::once(primary).chain(replicas).collect();
     let now = Instant::now();
     // The primary first: its position is what replica lag is measured against.
-    let mut history = manager
-        .wal_history
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    for (node, sample) in topology.nodes().zip(&samples) {
-        if let (Role::Primary, Ok(s)) = (node.role(), sample)
-            && !s.in_recovery
-        {
-            history.record(now, s.lsn);
-            node.observe_lsn(s.lsn);
-            manager.identity.observe(s.system_id, s.timeline);
-        }
+    if let (Ok(s), primary) = (&samples[0], &topology.primary)
+        && !s.in_recovery
+    {
+        lock_history(manager).record(now, s.lsn);
+        primary.observe_lsn(s.lsn);
+        manager.identity.observe(s.system_id, s.timeline);
     }
     for (node, sample) in topology.nodes().zip(samples) {
+        if node.state() == NodeState::Fenced {
+            if let Ok(s) = &sample {
+                crate::failover::fenced_node_answered(manager, node, s.in_recovery, s.read_only, s.system_id).await;
+            }
+            continue;
+        }
         let observed = match &sample {
             Err(_) => Observed::Failed,
             Ok(s) => {
                 node.record_rtt(s.rtt);
-                let over = node.role() == Role::Replica && apply_lag(manager, node, s, &history, now);
+                let over = node.role() == Role::Replica && apply_lag(manager, node, s, &lock_history(manager), now);
                 let mut counters = node.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let readmit_after = manager.config.lag.readmit_after;
                 let lagging = lagging(node.state(), over, &mut counters.below_since, now, readmit_after);
@@ -100,6 +101,13 @@ pub(crate) async fn round(manager: &ManagerInner) {
             report_change(node, prev, next, &sample);
         }
     }
+}
+
+fn lock_history(manager: &ManagerInner) -> std::sync::MutexGuard<'_, crate::lag::WalHistory> {
+    manager
+        .wal_history
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Stores the replica's position and lag; returns whether it is above its limit.

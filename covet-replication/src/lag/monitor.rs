@@ -2,15 +2,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::stats::{LagSample, LagStats};
+use crate::callbacks::Callbacks;
 use crate::config::LagConfig;
 use crate::topology::NodeId;
 
@@ -97,8 +95,6 @@ fn kind(prev: Option<Severity>, next: Option<Severity>) -> AlertKind {
     }
 }
 
-type Callback = Arc<dyn Fn(Alert) -> BoxFuture<'static, ()> + Send + Sync>;
-
 #[derive(Debug, Default)]
 struct ReplicaLag {
     severity: Option<Severity>,
@@ -118,7 +114,7 @@ struct Inner {
     cfg: LagConfig,
     replicas: Mutex<HashMap<NodeId, ReplicaLag>>,
     recent: Mutex<VecDeque<Alert>>,
-    callbacks: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<Alert>>>,
+    callbacks: Callbacks<Alert>,
 }
 
 /// Alerts kept for the status report.
@@ -143,7 +139,7 @@ impl LagMonitor {
                 cfg,
                 replicas: Mutex::default(),
                 recent: Mutex::default(),
-                callbacks: Mutex::default(),
+                callbacks: Callbacks::new("covet::lag"),
             }),
         }
     }
@@ -163,21 +159,7 @@ impl LagMonitor {
         F: Fn(Alert) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let callback: Callback = Arc::new(move |alert| callback(alert).boxed());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Alert>();
-        tokio::spawn(async move {
-            while let Some(alert) = rx.recv().await {
-                let call = std::panic::catch_unwind(AssertUnwindSafe(|| callback(alert)));
-                let done = match call {
-                    Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
-                    Err(panic) => Err(panic),
-                };
-                if done.is_err() {
-                    tracing::error!(target: "covet::lag", "lag alert callback panicked");
-                }
-            }
-        });
-        lock(&self.inner.callbacks).push(tx);
+        self.inner.callbacks.register(callback);
     }
 
     /// The standing alert severity of a replica.
@@ -253,7 +235,7 @@ impl LagMonitor {
             }
             recent.push_back(alert.clone());
         }
-        lock(&self.inner.callbacks).retain(|tx| tx.send(alert.clone()).is_ok());
+        self.inner.callbacks.emit(&alert);
     }
 }
 

@@ -19,6 +19,8 @@ use super::{RouteReason, Target};
 #[derive(Debug, Clone)]
 pub(crate) struct Route {
     pub node: Arc<Node>,
+    /// The node's role when routed (a failover may change it while the statement runs).
+    pub role: Role,
     pub reason: RouteReason,
     /// The statement needs the primary (its success moves the session's watermark).
     pub writes: bool,
@@ -30,6 +32,7 @@ impl Route {
     fn to(node: &Arc<Node>, reason: RouteReason) -> Self {
         Route {
             node: Arc::clone(node),
+            role: node.role(),
             reason,
             writes: false,
             check: None,
@@ -89,6 +92,16 @@ pub(crate) struct Constraints<'a> {
 /// [`Error::WriteOnReplica`] when a statement that needs the primary is targeted at a replica;
 /// [`Error::NoEligibleReplica`], [`Error::UnknownNode`], [`Error::NodeUnavailable`].
 pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
+    let route = route_once(m, kind, c).await?;
+    // During a failover, what needs the primary waits for the new one.
+    if route.role == Role::Primary && m.failover.holding() {
+        m.failover.wait(m.config.failover.hold_writes).await;
+        return route_once(m, kind, c).await;
+    }
+    Ok(route)
+}
+
+async fn route_once(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
     let topology = m.topology.load();
     let primary = &topology.primary;
     if c.force_primary {
@@ -244,8 +257,8 @@ async fn sticky_route(
     }
 }
 
-/// Whether a failure on `node` may be retried on another node.
-pub(crate) fn may_retry_elsewhere(node: &Node) -> bool {
+/// Whether a failure of a statement sent on `route` may be retried on another node.
+pub(crate) fn may_retry_elsewhere(route: &Route) -> bool {
     // A statement that may have run on the primary is never repeated.
-    node.role() == Role::Replica
+    route.role == Role::Replica
 }

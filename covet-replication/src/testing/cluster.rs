@@ -34,6 +34,9 @@ fsync = off
 shared_buffers = '32MB'
 max_connections = 200
 wal_receiver_status_interval = '1s'
+# A standby whose primary died retries every wal_retrieve_retry_interval, and pg_promote waits
+# for that sleep to end: the 5 s default would be most of a failover.
+wal_retrieve_retry_interval = '200ms'
 hot_standby_feedback = on
 logging_collector = off
 log_min_messages = warning

@@ -119,6 +119,12 @@ impl Node {
         NodeState::from_u8(self.state.load(Relaxed))
     }
 
+    /// After a failover: the promoted standby's replacement is a new node; the old primary
+    /// becomes a (fenced) replica.
+    pub fn set_role(&self, role: Role) {
+        self.role.store(role as u8, Relaxed);
+    }
+
     /// Sets the state; returns the previous one.
     pub fn set_state(&self, state: NodeState) -> NodeState {
         NodeState::from_u8(self.state.swap(state.as_u8(), Relaxed))

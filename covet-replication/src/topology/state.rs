@@ -31,16 +31,20 @@ pub enum NodeState {
     Down,
     /// Being removed: takes no new queries, in-flight ones finish.
     Draining,
+    /// A former primary cut off by a failover: never routed to; made read-only if it comes
+    /// back as a primary, readmitted if it comes back as a standby of the cluster.
+    Fenced,
 }
 
 impl NodeState {
-    pub(crate) const ALL: [NodeState; 6] = [
+    pub(crate) const ALL: [NodeState; 7] = [
         NodeState::Healthy,
         NodeState::Degraded,
         NodeState::Lagging,
         NodeState::Unhealthy,
         NodeState::Down,
         NodeState::Draining,
+        NodeState::Fenced,
     ];
 
     /// Whether a replica in this state may serve reads.
@@ -66,6 +70,7 @@ impl std::fmt::Display for NodeState {
             NodeState::Unhealthy => "unhealthy",
             NodeState::Down => "down",
             NodeState::Draining => "draining",
+            NodeState::Fenced => "fenced",
         };
         f.write_str(s)
     }

@@ -1,0 +1,102 @@
+//! [`FailoverConfig`]: when the primary is replaced, by which standby, and how the old one is fenced.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::serde_util::optional_u64;
+
+/// Failover: detection, election, promotion, repointing and fencing.
+///
+/// Detection is the health loop's: the primary is *down* after `health.failure_threshold` failed
+/// checks. Automatic failover then goes ahead only if every standby it can reach has lost its
+/// own connection to the primary (a standby still streaming proves the primary alive: the
+/// manager is cut off, the database is not) and at least `min_replicas` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct FailoverConfig {
+    /// Fail over automatically when the primary is down. Off: only
+    /// [`FailoverManager::failover`](crate::FailoverManager::failover) and
+    /// [`switchover`](crate::FailoverManager::switchover) do.
+    pub automatic: bool,
+    /// Standbys that must answer (and agree the primary is gone) before a failover.
+    pub min_replicas: usize,
+    /// A candidate that had received this many bytes less WAL than the primary's last known
+    /// position is not promoted automatically (`none`: no limit).
+    #[serde(with = "optional_u64")]
+    pub max_data_loss_bytes: Option<u64>,
+    /// Nodes never promoted (e.g. a disaster-recovery standby far away).
+    pub exclude: Vec<String>,
+    /// How long `pg_promote` may take.
+    #[serde(with = "humantime_serde")]
+    pub promote_timeout: Duration,
+    /// How long a switchover waits for its target to replay everything the old primary wrote.
+    #[serde(with = "humantime_serde")]
+    pub catchup_timeout: Duration,
+    /// How long to wait for each other standby to stream from the new primary.
+    #[serde(with = "humantime_serde")]
+    pub repoint_timeout: Duration,
+    /// While a failover runs, writes wait up to this long for the new primary instead of failing.
+    #[serde(with = "humantime_serde")]
+    pub hold_writes: Duration,
+    /// Least time between two automatic failovers (no flapping).
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Make a reachable old primary read-only (`default_transaction_read_only`) and end its
+    /// client sessions, during a switchover and whenever a fenced node comes back as a primary.
+    pub fence: bool,
+    /// Append every failover event to this file, one JSON object per line.
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            // One witness: with none, "the primary is gone" rests on our own view alone.
+            min_replicas: 1,
+            max_data_loss_bytes: None,
+            exclude: Vec::new(),
+            promote_timeout: Duration::from_secs(30),
+            catchup_timeout: Duration::from_secs(30),
+            repoint_timeout: Duration::from_secs(30),
+            // Longer than a typical failover (detection is over by then): writes see a pause.
+            hold_writes: Duration::from_secs(10),
+            cooldown: Duration::from_secs(60),
+            fence: true,
+            audit_log: None,
+        }
+    }
+}
+
+impl FailoverConfig {
+    /// Sets `automatic`.
+    #[must_use]
+    pub fn with_automatic(mut self, automatic: bool) -> Self {
+        self.automatic = automatic;
+        self
+    }
+
+    /// Sets `audit_log`.
+    #[must_use]
+    pub fn with_audit_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.audit_log = Some(path.into());
+        self
+    }
+
+    /// Sets `cooldown`.
+    #[must_use]
+    pub fn with_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Sets `exclude`.
+    #[must_use]
+    pub fn with_exclude<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ids: I) -> Self {
+        self.exclude = ids.into_iter().map(Into::into).collect();
+        self
+    }
+}

@@ -1,0 +1,99 @@
+//! libpq `key=value` connection strings, as in a standby's `primary_conninfo`: repointing a
+//! standby keeps everything it had (user, password, application_name, TLS) but the address.
+
+/// `(key, value)` pairs of a libpq keyword/value connection string.
+fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!("missing \"=\" after {key:?}"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    Some('\\') => value.push(chars.next().ok_or("unterminated escape")?),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => return Err(format!("unterminated quoted value of {key:?}")),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.push(chars.next().ok_or("unterminated escape")?);
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn render(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `conninfo` with its address replaced by `host`/`port` (`hostaddr` dropped, since it would
+/// win over `host`); every other setting kept.
+pub(crate) fn repoint(conninfo: &str, host: &str, port: u16) -> Result<String, String> {
+    let mut pairs: Vec<_> = parse(conninfo)?
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "host" | "hostaddr" | "port"))
+        .collect();
+    pairs.insert(0, ("port".into(), port.to_string()));
+    pairs.insert(0, ("host".into(), host.into()));
+    Ok(render(&pairs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repointing_keeps_everything_but_the_address() {
+        let old = "user=postgres password='pa ss\\'wd' channel_binding=prefer host=127.0.0.1 port=5433 \
+                   sslmode=disable application_name=replica2 hostaddr=10.0.0.1";
+        let new = repoint(old, "10.0.0.9", 5434).unwrap();
+        assert_eq!(
+            parse(&new).unwrap(),
+            [
+                ("host", "10.0.0.9"),
+                ("port", "5434"),
+                ("user", "postgres"),
+                ("password", "pa ss'wd"),
+                ("channel_binding", "prefer"),
+                ("sslmode", "disable"),
+                ("application_name", "replica2"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn parses_spacing_escapes_and_empty_values() {
+        assert_eq!(
+            parse(" a = 1  b='' c=x\\ y d='\\\\'").unwrap(),
+            [("a", "1"), ("b", ""), ("c", "x y"), ("d", "\\")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert!(parse("host").unwrap_err().contains("missing"));
+        assert!(parse("password='abc").unwrap_err().contains("unterminated"));
+        assert_eq!(parse("").unwrap(), []);
+    }
+}

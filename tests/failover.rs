@@ -1,0 +1,374 @@
+//! Failover, switchover and fencing against real streaming replication. Destructive: each test
+//! that changes the cluster has its own.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use covet_replication::testing::LocalCluster;
+use covet_replication::{
+    Error, FailoverError, FailoverEvent, FailoverKind, NodeState, Outcome, ReplicatedPool, ReplicationConfig,
+};
+use covet_tests::{connect, node_name, shared_cluster, test_config};
+use sqlx::Connection;
+
+/// An acknowledged write: its id, the port of the server that took it, when it was acknowledged.
+type Ack = (i32, i32, Instant);
+
+/// Writes ids 0, 1, 2, ... through `db` until stopped; returns the acknowledged writes and the
+/// errors of the others.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<Ack>, Vec<String>)>,
+}
+
+impl Writer {
+    fn start(db: &ReplicatedPool, table: &'static str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (db, flag) = (db.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), Vec::new());
+            let mut id = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let sql = format!("INSERT INTO {table} VALUES ($1) RETURNING inet_server_port()");
+                match sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_one(&db)
+                    .await
+                {
+                    Ok(port) => acked.push((id, port, Instant::now())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                id += 1;
+            }
+            (acked, failed)
+        });
+        Writer { stop, task }
+    }
+
+    async fn finish(self) -> (Vec<Ack>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+fn config(cluster: &LocalCluster, audit: &std::path::Path) -> ReplicationConfig {
+    let mut config = test_config(cluster);
+    config.health.timeout = Duration::from_millis(500);
+    config.failover.audit_log = Some(audit.to_path_buf());
+    config
+}
+
+async fn wait_event(db: &ReplicatedPool, kind: FailoverKind, timeout: Duration) -> FailoverEvent {
+    let started = Instant::now();
+    loop {
+        if let Some(e) = db.failover().history().into_iter().find(|e| e.kind == kind) {
+            return e;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "no {kind:?} event after {timeout:?}: {:#?}",
+            db.failover().history()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `(in recovery, port of the server it streams from)` of node `i`.
+async fn replication_state(cluster: &LocalCluster, i: usize) -> (bool, Option<i32>) {
+    let mut conn = cluster.connect(i).await.unwrap();
+    sqlx::query_as(
+        "SELECT pg_is_in_recovery(), (SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
+/// How many of `ids` are in `table` on node `i`.
+async fn count_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) -> i64 {
+    let mut conn = cluster.connect(i).await.unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap()
+}
+
+async fn wait_until_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) {
+    let started = Instant::now();
+    while count_present(cluster, i, table, ids).await != ids.len() as i64 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "rows never reached node {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn steps(event: &FailoverEvent) -> Vec<(&str, Option<&str>, bool)> {
+    event
+        .steps
+        .iter()
+        .map(|s| (s.name, s.node.as_ref().map(|n| n.as_str()), s.ok))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_primary_is_replaced_by_the_standby_with_the_most_wal_losing_no_acknowledged_write() {
+    // Synchronous replication (ANY 1 of the two standbys): a commit is acknowledged once one
+    // standby has it on disk. Electing the standby that received the most WAL then loses none.
+    let cluster = LocalCluster::builder()
+        .replicas(2)
+        .synchronous(true)
+        .start()
+        .await
+        .unwrap();
+    cluster
+        .execute(0, "CREATE TABLE fo_t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    // replica1 loses its upstream (a bad port): it stays a standby but receives nothing more,
+    // so replica2 ends up with more WAL even though replica1 would win a tie (lowest id).
+    let cut = "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres application_name=replica1'";
+    cluster.execute(1, cut).await.unwrap();
+    cluster.execute(1, "SELECT pg_reload_conf()").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let db = connect(config(&cluster, &audit)).await;
+    let writer = Writer::start(&db, "fo_t");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(0).await.unwrap();
+    let killed = Instant::now();
+
+    let event = wait_event(&db, FailoverKind::Automatic, Duration::from_secs(30)).await;
+    // Keep writing on the new primary for a while.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acked, failed) = writer.finish().await;
+
+    assert_eq!(event.outcome, Outcome::Completed, "{event:#?}");
+    assert_eq!(
+        event.new_primary.as_ref().map(|n| n.as_str()),
+        Some("replica2"),
+        "{event:#?}"
+    );
+    assert_eq!(event.timeline, Some(2));
+    assert_eq!(
+        event.repointed.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        ["replica1"]
+    );
+    let names: Vec<&str> = event.steps.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "confirm", "survey", "survey", "elect", "promote", "switch", "fence", "repoint"
+        ],
+        "{event:#?}"
+    );
+
+    // Not one acknowledged write is missing on the new primary.
+    let ids: Vec<i32> = acked.iter().map(|(id, ..)| *id).collect();
+    assert_eq!(count_present(&cluster, 2, "fo_t", &ids).await, ids.len() as i64);
+    let before: Vec<_> = acked
+        .iter()
+        .filter(|(_, p, _)| node_name(&cluster, *p) == "primary")
+        .collect();
+    let after: Vec<_> = acked
+        .iter()
+        .filter(|(_, p, _)| node_name(&cluster, *p) == "replica2")
+        .collect();
+    assert_eq!(before.len() + after.len(), acked.len(), "every write went to a primary");
+    assert!(
+        !before.is_empty() && !after.is_empty(),
+        "{} before, {} after",
+        before.len(),
+        after.len()
+    );
+    assert!(
+        before.iter().all(|b| after.iter().all(|a| a.0 > b.0)),
+        "no write went back to the old primary"
+    );
+    let writes_stopped = after[0].2.duration_since(killed);
+    println!(
+        "failover took {:?}; no write acknowledged for {writes_stopped:?} after the kill; {} writes, {} failed",
+        event.duration,
+        acked.len(),
+        failed.len(),
+    );
+    // Only a write in flight at the crash may fail; later ones wait for the new primary.
+    assert!(failed.len() <= 1, "{failed:?}");
+
+    // replica1 follows the new primary and has every row.
+    assert_eq!(
+        replication_state(&cluster, 1).await,
+        (true, Some(i32::from(cluster.nodes()[2].port)))
+    );
+    wait_until_present(&cluster, 1, "fo_t", &ids).await;
+    let node = |id: &str| db.manager().node(id).unwrap();
+    assert_eq!(node("primary").state, NodeState::Fenced);
+    assert_eq!(node("replica2").role, covet_replication::Role::Primary);
+    // Reads go to the remaining replica, writes to the new primary.
+    covet_tests::wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(20)).await;
+    let read: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(&cluster, read), "replica1");
+
+    // The audit log has the event.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["kind"], "automatic");
+    assert_eq!(lines[0]["outcome"], "completed");
+    assert_eq!(lines[0]["new_primary"], "replica2");
+
+    // The old primary restarts as a primary on the old timeline: a split brain in the making.
+    // The health loop finds it and fences it; our writes never go there.
+    cluster.start(0).await.unwrap();
+    let fence = wait_event(&db, FailoverKind::Fence, Duration::from_secs(20)).await;
+    assert_eq!(fence.outcome, Outcome::Completed, "{fence:#?}");
+    assert_eq!(fence.old_primary.as_str(), "primary");
+    let mut old = cluster.connect(0).await.unwrap();
+    let err = sqlx::query("INSERT INTO fo_t VALUES (-1)")
+        .execute(&mut old)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("25006"),
+        "the fenced old primary refuses writes: {err}"
+    );
+    old.close().await.unwrap();
+    for i in 0..20 {
+        let port: i32 = sqlx::query_scalar("INSERT INTO fo_t VALUES ($1) RETURNING inet_server_port()")
+            .bind(1_000_000 + i)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(node_name(&cluster, port), "replica2");
+    }
+    assert_eq!(node("primary").state, NodeState::Fenced);
+    assert_eq!(std::fs::read_to_string(&audit).unwrap().lines().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_moves_the_primary_without_losing_or_failing_a_write() {
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    cluster
+        .execute(0, "CREATE TABLE so_t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.automatic = false;
+    let db = connect(config).await;
+    let writer = Writer::start(&db, "so_t");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let event = db.failover().switchover(Some("replica2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (acked, failed) = writer.finish().await;
+    println!("switchover took {:?}; {} writes", event.duration, acked.len());
+
+    assert!(
+        failed.is_empty(),
+        "{} failed writes: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(event.kind, FailoverKind::Switchover);
+    assert_eq!(
+        steps(&event),
+        [
+            ("survey", Some("replica1"), true),
+            ("survey", Some("replica2"), true),
+            ("elect", Some("replica2"), true),
+            ("fence", Some("primary"), true),
+            ("catch_up", Some("replica2"), true),
+            ("promote", Some("replica2"), true),
+            ("switch", Some("replica2"), true),
+            ("repoint", Some("replica1"), true),
+        ]
+    );
+    let ids: Vec<i32> = acked.iter().map(|(id, ..)| *id).collect();
+    assert_eq!(
+        count_present(&cluster, 2, "so_t", &ids).await,
+        ids.len() as i64,
+        "no write lost"
+    );
+    let ports: Vec<String> = acked.iter().map(|(_, p, _)| node_name(&cluster, *p)).collect();
+    let switched = ports
+        .iter()
+        .position(|n| n == "replica2")
+        .expect("writes reached the new primary");
+    assert!(switched > 0, "writes went to the old primary before");
+    assert!(ports[..switched].iter().all(|n| n == "primary") && ports[switched..].iter().all(|n| n == "replica2"));
+    // The old primary is fenced: up, and refusing writes.
+    let mut old = cluster.connect(0).await.unwrap();
+    let err = sqlx::query("INSERT INTO so_t VALUES (-1)")
+        .execute(&mut old)
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_database_error().and_then(|e| e.code()).as_deref(), Some("25006"));
+    assert_eq!(db.manager().node("primary").unwrap().state, NodeState::Fenced);
+    assert_eq!(
+        replication_state(&cluster, 1).await,
+        (true, Some(i32::from(cluster.nodes()[2].port)))
+    );
+    wait_until_present(&cluster, 1, "so_t", &ids).await;
+    // A second request finds nothing to promote to that is streaming from the new primary but
+    // replica1, and the old primary is not a candidate.
+    let err = db.failover().switchover(Some("primary")).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Failover(FailoverError::TargetNotEligible { ref node, .. }) if node == "primary"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_failover_while_standbys_still_stream_from_the_primary() {
+    // This process cannot reach the primary (its config has a dead port: a partition between
+    // the application and the database), but the standbys still stream from it.
+    let cluster = shared_cluster().await;
+    let mut config = test_config(cluster);
+    config.primary.port = 1;
+    config.primary.pool.acquire_timeout = Duration::from_secs(1);
+    let db = ReplicatedPool::connect_lazy(config).unwrap();
+    let event = wait_event(&db, FailoverKind::Automatic, Duration::from_secs(20)).await;
+    assert_eq!(event.outcome, Outcome::Aborted, "{event:#?}");
+    let error = event.error.clone().unwrap_or_default();
+    assert!(error.contains("still streaming"), "{error}");
+    // Later rounds abort for the same reason without filling the audit trail.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(db.failover().history().len(), 1, "{:#?}", db.failover().history());
+    let err = db.failover().failover(None).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Failover(FailoverError::PrimaryStillStreaming { witnesses }) if witnesses.len() == 2),
+        "{err}"
+    );
+    for i in 1..=2 {
+        assert!(replication_state(cluster, i).await.0, "replica{i} is still a standby");
+    }
+}
+
+#[tokio::test]
+async fn a_live_primary_is_not_failed_over() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let err = db.failover().failover(None).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Failover(FailoverError::PrimaryAlive { node }) if node.as_str() == "primary"),
+        "{err}"
+    );
+    let event = db.failover().history().pop().unwrap();
+    assert_eq!((event.kind, event.outcome), (FailoverKind::Manual, Outcome::Aborted));
+    assert_eq!(steps(&event), [("confirm", Some("primary"), false)]);
+    assert!(!replication_state(cluster, 0).await.0);
+}
