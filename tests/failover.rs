@@ -372,3 +372,51 @@ async fn a_live_primary_is_not_failed_over() {
     assert_eq!(steps(&event), [("confirm", Some("primary"), false)]);
     assert!(!replication_state(cluster, 0).await.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_down_during_the_failover_follows_the_new_primary_when_it_returns() {
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    cluster.execute(0, "CREATE TABLE late_t (id int)").await.unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = connect(config(&cluster, &dir.path().join("audit.jsonl"))).await;
+    cluster.stop(1).await.unwrap();
+    cluster.kill(0).await.unwrap();
+    let event = wait_event(&db, FailoverKind::Automatic, Duration::from_secs(30)).await;
+    assert_eq!(event.outcome, Outcome::Completed, "{event:#?}");
+    assert_eq!(event.new_primary.as_ref().map(|n| n.as_str()), Some("replica2"));
+    assert!(event.repointed.is_empty(), "{event:#?}");
+    sqlx::query("INSERT INTO late_t VALUES (1)").execute(&db).await.unwrap();
+
+    // replica1 comes back still configured for the dead primary; the manager repoints it.
+    cluster.set_primary(2).unwrap();
+    cluster.start(1).await.unwrap();
+    let repoint = wait_event(&db, FailoverKind::Repoint, Duration::from_secs(30)).await;
+    assert_eq!(
+        repoint.repointed.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        ["replica1"]
+    );
+    assert_eq!(
+        replication_state(&cluster, 1).await,
+        (true, Some(i32::from(cluster.nodes()[2].port)))
+    );
+    wait_until_present(&cluster, 1, "late_t", &[1]).await;
+    covet_tests::wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(20)).await;
+    // Connections pooled before replica1 stopped fail once each (and are retried elsewhere).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if node_name(&cluster, port) == "replica1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica1 serves no reads: {:#?}",
+            db.manager().nodes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -339,6 +339,13 @@ impl<'a> Attempts<'a> {
         loop {
             let route = self.route().await?;
             let mut in_flight = route.node.start_query();
+            if route.role == Role::Primary && self.pool.inner.failover.holding() {
+                // A switchover began after routing: it waits for queries in flight, so
+                // step back and wait for the new primary instead.
+                drop(in_flight);
+                self.attempt -= 1;
+                continue;
+            }
             match self.connect(&route).await {
                 Ok(Some(conn)) => {
                     in_flight.connected();

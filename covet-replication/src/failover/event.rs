@@ -25,6 +25,8 @@ pub enum FailoverKind {
     Switchover,
     /// A fenced former primary came back accepting writes and was fenced again.
     Fence,
+    /// A standby that missed a failover (it was down) was pointed at the new primary.
+    Repoint,
 }
 
 /// How an event ended.
@@ -142,6 +144,10 @@ impl Recorder {
 
     pub fn repointed(&mut self, node: NodeId) {
         self.event.repointed.push(node);
+    }
+
+    pub fn repointed_ids(&self) -> &[NodeId] {
+        &self.event.repointed
     }
 
     pub fn finish(mut self, outcome: Outcome, error: Option<String>) -> FailoverEvent {

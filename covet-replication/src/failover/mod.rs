@@ -44,6 +44,8 @@ pub(crate) struct FailoverState {
     last_automatic: Mutex<Option<Instant>>,
     /// The last automatic attempt's abort reason: a repeat is not recorded again.
     last_abort: Mutex<Option<String>>,
+    /// Standbys a failover could not repoint (down at the time), and when to try again.
+    stragglers: Mutex<Vec<Straggler>>,
     audit: AuditLog,
 }
 
@@ -60,13 +62,14 @@ impl FailoverState {
             switched: tokio::sync::watch::Sender::new(0),
             last_automatic: Mutex::new(None),
             last_abort: Mutex::new(None),
+            stragglers: Mutex::default(),
             audit: AuditLog::new(config.audit_log.clone()),
         }
     }
 
     /// Whether writes are being held for a new primary.
     pub fn holding(&self) -> bool {
-        self.holding.load(Ordering::Acquire)
+        self.holding.load(Ordering::SeqCst)
     }
 
     /// Waits (at most `max`) until writes are no longer held.
@@ -81,10 +84,17 @@ impl FailoverState {
     }
 
     fn hold(&self) -> HoldWrites<'_> {
-        self.holding.store(true, Ordering::Release);
+        self.holding.store(true, Ordering::SeqCst);
         self.gate.send_replace(true);
         HoldWrites(self)
     }
+}
+
+#[derive(Debug)]
+struct Straggler {
+    id: NodeId,
+    next_try: Instant,
+    backoff: Duration,
 }
 
 /// Releases held writes when dropped, whatever way the failover ends.
@@ -167,8 +177,10 @@ impl FailoverManager {
     }
 }
 
-/// Called after every health round: fails over if the primary is down and it is allowed.
+/// Called after every health round: repoints standbys that missed a failover, and fails over
+/// if the primary is down and that is allowed.
 pub(crate) async fn after_health_round(m: &Arc<ManagerInner>) {
+    repoint_stragglers(m).await;
     let cfg = &m.config.failover;
     let topology = m.topology.load_full();
     if !cfg.automatic || topology.primary.state() != NodeState::Down || topology.replicas.is_empty() {
@@ -421,6 +433,7 @@ async fn failover(
     );
     drop(hold);
     repoint_all(m, &new, &answered, rec).await;
+    note_stragglers(m, topology, &new, rec);
     Ok(())
 }
 
@@ -446,7 +459,7 @@ async fn switchover(
     // Writes wait from here; those already running get a moment to finish before the fence.
     let hold = m.failover.hold();
     let drain_until = Instant::now() + cfg.hold_writes / 2;
-    while old.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < drain_until {
+    while old.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let ended = ops::fence(&mut old_conn).await.map_err(step_failed("fence", old))?;
@@ -486,6 +499,7 @@ async fn switchover(
     switch(m, old, &node, timeline, rec);
     drop(hold);
     repoint_all(m, &node, &answered, rec).await;
+    note_stragglers(m, topology, &node, rec);
     Ok(())
 }
 
@@ -574,6 +588,76 @@ async fn repoint_all(m: &ManagerInner, new: &Node, answered: &[(Arc<Node>, Surve
                 rec.repointed(standby.id.clone());
             }
             Err(e) => rec.step("repoint", Some(&standby.id), false, e),
+        }
+    }
+}
+
+/// Remembers the standbys a failover did not repoint, to repoint them once they answer.
+fn note_stragglers(m: &ManagerInner, topology: &Topology, new: &Node, rec: &Recorder) {
+    let now = Instant::now();
+    let missed = standbys(topology)
+        .into_iter()
+        .filter(|n| n.id != new.id && !rec.repointed_ids().contains(&n.id))
+        .map(|n| Straggler {
+            id: n.id.clone(),
+            next_try: now,
+            backoff: m.config.health.interval,
+        });
+    let mut stragglers = lock(&m.failover.stragglers);
+    stragglers.clear();
+    stragglers.extend(missed);
+}
+
+/// Tries to repoint each straggler that is due; backs off (up to a minute) on failure.
+async fn repoint_stragglers(m: &ManagerInner) {
+    let due: Vec<NodeId> = {
+        let now = Instant::now();
+        let stragglers = lock(&m.failover.stragglers);
+        stragglers
+            .iter()
+            .filter(|s| s.next_try <= now)
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    if due.is_empty() {
+        return;
+    }
+    let Ok(_running) = m.failover.running.try_lock() else {
+        return;
+    };
+    let topology = m.topology.load_full();
+    let primary = &topology.primary;
+    let timeout = m.config.health.timeout;
+    for id in due {
+        let Some(node) = topology.replicas.iter().find(|n| n.id == id) else {
+            lock(&m.failover.stragglers).retain(|s| s.id != id);
+            continue;
+        };
+        let result = async {
+            let mut conn = ops::connect(node, timeout).await?;
+            let mut primary_conn = ops::connect(primary, timeout).await?;
+            let host = primary.config.host.as_str();
+            ops::repoint(&mut conn, &mut primary_conn, host, primary.config.port, timeout * 2).await
+        }
+        .await;
+        let mut stragglers = lock(&m.failover.stragglers);
+        match result {
+            Ok(()) => {
+                stragglers.retain(|s| s.id != id);
+                drop(stragglers);
+                let mut rec = Recorder::new(FailoverKind::Repoint, primary.id.clone());
+                rec.step("repoint", Some(&id), true, format!("streaming from {}", primary.id));
+                rec.repointed(id);
+                rec.promoted(primary.id.clone(), m.identity.get().1);
+                m.failover.audit.record(rec.finish(Outcome::Completed, None));
+            }
+            Err(e) => {
+                tracing::debug!(target: "covet::failover", node = %id, error = %e, "standby not repointed yet");
+                if let Some(s) = stragglers.iter_mut().find(|s| s.id == id) {
+                    s.next_try = Instant::now() + s.backoff;
+                    s.backoff = (s.backoff * 2).min(Duration::from_secs(60));
+                }
+            }
         }
     }
 }

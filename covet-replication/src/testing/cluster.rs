@@ -485,6 +485,18 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Tells the harness which node is the primary after something else (a
+    /// [`FailoverManager`](crate::FailoverManager)) promoted one; [`promote`](Self::promote)
+    /// keeps track by itself.
+    ///
+    /// # Errors
+    /// [`ClusterError::UnknownNode`] for an index out of range.
+    pub fn set_primary(&self, node: usize) -> Result<(), ClusterError> {
+        self.port(node)?;
+        *lock(&self.primary) = node;
+        Ok(())
+    }
+
     /// Waits until every running standby of the current primary is `streaming` in
     /// `pg_stat_replication` and has replayed everything the primary had written when called.
     ///

@@ -174,7 +174,9 @@ impl Node {
 
     /// Marks a query as running here until the guard drops.
     pub fn start_query(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Relaxed);
+        // SeqCst pairs with the switchover's hold-then-drain: either it sees this query in
+        // flight, or the query sees writes held (a locked add costs the same on x86).
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.queries_metric.increment(1);
         InFlight {
             node: Arc::clone(self),
