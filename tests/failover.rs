@@ -218,6 +218,17 @@ async fn a_crashed_primary_is_replaced_by_the_standby_with_the_most_wal_losing_n
         .unwrap();
     assert_eq!(node_name(&cluster, read), "replica1");
 
+    let status = db.status();
+    assert!(!status.failover_in_progress);
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["recent_failovers"][0]["new_primary"], "replica2");
+    assert_eq!(json["timeline"], 2);
+    let table = status.to_string();
+    assert!(
+        table.contains("fenced") && table.contains("last failover event: #1 Automatic Completed, primary -> replica2"),
+        "{table}"
+    );
+
     // The audit log has the event.
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
         .unwrap()

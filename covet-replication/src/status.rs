@@ -4,11 +4,15 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::failover::FailoverEvent;
 use crate::lag::{Alert, LagStats};
 use crate::pool::ReplicatedPool;
 use crate::routing::RouterCounters;
 use crate::session::ConsistencyCounters;
 use crate::topology::{NodeId, NodeState, Role};
+
+/// Failover events a status report carries.
+const RECENT_FAILOVERS: usize = 10;
 
 /// The state of the cluster as this process sees it.
 ///
@@ -33,6 +37,10 @@ pub struct ClusterStatus {
     pub parse_failures: u64,
     /// The latest lag alerts, oldest first.
     pub recent_alerts: Vec<Alert>,
+    /// Whether a failover or switchover is running now.
+    pub failover_in_progress: bool,
+    /// The latest failover events (failovers, switchovers, fencing, repointing), oldest first.
+    pub recent_failovers: Vec<FailoverEvent>,
 }
 
 /// One node in a [`ClusterStatus`].
@@ -124,6 +132,12 @@ impl ReplicatedPool {
             consistency: inner.consistency.snapshot(),
             parse_failures: inner.classifier.parse_failures(),
             recent_alerts: inner.lag_monitor.recent_alerts(),
+            failover_in_progress: self.failover().in_progress(),
+            recent_failovers: {
+                let mut events = self.failover().history();
+                events.drain(..events.len().saturating_sub(RECENT_FAILOVERS));
+                events
+            },
         }
     }
 }
@@ -200,6 +214,23 @@ impl fmt::Display for ClusterStatus {
             r.fallbacks,
             r.errors,
             self.recent_alerts.len()
-        )
+        )?;
+        if self.failover_in_progress {
+            write!(f, "\nfailover in progress")?;
+        }
+        if let Some(e) = self.recent_failovers.last() {
+            write!(
+                f,
+                "\nlast failover event: #{} {:?} {:?}, {} -> {} in {:?}{}",
+                e.id,
+                e.kind,
+                e.outcome,
+                e.old_primary,
+                e.new_primary.as_ref().map_or("-", |n| n.as_str()),
+                e.duration,
+                e.error.as_ref().map(|err| format!(" ({err})")).unwrap_or_default()
+            )?;
+        }
+        Ok(())
     }
 }

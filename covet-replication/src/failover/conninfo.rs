@@ -1,7 +1,8 @@
 //! libpq `key=value` connection strings, as in a standby's `primary_conninfo`: repointing a
 //! standby keeps everything it had (user, password, application_name, TLS) but the address.
 
-/// `(key, value)` pairs of a libpq keyword/value connection string.
+/// `(key, value)` pairs of a libpq keyword/value connection string. Errors never quote the
+/// string: it holds a password.
 fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
@@ -16,7 +17,7 @@ fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!("missing \"=\" after {key:?}"));
+            return Err(format!("missing \"=\" after keyword {}", out.len() + 1));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -26,7 +27,7 @@ fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
                     Some('\\') => value.push(chars.next().ok_or("unterminated escape")?),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("unterminated quoted value of {key:?}")),
+                    None => return Err(format!("unterminated quoted value of keyword {}", out.len() + 1)),
                 }
             }
         } else {
