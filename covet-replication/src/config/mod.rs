@@ -30,6 +30,10 @@
 //! [routing]
 //! read_preference = "replica_preferred"
 //! preferred_region = "eu-west"
+//!
+//! [failover]
+//! automatic = true
+//! audit_log = "/var/log/app/failover.jsonl"
 //! ```
 //!
 //! - Every setting but `[primary]` is optional; unknown settings are rejected.
@@ -49,8 +53,8 @@
 //! `allow`, `prefer`, `require`, `verify_ca`, `verify_full`), `ssl_root_cert`, `region`, `datacenter`,
 //! `weight`, `max_lag` (replicas only), `application_name` and a `pool` table (`min_connections`,
 //! `max_connections`, `acquire_timeout`, `idle_timeout`, `max_lifetime`). See [`NodeConfig`],
-//! [`PoolConfig`], [`HealthConfig`], [`RoutingConfig`] and [`RetryConfig`] (`[routing.retry]`) for
-//! every setting and its default.
+//! [`PoolConfig`], [`HealthConfig`], [`RoutingConfig`], [`RetryConfig`] (`[routing.retry]`),
+//! [`ConsistencyConfig`], [`LagConfig`] and [`FailoverConfig`] for every setting and its default.
 //!
 //! # Passwords
 //!

@@ -1278,3 +1278,60 @@ fn toml_errors_never_quote_the_password() {
         assert!(!text.contains("hunter2") && !text.contains("12345"), "{text}");
     }
 }
+
+// ---------------------------------------------------------------- failover
+
+#[test]
+fn failover_section_loads_round_trips_and_validates() {
+    let text = format!(
+        "{}[[replicas]]\nhost = \"db2\"\n[[replicas]]\nhost = \"db3\"\n\n[failover]\nautomatic = false\n\
+         min_replicas = 2\nmax_data_loss_bytes = 1048576\nexclude = [\"replica2\"]\npromote_timeout = \"10s\"\n\
+         hold_writes = \"3s\"\naudit_log = \"/var/log/covet/failover.jsonl\"\n",
+        primary_with("")
+    );
+    let config = load(&text);
+    let f = &config.failover;
+    assert!(!f.automatic);
+    assert_eq!(
+        (f.min_replicas, f.max_data_loss_bytes, f.exclude.as_slice()),
+        (2, Some(1_048_576), ["replica2".to_owned()].as_slice())
+    );
+    assert_eq!(
+        (f.promote_timeout, f.hold_writes),
+        (Duration::from_secs(10), Duration::from_secs(3))
+    );
+    assert_eq!(
+        f.audit_log.as_deref(),
+        Some(std::path::Path::new("/var/log/covet/failover.jsonl"))
+    );
+    let again = load(&config.to_toml_string().expect("serializes"));
+    assert_eq!(again.failover, config.failover);
+    assert_eq!(
+        load(&primary_with("")).failover,
+        crate::config::FailoverConfig::default()
+    );
+
+    let mut bad = config.clone();
+    bad.failover.exclude = vec!["replica9".into()];
+    assert_single(
+        &bad,
+        "failover.exclude[0]",
+        "failover.exclude[0]: \"replica9\" is not a configured replica",
+    );
+    let mut bad = config.clone();
+    bad.failover.promote_timeout = Duration::ZERO;
+    assert_single(
+        &bad,
+        "failover.promote_timeout",
+        "failover.promote_timeout: must be > 0",
+    );
+    let mut bad = config;
+    bad.failover.max_data_loss_bytes = Some(0);
+    assert_single(
+        &bad,
+        "failover.max_data_loss_bytes",
+        "failover.max_data_loss_bytes: must be > 0 (use \"none\" for no limit)",
+    );
+    let err = load_err(&format!("{}[failover]\nautomatc = true\n", primary_with("")));
+    assert!(err.to_string().contains("automatc"), "{err}");
+}
