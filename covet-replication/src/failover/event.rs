@@ -27,6 +27,8 @@ pub enum FailoverKind {
     Fence,
     /// A standby that missed a failover (it was down) was pointed at the new primary.
     Repoint,
+    /// Someone else (another process, an operator) promoted a standby: this process follows.
+    Adopt,
 }
 
 /// How an event ended.

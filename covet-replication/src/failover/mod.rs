@@ -592,6 +592,30 @@ async fn repoint_all(m: &ManagerInner, new: &Node, answered: &[(Arc<Node>, Surve
     }
 }
 
+/// A replica answered as a writable primary on a newer timeline than the configured primary's
+/// (or the configured primary is gone, a standby, or fenced): another process or an operator
+/// promoted it. Follow: it becomes the primary, the old one is fenced.
+pub(crate) async fn adopt(m: &ManagerInner, node: &Arc<Node>, timeline: u32) {
+    let Ok(_running) = m.failover.running.try_lock() else {
+        return;
+    };
+    let topology = m.topology.load_full();
+    if !topology.replicas.iter().any(|r| Arc::ptr_eq(r, node)) {
+        return;
+    }
+    let old = &topology.primary;
+    let mut rec = Recorder::new(FailoverKind::Adopt, old.id.clone());
+    rec.step(
+        "adopt",
+        Some(&node.id),
+        true,
+        format!("answers as a primary on timeline {timeline}; {} does not", old.id),
+    );
+    rec.promoted(node.id.clone(), timeline);
+    switch(m, old, node, timeline, &mut rec);
+    m.failover.audit.record(rec.finish(Outcome::Completed, None));
+}
+
 /// Remembers the standbys a failover did not repoint, to repoint them once they answer.
 fn note_stragglers(m: &ManagerInner, topology: &Topology, new: &Node, rec: &Recorder) {
     let now = Instant::now();

@@ -58,11 +58,13 @@ pub(crate) async fn round(manager: &ManagerInner) {
     // The primary first: its position is what replica lag is measured against.
     if let (Ok(s), primary) = (&samples[0], &topology.primary)
         && !s.in_recovery
+        && !s.read_only
     {
         lock_history(manager).record(now, s.lsn);
         primary.observe_lsn(s.lsn);
         manager.identity.observe(s.system_id, s.timeline);
     }
+    let adopt = promoted_elsewhere(manager, &topology, &samples);
     for (node, sample) in topology.nodes().zip(samples) {
         if node.state() == NodeState::Fenced {
             if let Ok(s) = &sample {
@@ -101,6 +103,34 @@ pub(crate) async fn round(manager: &ManagerInner) {
             report_change(node, prev, next, &sample);
         }
     }
+    if let Some((node, timeline)) = adopt {
+        crate::failover::adopt(manager, &node, timeline).await;
+    }
+}
+
+/// A replica that answers as a writable primary on a newer timeline than the configured
+/// primary (or while that one is gone, a standby, or fenced): someone promoted it.
+fn promoted_elsewhere(
+    manager: &ManagerInner,
+    topology: &crate::topology::Topology,
+    samples: &[Result<Sample, String>],
+) -> Option<(Arc<Node>, u32)> {
+    let primary = samples[0].as_ref().ok().filter(|s| !s.in_recovery && !s.read_only);
+    let (cluster, _) = manager.identity.get();
+    topology
+        .replicas
+        .iter()
+        .zip(&samples[1..])
+        .filter_map(|(node, sample)| {
+            let s = sample.as_ref().ok()?;
+            let timeline = s.timeline?;
+            let newer = primary.is_none_or(|p| p.timeline.is_some_and(|t| t < timeline));
+            let writable = !s.in_recovery && !s.read_only;
+            let member = cluster == 0 || s.system_id == cluster;
+            let usable = !matches!(node.state(), NodeState::Draining | NodeState::Fenced);
+            (newer && writable && member && usable).then(|| (Arc::clone(node), timeline))
+        })
+        .max_by_key(|(_, timeline)| *timeline)
 }
 
 fn lock_history(manager: &ManagerInner) -> std::sync::MutexGuard<'_, crate::lag::WalHistory> {

@@ -366,7 +366,16 @@ impl LocalCluster {
     /// [`ClusterError::UnknownNode`] for an index out of range.
     pub fn url(&self, node: usize) -> Result<String, ClusterError> {
         let port = self.port(node)?;
-        let auth = self.password.as_ref().map(|pw| format!(":{pw}")).unwrap_or_default();
+        let auth = self
+            .password
+            .as_ref()
+            .map(|pw| {
+                format!(
+                    ":{}",
+                    percent_encoding::utf8_percent_encode(pw, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .unwrap_or_default();
         Ok(format!(
             "postgres://postgres{auth}@127.0.0.1:{port}/postgres?sslmode=disable"
         ))
@@ -654,7 +663,11 @@ impl LocalCluster {
     fn conninfo(&self, port: u16, name: &str) -> String {
         let mut s = format!("host=127.0.0.1 port={port} user=postgres application_name={name}");
         if let Some(pw) = &self.password {
-            s.push_str(&format!(" password={pw}"));
+            // Quoted: a password may hold spaces or quotes.
+            s.push_str(&format!(
+                " password='{}'",
+                pw.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
         }
         s
     }
