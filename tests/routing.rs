@@ -303,6 +303,65 @@ async fn writes_never_reach_a_replica() {
 }
 
 #[tokio::test]
+async fn reads_of_views_that_write_run_on_the_primary_without_a_refusal() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let t = table("views");
+    // The shape of the corpus's one text-invisible write (alter_table.sql's my_locks): a view
+    // whose WHERE clause assigns a transaction id, which a standby refuses.
+    cluster
+        .execute(
+            0,
+            &format!(
+                "CREATE VIEW {t}_locks AS SELECT locktype FROM pg_locks \
+                   WHERE transactionid = pg_current_xact_id()::xid;
+                 CREATE VIEW {t}_outer AS SELECT * FROM {t}_locks;
+                 CREATE FUNCTION {t}_vol() RETURNS int LANGUAGE sql VOLATILE AS $$ SELECT 1 $$;
+                 CREATE VIEW {t}_fn AS SELECT {t}_vol() AS one;
+                 CREATE TABLE {t}_tab (id int);
+                 CREATE VIEW {t}_plain AS SELECT id FROM {t}_tab UNION ALL SELECT 1;
+                 CREATE MATERIALIZED VIEW {t}_mat AS SELECT {t}_vol() AS one;"
+            ),
+        )
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let refused = db.counters().refused_writes;
+    let served_by = |relation: String| {
+        let db = db.clone();
+        async move {
+            let sql = format!("SELECT inet_server_port() FROM (SELECT count(*) FROM {relation}) c");
+            let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            node_name(cluster, port)
+        }
+    };
+    // Reads first: after a statement that ran on the primary as a write, the handle's
+    // read-after-write promise may send the next read there too.
+    for (relation, node) in [
+        (format!("{t}_plain"), "replica"),
+        (format!("{t}_mat"), "replica"),
+        (format!("{t}_tab"), "replica"),
+        (format!("{t}_locks"), "primary"),
+        (format!("{t}_outer"), "primary"),
+        (format!("{t}_fn"), "primary"),
+        (format!("public.{t}_locks"), "primary"),
+    ] {
+        let served = served_by(relation.clone()).await;
+        assert!(served.starts_with(node), "{relation} was read on {served}");
+    }
+    let locks = format!("select * from {t}_locks order by 1");
+    assert_eq!(
+        db.explain(&locks).await.unwrap().1,
+        covet_replication::RouteReason::Write
+    );
+    // The catalog kept them off the standbys: none had to be refused there.
+    assert_eq!(db.counters().refused_writes, refused);
+}
+
+#[tokio::test]
 async fn unparseable_sql_runs_on_the_primary() {
     let cluster = shared_cluster().await;
     let db = connect(test_config(cluster)).await;

@@ -12,7 +12,7 @@ use crate::classify::Classifier;
 use crate::config::{NodeConfig, ReplicationConfig};
 use crate::error::Error;
 use crate::lag::{LagMonitor, WalHistory};
-use crate::routing::{FunctionCatalog, RouterStats};
+use crate::routing::{Catalog, RouterStats};
 use crate::session::{ConsistencyStats, SessionState};
 use crate::topology::{Identity, Node, NodeId, NodeState, Role, Topology};
 
@@ -25,7 +25,7 @@ pub(crate) struct ManagerInner {
     pub config: ReplicationConfig,
     pub topology: ArcSwap<Topology>,
     pub classifier: Classifier,
-    pub functions: FunctionCatalog,
+    pub catalog: Catalog,
     pub stats: RouterStats,
     pub wal_history: Mutex<WalHistory>,
     pub identity: Identity,
@@ -85,7 +85,7 @@ impl ManagerInner {
                 .with_read_only_functions(config.routing.read_only_functions.iter().cloned())
                 .with_write_functions(config.routing.write_functions.iter().cloned());
         let inner = Arc::new(ManagerInner {
-            functions: FunctionCatalog::new(&config.routing),
+            catalog: Catalog::new(&config.routing),
             classifier,
             topology: ArcSwap::from_pointee(Topology { primary, replicas }),
             stats: RouterStats::default(),

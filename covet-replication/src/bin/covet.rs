@@ -153,6 +153,12 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                     kind.unknown_functions().join(", ")
                 );
             }
+            if !kind.relations().is_empty() {
+                println!(
+                    "relations (views among them are looked up at run time): {}",
+                    kind.relations().join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { sql } => {

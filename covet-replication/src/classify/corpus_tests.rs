@@ -16,10 +16,15 @@ const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/sql-dev/
 /// take effect on the primary.
 const MAX_PLAIN_READS_TO_PRIMARY_PERCENT: f64 = 10.0;
 
-/// Writes that no classifier can see in the text: `(id, sql, why)`. The router still keeps
-/// them off the standbys at run time: the standby refuses them with SQLSTATE 25006 and
-/// [`Classifier::remember_write`] sends them to the primary from then on. Each entry is
+/// Writes that no classifier can see in the text: `(id, sql, why)`. The router keeps them off
+/// the standbys: it looks up the relations a read names ([`QueryKind::relations`]) in
+/// `pg_class` and classifies view definitions (tests/routing.rs,
+/// `reads_of_views_that_write_run_on_the_primary_without_a_refusal`, runs this very shape);
+/// and should anything slip through, the standby refuses it with SQLSTATE 25006 and
+/// [`Classifier::remember_write`] sends it to the primary from then on. Each entry is
 /// checked, so the list cannot grow stale or hide a new miss.
+///
+/// [`QueryKind::relations`]: super::QueryKind::relations
 const WRITES_INVISIBLE_IN_TEXT: &[(&str, &str, &str)] = &[(
     "110",
     "select * from my_locks order by 1",
@@ -161,7 +166,9 @@ fn corpus_writes_are_never_replica_safe_and_few_reads_go_to_the_primary() {
         if let Some(position) = position {
             unsafe_writes.remove(position);
         }
-        // What the router does after the standby refused it.
+        // The router's view lookup needs the relation's name.
+        assert_eq!(classify(sql).relations(), ["my_locks"]);
+        // What the router does after a standby refused it.
         let classifier = Classifier::new(16);
         classifier.remember_write(sql);
         assert!(!classifier.classify(sql).is_replica_safe());

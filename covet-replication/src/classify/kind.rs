@@ -139,6 +139,7 @@ pub(crate) struct Inner {
     /// Every transaction-control statement in the text starts a read-only transaction.
     pub(crate) transaction_replica_safe: bool,
     pub(crate) unknown_functions: Vec<String>,
+    pub(crate) relations: Vec<String>,
     pub(crate) statements: usize,
     pub(crate) parsed: bool,
 }
@@ -158,6 +159,7 @@ impl QueryKind {
             transaction: None,
             transaction_replica_safe: false,
             unknown_functions: Vec::new(),
+            relations: Vec::new(),
             statements: 1,
             parsed: true,
         })
@@ -193,6 +195,14 @@ impl QueryKind {
     /// their volatility up in `pg_proc` and call [`is_replica_safe_given`](Self::is_replica_safe_given).
     pub fn unknown_functions(&self) -> &[String] {
         &self.0.unknown_functions
+    }
+
+    /// Relations the text reads, as written (unquoted parts lowercased), system catalogs left
+    /// out. Any of them may be a view whose definition writes (`pg_current_xact_id()`, a
+    /// volatile function): the text cannot tell, so the router looks views up in the catalog
+    /// and classifies their definitions. Empty for writes (they go to the primary anyway).
+    pub fn relations(&self) -> &[String] {
+        &self.0.relations
     }
 
     /// How many statements the text holds (0 when it could not be parsed).
@@ -256,6 +266,9 @@ impl fmt::Debug for QueryKind {
         }
         if !inner.unknown_functions.is_empty() {
             d.field("unknown_functions", &inner.unknown_functions);
+        }
+        if !inner.relations.is_empty() {
+            d.field("relations", &inner.relations);
         }
         d.field("statements", &inner.statements)
             .field("parsed", &inner.parsed)

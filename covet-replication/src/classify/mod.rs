@@ -99,6 +99,7 @@ fn into_kind(analysis: Analysis, hint: Option<Hint>) -> QueryKind {
         first_transaction,
         transaction_replica_safe,
         mut unknown_functions,
+        mut relations,
         statements,
         parsed,
     } = analysis;
@@ -110,8 +111,9 @@ fn into_kind(analysis: Analysis, hint: Option<Hint>) -> QueryKind {
         }
     });
     if verdict.class == QueryClass::Write {
-        // Writes go to the primary whatever the functions are.
+        // Writes go to the primary whatever the functions and relations are.
         unknown_functions.clear();
+        relations.clear();
     }
     QueryKind::from_inner(Inner {
         class: verdict.class,
@@ -120,6 +122,7 @@ fn into_kind(analysis: Analysis, hint: Option<Hint>) -> QueryKind {
         transaction: first_transaction,
         transaction_replica_safe,
         unknown_functions,
+        relations,
         statements,
         parsed,
     })
@@ -251,6 +254,7 @@ impl Classifier {
             transaction: inner.transaction,
             transaction_replica_safe: false,
             unknown_functions: Vec::new(),
+            relations: Vec::new(),
             statements: inner.statements,
             parsed: inner.parsed,
         });

@@ -236,6 +236,25 @@ fn unknown_functions_are_listed_and_can_be_resolved() {
 }
 
 #[test]
+fn relations_read_are_listed_for_the_view_lookup() {
+    let kind = classify(
+        "SELECT * FROM Orders o JOIN public.\"Items\" i ON true, LATERAL generate_series(1, 2) g, \
+         (SELECT * FROM pg_locks) l, pg_catalog.pg_class c, information_schema.tables t \
+         WHERE o.id IN (SELECT id FROM sales.refunds) AND EXISTS (SELECT 1 FROM orders)",
+    );
+    assert_eq!(kind.relations(), ["orders", "public.Items", "sales.refunds"]);
+    assert!(
+        kind.is_replica_safe(),
+        "relations alone do not make a read unsafe for classify"
+    );
+    // SQL text run by a function counts too; writes list none (they go to the primary anyway).
+    let kind = classify("SELECT query_to_xml('SELECT * FROM audit_view', true, false, '')");
+    assert_eq!(kind.relations(), ["audit_view"]);
+    assert!(classify("INSERT INTO t SELECT * FROM v").relations().is_empty());
+    assert_eq!(classify("BEGIN; SELECT * FROM a; COMMIT").relations(), ["a"]);
+}
+
+#[test]
 fn sql_run_by_functions_is_classified() {
     assert_safe_read("SELECT query_to_xml('SELECT * FROM t', true, false, '')");
     assert_write("SELECT query_to_xml('SELECT nextval(''s'')', true, false, '')");

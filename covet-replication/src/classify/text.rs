@@ -142,6 +142,7 @@ fn merge(into: &mut Analysis, from: Analysis) {
         first_transaction,
         transaction_replica_safe,
         unknown_functions,
+        relations,
         statements,
         parsed: _,
     } = from;
@@ -153,6 +154,7 @@ fn merge(into: &mut Analysis, from: Analysis) {
     }
     into.transaction_replica_safe &= transaction_replica_safe;
     into.add_unknown_functions(unknown_functions);
+    into.add_relations(relations);
 }
 
 struct Part<'s, 't> {

@@ -63,6 +63,8 @@ pub(crate) struct Analysis {
     /// Every transaction-control statement seen starts a read-only transaction.
     pub(crate) transaction_replica_safe: bool,
     pub(crate) unknown_functions: Vec<String>,
+    /// Relations read (not system catalogs): any may be a view whose definition writes.
+    pub(crate) relations: Vec<String>,
     pub(crate) statements: usize,
     /// The SQL parser understood the whole text.
     pub(crate) parsed: bool,
@@ -75,6 +77,7 @@ impl Default for Analysis {
             first_transaction: None,
             transaction_replica_safe: true,
             unknown_functions: Vec::new(),
+            relations: Vec::new(),
             statements: 0,
             parsed: true,
         }
@@ -113,6 +116,26 @@ impl Analysis {
         for name in names {
             if !self.unknown_functions.contains(&name) {
                 self.unknown_functions.push(name);
+            }
+        }
+    }
+
+    /// Records a relation read, unless it is a system catalog or view (those never write).
+    fn add_relation(&mut self, name: FunctionName) {
+        let system = match name.schema() {
+            Some(schema) => matches!(schema, "pg_catalog" | "information_schema"),
+            None => name.name().starts_with("pg_"),
+        };
+        if !system && !self.relations.iter().any(|r| r == name.full()) {
+            self.relations.push(name.into_string());
+        }
+    }
+
+    /// Adds relations found elsewhere (nested SQL, other parts), keeping order.
+    pub(crate) fn add_relations(&mut self, names: Vec<String>) {
+        for name in names {
+            if !self.relations.contains(&name) {
+                self.relations.push(name);
             }
         }
     }
@@ -330,6 +353,7 @@ impl<R: Resolve> QueryWalker<'_, R> {
         match nested.class() {
             QueryClass::Read => {
                 self.analysis.add_unknown_functions(nested.unknown_functions);
+                self.analysis.add_relations(nested.relations);
                 ControlFlow::Continue(())
             }
             QueryClass::Write => {
@@ -411,6 +435,12 @@ impl<R: Resolve> Visitor for QueryWalker<'_, R> {
                 name, args: Some(args), ..
             } => self.function(name, &args.args),
             TableFactor::Function { name, args, .. } => self.function(name, args),
+            TableFactor::Table { name, args: None, .. } => {
+                if let Some(name) = FunctionName::from_object_name(name) {
+                    self.analysis.add_relation(name);
+                }
+                ControlFlow::Continue(())
+            }
             _ => ControlFlow::Continue(()),
         }
     }

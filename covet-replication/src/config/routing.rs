@@ -127,7 +127,8 @@ pub enum UnknownFunctionPolicy {
     LookupVolatility,
     /// Always send such statements to the primary (safe, no lookup).
     Primary,
-    /// Trust that the function doesn't write: such statements may go to a replica.
+    /// Trust that the function doesn't write: such statements may go to a replica. This also
+    /// trusts the application's views (their definitions are not looked up).
     Replica,
 }
 

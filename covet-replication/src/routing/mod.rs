@@ -1,13 +1,13 @@
 //! Deciding where each statement runs.
 
-mod functions;
+mod catalog;
 mod retry;
 mod router;
 mod select;
 mod stats;
 mod target;
 
-pub(crate) use functions::FunctionCatalog;
+pub(crate) use catalog::Catalog;
 pub(crate) use retry::{Failure, backoff, classify_error};
 pub(crate) use router::{Constraints, Route, may_retry_elsewhere, route};
 pub(crate) use stats::RouterStats;

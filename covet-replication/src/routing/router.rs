@@ -110,7 +110,7 @@ async fn route_once(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> R
             ..Route::to(primary, RouteReason::Retry)
         });
     }
-    let safe = m.functions.replica_safe(kind, &primary.pool).await;
+    let safe = m.catalog.replica_safe(kind, &primary.pool, &m.classifier).await;
     if !safe {
         if let Some(t @ (Target::Replica | Target::Node(_))) = c.target
             && !matches!(t, Target::Node(id) if *id == primary.id.as_str())

@@ -1,0 +1,215 @@
+//! What the text of a statement cannot show, learned from the primary's catalog.
+//!
+//! Functions, like pgpool-II: a function the classifier does not know is looked up once in
+//! `pg_proc` and the answer cached. `VOLATILE` functions may write, so they run on the primary;
+//! `STABLE` and `IMMUTABLE` ones cannot modify the database. The configuration's
+//! `read_only_functions` and `write_functions` lists win over the catalog.
+//!
+//! Views: a `SELECT` from a view runs the view's definition, which may call a function a
+//! standby refuses (`pg_current_xact_id()`, `nextval`, a volatile function of the
+//! application). Each relation a read names is looked up once in `pg_class`; a view's
+//! definition (`pg_get_viewdef`) is classified like any statement, its own functions and views
+//! included.
+
+use std::collections::HashSet;
+
+use futures::future::BoxFuture;
+use quick_cache::sync::Cache;
+use sqlx::PgPool;
+
+use crate::classify::{Classifier, FunctionSafety, QueryKind};
+use crate::config::{RoutingConfig, UnknownFunctionPolicy};
+
+/// Views over views are followed this deep; deeper ones go to the primary.
+const MAX_VIEW_DEPTH: u8 = 8;
+
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    policy: UnknownFunctionPolicy,
+    read_only: HashSet<String>,
+    write: HashSet<String>,
+    learned: Cache<String, FunctionSafety>,
+    /// Relation name -> whether reading it may happen on a standby.
+    relations: Cache<String, bool>,
+}
+
+impl Catalog {
+    pub fn new(cfg: &RoutingConfig) -> Self {
+        let norm = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect();
+        Catalog {
+            policy: cfg.unknown_functions,
+            read_only: norm(&cfg.read_only_functions),
+            write: norm(&cfg.write_functions),
+            learned: Cache::new(10_000),
+            relations: Cache::new(10_000),
+        }
+    }
+
+    /// What is known without a database round trip.
+    fn known(&self, name: &str) -> Option<FunctionSafety> {
+        let bare = name.rsplit('.').next().unwrap_or(name);
+        if self.write.contains(name) || self.write.contains(bare) {
+            return Some(FunctionSafety::PrimaryOnly);
+        }
+        if self.read_only.contains(name) || self.read_only.contains(bare) {
+            return Some(FunctionSafety::ReplicaSafe);
+        }
+        match self.policy {
+            UnknownFunctionPolicy::Primary => Some(FunctionSafety::PrimaryOnly),
+            UnknownFunctionPolicy::Replica => Some(FunctionSafety::ReplicaSafe),
+            _ => self.learned.get(name),
+        }
+    }
+
+    /// Whether `kind` may run on a replica, looking up its unknown functions and the views it
+    /// reads on `primary` when needed. A failed lookup answers "primary": we never guess
+    /// towards the replica. With `unknown_functions = "replica"` the application vouches for
+    /// its functions and views alike, and nothing is looked up.
+    pub async fn replica_safe(&self, kind: &QueryKind, primary: &PgPool, classifier: &Classifier) -> bool {
+        if !self.functions_safe(kind, primary).await {
+            return false;
+        }
+        if self.policy == UnknownFunctionPolicy::Replica || kind.relations().is_empty() {
+            return true;
+        }
+        match self.relations_known(kind.relations()) {
+            Some(safe) => safe,
+            None => self.learn_relations(kind.relations(), primary, classifier, 0).await,
+        }
+    }
+
+    /// `Some(safe)` when every relation's verdict is cached.
+    fn relations_known(&self, names: &[String]) -> Option<bool> {
+        let mut all = true;
+        for name in names {
+            all &= self.relations.get(name)?;
+        }
+        Some(all)
+    }
+
+    /// Looks the relations up in `pg_class`; classifies the definitions of views among them.
+    fn learn_relations<'a>(
+        &'a self,
+        names: &'a [String],
+        primary: &'a PgPool,
+        classifier: &'a Classifier,
+        depth: u8,
+    ) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let missing: Vec<&str> = names
+                .iter()
+                .filter(|n| self.relations.get(*n).is_none())
+                .map(String::as_str)
+                .collect();
+            let bare: Vec<&str> = missing.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
+            let rows: Vec<(String, String, Option<String>)> = match sqlx::query_as(
+                "SELECT n.nspname::text, c.relname::text, \
+                 CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid) END \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relname = ANY($1)",
+            )
+            .bind(&bare)
+            .fetch_all(primary)
+            .await
+            {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::warn!(target: "covet::routing", %error, relations = ?missing, "pg_class lookup failed; using the primary");
+                    return false;
+                }
+            };
+            for name in missing {
+                let (schema, relation) = match name.rsplit_once('.') {
+                    Some((s, r)) => (Some(s), r),
+                    None => (None, name),
+                };
+                // Every relation of that name in any matching schema must be safe: we cannot
+                // resolve the search_path here. No match: not a relation (a CTE), nothing runs.
+                let mut safe = true;
+                for (_, _, definition) in rows
+                    .iter()
+                    .filter(|(s, r, _)| r == relation && schema.is_none_or(|want| want == s))
+                {
+                    let Some(definition) = definition else { continue };
+                    safe = depth < MAX_VIEW_DEPTH && {
+                        let view = classifier.classify(definition);
+                        self.functions_safe(&view, primary).await
+                            && (view.relations().is_empty()
+                                || match self.relations_known(view.relations()) {
+                                    Some(known) => known,
+                                    None => {
+                                        self.learn_relations(view.relations(), primary, classifier, depth + 1)
+                                            .await
+                                    }
+                                })
+                    };
+                    if !safe {
+                        break;
+                    }
+                }
+                tracing::debug!(target: "covet::routing", relation = %name, safe, "learned relation");
+                self.relations.insert(name.to_owned(), safe);
+            }
+            self.relations_known(names).unwrap_or(false)
+        })
+    }
+
+    /// Whether `kind`'s functions let it run on a replica (relations aside).
+    async fn functions_safe(&self, kind: &QueryKind, primary: &PgPool) -> bool {
+        if kind.is_replica_safe() {
+            return true;
+        }
+        if kind.unknown_functions().is_empty() {
+            return false;
+        }
+        let missing: Vec<String> = kind
+            .unknown_functions()
+            .iter()
+            .filter(|f| self.known(f).is_none())
+            .cloned()
+            .collect();
+        if !missing.is_empty()
+            && let Err(error) = self.learn(&missing, primary).await
+        {
+            tracing::warn!(target: "covet::routing", %error, functions = ?missing, "pg_proc lookup failed; using the primary");
+            return false;
+        }
+        kind.is_replica_safe_given(|f| self.known(f))
+    }
+
+    async fn learn(&self, names: &[String], primary: &PgPool) -> Result<(), sqlx::Error> {
+        let bare: Vec<&str> = names.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT n.nspname::text, p.proname::text, p.provolatile::text \
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+             WHERE p.proname = ANY($1)",
+        )
+        .bind(&bare)
+        .fetch_all(primary)
+        .await?;
+        for name in names {
+            let (schema, func) = match name.rsplit_once('.') {
+                Some((s, f)) => (Some(s), f),
+                None => (None, name.as_str()),
+            };
+            // Every overload in every matching schema must be safe: we cannot resolve the
+            // search_path or argument types here. No match at all: the primary.
+            let mut matches = rows
+                .iter()
+                .filter(|(s, f, _)| f == func && schema.is_none_or(|want| want == s));
+            let first = matches.next();
+            let safe = first.is_some()
+                && first.into_iter().chain(matches).all(|(_, _, v)| {
+                    FunctionSafety::from_provolatile(v.chars().next().unwrap_or('v')) == FunctionSafety::ReplicaSafe
+                });
+            let verdict = if safe {
+                FunctionSafety::ReplicaSafe
+            } else {
+                FunctionSafety::PrimaryOnly
+            };
+            tracing::debug!(target: "covet::routing", function = %name, ?verdict, "learned function volatility");
+            self.learned.insert(name.clone(), verdict);
+        }
+        Ok(())
+    }
+}
