@@ -43,8 +43,14 @@ impl Drop for ManagerInner {
     }
 }
 
-pub(crate) fn pool_for(cfg: &NodeConfig, role: Role) -> PgPool {
+/// `health_timeout` bounds a replica's acquire: a replica that cannot hand out a connection
+/// that fast costs a retry elsewhere, not the pool's full acquire timeout.
+pub(crate) fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
     let p = &cfg.pool;
+    let acquire_timeout = match role {
+        Role::Primary => p.acquire_timeout,
+        Role::Replica => p.acquire_timeout.min(health_timeout),
+    };
     PgPoolOptions::new()
         // A replica's dead connection fails its read, which is retried on another node, so the
         // round trip sqlx spends testing each connection before handing it out buys nothing
@@ -52,7 +58,7 @@ pub(crate) fn pool_for(cfg: &NodeConfig, role: Role) -> PgPool {
         .test_before_acquire(role == Role::Primary)
         .min_connections(p.min_connections)
         .max_connections(p.max_connections)
-        .acquire_timeout(p.acquire_timeout)
+        .acquire_timeout(acquire_timeout)
         .idle_timeout(p.idle_timeout)
         .max_lifetime(p.max_lifetime)
         .connect_lazy_with(cfg.connect_options())
@@ -64,7 +70,7 @@ impl ManagerInner {
         config.validate()?;
         let primary = Arc::new(Node::new(
             config.primary.clone(),
-            pool_for(&config.primary, Role::Primary),
+            pool_for(&config.primary, Role::Primary, config.health.timeout),
             Role::Primary,
             NodeState::Healthy,
         ));
@@ -74,7 +80,7 @@ impl ManagerInner {
             .map(|c| {
                 Arc::new(Node::new(
                     c.clone(),
-                    pool_for(c, Role::Replica),
+                    pool_for(c, Role::Replica, config.health.timeout),
                     Role::Replica,
                     NodeState::Healthy,
                 ))
@@ -205,7 +211,7 @@ impl ReplicaManager {
         // Down until checked: a new node must prove itself before it takes reads.
         let node = Arc::new(Node::new(
             config.clone(),
-            pool_for(&config, Role::Replica),
+            pool_for(&config, Role::Replica, self.inner.config.health.timeout),
             Role::Replica,
             NodeState::Down,
         ));

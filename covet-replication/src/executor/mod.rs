@@ -53,7 +53,11 @@ fn fetch_many<'e>(
         let statement = statement?;
         let mut attempt = Attempts::new(&pool, session, &statement);
         loop {
-            let (route, mut in_flight, mut conn) = attempt.open().instrument(span.clone()).await?;
+            let (route, mut in_flight, mut conn) = if span.is_disabled() {
+                attempt.open().await?
+            } else {
+                attempt.open().instrument(span.clone()).await?
+            };
             let mut rows = conn.fetch_many(statement.clone());
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
@@ -82,24 +86,27 @@ fn fetch_optional<'e>(
     statement: Result<Statement, sqlx::Error>,
 ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>> {
     let span = query_span();
-    Box::pin(
-        async move {
-            let statement = statement?;
-            let mut attempt = Attempts::new(&pool, session, &statement);
-            loop {
-                let (route, mut in_flight, mut conn) = attempt.open().await?;
-                match conn.fetch_optional(statement.clone()).await {
-                    Ok(row) => {
-                        in_flight.succeeded();
-                        attempt.succeeded(&route, &mut conn).await;
-                        return Ok(row);
-                    }
-                    Err(e) => attempt.failed(&route, e, true).await?,
+    let run = async move {
+        let statement = statement?;
+        let mut attempt = Attempts::new(&pool, session, &statement);
+        loop {
+            let (route, mut in_flight, mut conn) = attempt.open().await?;
+            match conn.fetch_optional(statement.clone()).await {
+                Ok(row) => {
+                    in_flight.succeeded();
+                    attempt.succeeded(&route, &mut conn).await;
+                    return Ok(row);
                 }
+                Err(e) => attempt.failed(&route, e, true).await?,
             }
         }
-        .instrument(span),
-    )
+    };
+    // Entering a disabled span on every poll still costs; skip it when nobody listens.
+    if span.is_disabled() {
+        Box::pin(run)
+    } else {
+        Box::pin(run.instrument(span))
+    }
 }
 
 impl<'p> Executor<'p> for &'_ ReplicatedPool {
@@ -220,14 +227,8 @@ async fn acquire(pool: &ReplicatedPool, route: &Route) -> Result<PoolConnection<
             _ = switched.changed() => Err(sqlx::Error::PoolClosed),
         };
     }
-    // An idle connection needs no timer.
-    if let Some(conn) = node.pool.try_acquire() {
-        return Ok(conn);
-    }
-    let wait = pool.inner.config.health.timeout.min(node.config.pool.acquire_timeout);
-    tokio::time::timeout(wait, node.pool.acquire())
-        .await
-        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    // The replica pool's own acquire timeout is short (see `manager::pool_for`).
+    node.pool.acquire().await
 }
 
 /// Waits (up to `consistency.max_wait`) until the replica behind `conn` has replayed `lsn`.

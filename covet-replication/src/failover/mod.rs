@@ -525,7 +525,7 @@ async fn promote(m: &ManagerInner, node: &Node, rec: &mut Recorder) -> Result<u3
 fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mut Recorder) {
     let primary = Arc::new(Node::new(
         new.config.clone(),
-        pool_for(&new.config, Role::Primary),
+        pool_for(&new.config, Role::Primary, m.config.health.timeout),
         Role::Primary,
         NodeState::Healthy,
     ));
