@@ -431,3 +431,44 @@ async fn a_standby_down_during_the_failover_follows_the_new_primary_when_it_retu
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_would_lose_too_much_wal_is_refused() {
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.max_data_loss_bytes = Some(64 * 1024);
+    let db = connect(config).await;
+    // Both standbys lose their upstream; then the primary writes a few MB they never receive.
+    for i in 1..=2 {
+        let cut = format!(
+            "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres application_name=replica{i}'"
+        );
+        cluster.execute(i, &cut).await.unwrap();
+        cluster.execute(i, "SELECT pg_reload_conf()").await.unwrap();
+    }
+    sqlx::query("CREATE TABLE loss_t AS SELECT g AS id, repeat('x', 100) AS pad FROM generate_series(1, 20000) g")
+        .execute(&db)
+        .await
+        .unwrap();
+    // The health loop has seen the primary's new position before it dies.
+    db.manager().check_now().await;
+    cluster.kill(0).await.unwrap();
+    let event = wait_event(&db, FailoverKind::Automatic, Duration::from_secs(30)).await;
+    assert_eq!(event.outcome, Outcome::Aborted, "{event:#?}");
+    assert!(
+        event
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("failover.max_data_loss_bytes")),
+        "{event:#?}"
+    );
+    let err = db.failover().failover(None).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Failover(FailoverError::DataLoss { bytes, limit: 65536, .. }) if *bytes > 1_000_000),
+        "{err}"
+    );
+    for i in 1..=2 {
+        assert!(replication_state(&cluster, i).await.0, "replica{i} was not promoted");
+    }
+}

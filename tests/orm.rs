@@ -576,6 +576,7 @@ async fn the_global_handle() {
     assert!(matches!(covet_replication::db(), Err(Error::NotSetUp)));
     assert!(matches!(covet_replication::replica_manager(), Err(Error::NotSetUp)));
     assert!(matches!(covet_replication::replication_status(), Err(Error::NotSetUp)));
+    assert!(matches!(covet_replication::failover_manager(), Err(Error::NotSetUp)));
     let mut u = user("g@global.test", "G", None);
     let err = u.save().await.unwrap_err();
     assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
@@ -593,6 +594,14 @@ async fn the_global_handle() {
     assert_eq!(covet_replication::replica_manager().unwrap().nodes().len(), 3);
     assert_eq!(covet_replication::replication_status().unwrap().nodes.len(), 3);
     covet_replication::lag_monitor().unwrap();
+    let failover = covet_replication::failover_manager().unwrap();
+    assert!(!failover.in_progress() && failover.history().is_empty());
+    // The accessor reaches the same manager: a failover of a live primary is refused.
+    assert!(matches!(
+        failover.failover(None).await,
+        Err(Error::Failover(covet_replication::FailoverError::PrimaryAlive { .. }))
+    ));
+    assert_eq!(db.failover().history().len(), 1);
 
     u.save().await.unwrap();
     u.insert().await.unwrap_err(); // a duplicate email
