@@ -267,6 +267,17 @@ async fn a_crashed_primary_is_replaced_by_the_standby_with_the_most_wal_losing_n
     }
     assert_eq!(node("primary").state, NodeState::Fenced);
     assert_eq!(std::fs::read_to_string(&audit).unwrap().lines().count(), 2);
+
+    // Rebuilt as a standby of the new primary, the old primary is readmitted as a replica.
+    cluster.set_primary(2).unwrap();
+    cluster.rebuild_standby(0).await.unwrap();
+    covet_tests::wait_state(&db, "primary", NodeState::Healthy, Duration::from_secs(20)).await;
+    assert_eq!(node("primary").role, covet_replication::Role::Replica);
+    let (port, standby): (i32, bool) = sqlx::query_as("SELECT inet_server_port(), pg_is_in_recovery()")
+        .fetch_one(&db.using(covet_replication::Target::Node("primary".into())))
+        .await
+        .unwrap();
+    assert_eq!((node_name(&cluster, port).as_str(), standby), ("primary", true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

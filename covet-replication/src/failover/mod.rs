@@ -687,10 +687,11 @@ async fn repoint_stragglers(m: &ManagerInner) {
 }
 
 /// A fenced node answered a health check. As a primary it is fenced again (if it takes
-/// writes); as a standby of this cluster it becomes a replica (down until checks succeed).
+/// writes); as a standby of this cluster it becomes a replica again: a new node with a
+/// replica's pool (the old one was closed), down until its checks succeed.
 pub(crate) async fn fenced_node_answered(
     m: &ManagerInner,
-    node: &Node,
+    node: &Arc<Node>,
     in_recovery: bool,
     read_only: bool,
     system_id: u64,
@@ -698,7 +699,21 @@ pub(crate) async fn fenced_node_answered(
     if in_recovery {
         let (cluster, _) = m.identity.get();
         if system_id == cluster {
-            node.set_state(NodeState::Down);
+            let replica = Arc::new(Node::new(
+                node.config.clone(),
+                pool_for(&node.config, Role::Replica, m.config.health.timeout),
+                Role::Replica,
+                NodeState::Down,
+            ));
+            m.topology.rcu(|t| {
+                let mut t = Topology::clone(t);
+                for r in &mut t.replicas {
+                    if Arc::ptr_eq(r, node) {
+                        *r = Arc::clone(&replica);
+                    }
+                }
+                t
+            });
             tracing::info!(target: "covet::failover", node = %node.id, "fenced node is a standby again: readmitted as a replica");
         }
         return;

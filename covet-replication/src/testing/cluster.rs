@@ -506,6 +506,37 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Rebuilds `node` as a standby of the current primary: stops it if it runs, replaces its
+    /// data directory with a fresh base backup, starts it and waits until it streams. This is
+    /// how a former primary rejoins after a failover.
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidState`] for the current primary; tool or SQL errors.
+    pub async fn rebuild_standby(&self, node: usize) -> Result<(), ClusterError> {
+        self.port(node)?;
+        if node == self.primary() {
+            return Err(ClusterError::InvalidState {
+                node,
+                reason: "it is the primary".into(),
+            });
+        }
+        if self.nodes().get(node).is_some_and(|n| n.running) {
+            self.stop(node).await?;
+        }
+        let name = lock(&self.nodes)[node].name.clone();
+        // A slot left from an earlier life would make pg_basebackup -C fail.
+        self.execute(
+            self.primary(),
+            &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}'"),
+        )
+        .await?;
+        let data = self.data_dir(node);
+        std::fs::remove_dir_all(&data).map_err(ClusterError::io(format!("removing {}", data.display())))?;
+        self.clone_standby(node).await?;
+        self.start_node(node).await?;
+        self.wait_streaming().await
+    }
+
     /// Waits until every running standby of the current primary is `streaming` in
     /// `pg_stat_replication` and has replayed everything the primary had written when called.
     ///
@@ -639,10 +670,12 @@ impl LocalCluster {
         append(&data.join("postgresql.conf"), &conf)
     }
 
+    /// A base backup of the current primary into `node`'s (empty) data directory.
     async fn clone_standby(&self, node: usize) -> Result<(), ClusterError> {
+        let primary = self.primary();
         let (primary_port, name) = {
             let nodes = lock(&self.nodes);
-            (nodes[0].port, nodes[node].name.clone())
+            (nodes[primary].port, nodes[node].name.clone())
         };
         let conninfo = self.conninfo(primary_port, &name);
         let data = self.data_dir(node);
