@@ -91,7 +91,7 @@ impl ManagerInner {
                 .with_read_only_functions(config.routing.read_only_functions.iter().cloned())
                 .with_write_functions(config.routing.write_functions.iter().cloned());
         let inner = Arc::new(ManagerInner {
-            catalog: Catalog::new(&config.routing),
+            catalog: Catalog::new(&config.routing, config.health.timeout),
             classifier,
             topology: ArcSwap::from_pointee(Topology { primary, replicas }),
             stats: RouterStats::default(),

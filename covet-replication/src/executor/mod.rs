@@ -275,6 +275,8 @@ struct Attempts<'a> {
     consistency_fallback: bool,
     attempt: u32,
     last_error: Option<sqlx::Error>,
+    /// Already waited once for a failover that began after routing.
+    stepped_back: bool,
 }
 
 impl<'a> Attempts<'a> {
@@ -293,6 +295,7 @@ impl<'a> Attempts<'a> {
             consistency_fallback: false,
             attempt: 0,
             last_error: None,
+            stepped_back: false,
         }
     }
 
@@ -340,11 +343,12 @@ impl<'a> Attempts<'a> {
         loop {
             let route = self.route().await?;
             let mut in_flight = route.node.start_query();
-            if route.role == Role::Primary && self.pool.inner.failover.holding() {
+            if route.role == Role::Primary && self.pool.inner.failover.holding() && !self.stepped_back {
                 // A switchover began after routing: it waits for queries in flight, so
-                // step back and wait for the new primary instead.
+                // step back (once) and wait for the new primary instead.
                 drop(in_flight);
                 self.attempt -= 1;
+                self.stepped_back = true;
                 continue;
             }
             match self.connect(&route).await {
@@ -452,9 +456,9 @@ impl<'a> Attempts<'a> {
             self.count_error();
             return Err(err);
         }
-        if failure == Failure::Connection && node.state().serves_reads() {
+        let state = node.state();
+        if failure == Failure::Connection && state.serves_reads() && node.transition(state, NodeState::Unhealthy) {
             // Don't wait for the health loop to notice: it brings the node back when it answers.
-            node.set_state(NodeState::Unhealthy);
             tracing::warn!(target: "covet::health", node = %node.id, error = %err, "replica failed a query; marked unhealthy");
         }
         tracing::debug!(target: "covet::route", node = %node.id, ?failure, attempt = self.attempt, "retrying elsewhere");

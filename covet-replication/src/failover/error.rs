@@ -24,6 +24,21 @@ pub enum FailoverError {
         /// The standbys that are.
         witnesses: Vec<NodeId>,
     },
+    /// Under synchronous replication, a standby that was serving did not answer: it may hold
+    /// acknowledged commits the others lack. An automatic failover waits for it; a manual
+    /// [`failover`](crate::FailoverManager::failover) is the operator's call.
+    #[error("synchronous replication: standbys {missing:?} did not answer and may hold the last acknowledged commits")]
+    SynchronousStandbyMissing {
+        /// The standbys that did not answer.
+        missing: Vec<NodeId>,
+    },
+    /// Another process promoted a standby while this one prepared to: it is adopted by the
+    /// health loop instead.
+    #[error("{node} was promoted elsewhere meanwhile")]
+    PromotedElsewhere {
+        /// The standby.
+        node: NodeId,
+    },
     /// Too few standbys answered to decide safely.
     #[error("{answered} standbys answered, failover.min_replicas is {required}")]
     NotEnoughReplicas {

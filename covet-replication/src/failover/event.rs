@@ -135,6 +135,10 @@ impl Recorder {
         });
     }
 
+    pub fn kind(&self) -> FailoverKind {
+        self.event.kind
+    }
+
     pub fn any_failed(&self) -> bool {
         self.event.steps.iter().any(|s| !s.ok)
     }

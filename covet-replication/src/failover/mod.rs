@@ -235,9 +235,8 @@ enum Stop {
     Failed(FailoverError),
 }
 
-fn step_failed(step: &'static str, node: &Node) -> impl FnOnce(String) -> Stop {
-    let node = node.id.clone();
-    move |message| Stop::Failed(FailoverError::Step { step, node, message })
+fn step_failed<'a>(step: &'static str, node: &'a Node) -> impl FnOnce(String) -> Stop + use<'a> {
+    move |message| step_error(step, node, message)
 }
 
 /// The standbys that may take part: not being removed, not fenced.
@@ -279,7 +278,7 @@ fn candidates(
     m: &ManagerInner,
     answered: &[(Arc<Node>, Survey)],
     target: Option<&str>,
-    must_stream_from: Option<(&str, u16)>,
+    must_stream: bool,
 ) -> Vec<Candidate> {
     let (system_id, _) = m.identity.get();
     answered
@@ -296,8 +295,8 @@ fn candidates(
                 Some("excluded by failover.exclude".to_owned())
             } else if target.is_some_and(|t| t != node.id.as_str()) {
                 Some("not the requested target".to_owned())
-            } else if let Some((host, port)) = must_stream_from.filter(|(h, p)| !s.streams_from(h, *p)) {
-                Some(format!("not streaming from the primary at {host}:{port}"))
+            } else if must_stream && !s.streaming() {
+                Some("not streaming from the primary".to_owned())
             } else {
                 None
             };
@@ -305,16 +304,26 @@ fn candidates(
                 id: node.id.clone(),
                 received: s.position(),
                 replayed: s.replayed.unwrap_or(Lsn::ZERO),
-                region: node.config.region.clone(),
                 ineligible,
             }
         })
         .collect()
 }
 
+/// A standby of `answered` that has left recovery since the survey.
+async fn promoted_meanwhile(m: &ManagerInner, answered: &[(Arc<Node>, Survey)]) -> Option<NodeId> {
+    let timeout = m.config.health.timeout;
+    let again = futures::future::join_all(answered.iter().map(|(n, _)| ops::survey(n, timeout))).await;
+    answered
+        .iter()
+        .zip(again)
+        .find(|(_, s)| s.as_ref().is_ok_and(|s| !s.in_recovery))
+        .map(|((n, _), _)| n.id.clone())
+}
+
 /// Elects among `cands`, turning "none" into the right error for a named target.
-fn choose(m: &ManagerInner, cands: &[Candidate], target: Option<&str>, rec: &mut Recorder) -> Result<NodeId, Stop> {
-    match elect(cands, m.config.routing.preferred_region.as_deref()) {
+fn choose(cands: &[Candidate], target: Option<&str>, rec: &mut Recorder) -> Result<NodeId, Stop> {
+    match elect(cands) {
         Ok(c) => {
             rec.step(
                 "elect",
@@ -360,16 +369,16 @@ async fn failover(
     }
     // 2. ...and from the standbys: one still streaming proves the primary alive. Whatever
     // address it streams from (the standbys may reach the primary by another name than we
-    // do), unless it is one of the other standbys (cascading replication).
+    // do), unless it is another standby that answered too (cascading replication: that one is
+    // judged by its own stream).
     let answered = survey_all(m, &standbys(topology), rec).await;
     let witnesses: Vec<NodeId> = answered
         .iter()
         .filter(|(_, s)| {
             s.streaming()
-                && !topology
-                    .replicas
+                && !answered
                     .iter()
-                    .any(|r| s.streams_from(&r.config.host, r.config.port))
+                    .any(|(r, _)| s.streams_from(&r.config.host, r.config.port))
         })
         .map(|(n, _)| n.id.clone())
         .collect();
@@ -381,6 +390,19 @@ async fn failover(
             answered: answered.len(),
             required: cfg.min_replicas.max(1),
         }));
+    }
+    // Under synchronous replication the last acknowledged commits may be on any one of the
+    // standbys: an automatic failover waits until every standby that was serving answers.
+    if rec.kind() == FailoverKind::Automatic && m.identity.synchronous() {
+        let missing: Vec<NodeId> = standbys(topology)
+            .iter()
+            .filter(|n| n.state().serves_reads() || n.state() == NodeState::Lagging)
+            .filter(|n| !answered.iter().any(|(a, _)| a.id == n.id))
+            .map(|n| n.id.clone())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Stop::Check(FailoverError::SynchronousStandbyMissing { missing }));
+        }
     }
     // Another manager may have promoted one already: follow it rather than make a second.
     let (system_id, _) = m.identity.get();
@@ -402,8 +424,8 @@ async fn failover(
         (Arc::clone(node), tli)
     } else {
         // 3. Elect, and check what it would cost.
-        let cands = candidates(m, &answered, target, None);
-        let id = choose(m, &cands, target, rec)?;
+        let cands = candidates(m, &answered, target, false);
+        let id = choose(&cands, target, rec)?;
         let chosen = cands.iter().find(|c| c.id == id).map_or(Lsn::ZERO, |c| c.received);
         let last_known = old.replay_lsn();
         let loss = last_known.0.saturating_sub(chosen.0);
@@ -421,6 +443,10 @@ async fn failover(
             .find(|(n, _)| n.id == id)
             .map(|(n, _)| Arc::clone(n))
             .ok_or_else(|| Stop::Check(FailoverError::NoCandidate { reasons: Vec::new() }))?;
+        // Another manager may have promoted one meanwhile: look once more, right before.
+        if let Some(other) = promoted_meanwhile(m, &answered).await {
+            return Err(Stop::Check(FailoverError::PromotedElsewhere { node: other }));
+        }
         let tli = promote(m, &node, rec).await?;
         (node, tli)
     };
@@ -448,8 +474,8 @@ async fn switchover(
     let timeout = m.config.health.timeout;
     let mut old_conn = ops::connect(old, timeout).await.map_err(step_failed("connect", old))?;
     let answered = survey_all(m, &standbys(topology), rec).await;
-    let cands = candidates(m, &answered, target, Some((old.config.host.as_str(), old.config.port)));
-    let id = choose(m, &cands, target, rec)?;
+    let cands = candidates(m, &answered, target, true);
+    let id = choose(&cands, target, rec)?;
     let Some(node) = answered.iter().find(|(n, _)| n.id == id).map(|(n, _)| Arc::clone(n)) else {
         return Err(Stop::Check(FailoverError::NoCandidate { reasons: Vec::new() }));
     };
@@ -462,20 +488,26 @@ async fn switchover(
     while old.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let ended = ops::fence(&mut old_conn).await.map_err(step_failed("fence", old))?;
-    rec.step(
-        "fence",
-        Some(&old.id),
-        true,
-        format!("read-only; {ended} client sessions ended"),
-    );
-    let needed = ops::current_lsn(&mut old_conn)
-        .await
-        .map_err(step_failed("catch_up", old))?;
-    let (caught_up, replayed) = ops::wait_replayed(&mut target_conn, needed, cfg.catchup_timeout)
-        .await
-        .map_err(step_failed("catch_up", &node))?;
-    if !caught_up {
+    // From the fence until pg_promote is sent, any failure must make the old primary writable
+    // again: otherwise the cluster is left without one.
+    let prepared = async {
+        let ended = ops::fence(&mut old_conn).await.map_err(step_failed("fence", old))?;
+        rec.step(
+            "fence",
+            Some(&old.id),
+            true,
+            format!("read-only; {} client sessions ended", ended.len()),
+        );
+        ops::quiesce(&mut old_conn, &ended, cfg.catchup_timeout)
+            .await
+            .map_err(step_failed("fence", old))?;
+        catch_up(&mut old_conn, &mut target_conn, &node, cfg.catchup_timeout, rec).await?;
+        ops::unfence(&mut target_conn)
+            .await
+            .map_err(step_failed("promote", &node))
+    }
+    .await;
+    if let Err(stop) = prepared {
         let undone = ops::unfence(&mut old_conn).await;
         rec.step(
             "unfence",
@@ -483,19 +515,19 @@ async fn switchover(
             undone.is_ok(),
             undone.err().unwrap_or_else(|| "writable again".into()),
         );
-        return Err(Stop::Check(FailoverError::CatchUp {
-            node: node.id.clone(),
-            needed,
-            replayed,
-        }));
+        return Err(stop);
     }
+    // Sent: even if it reports a failure, the promotion may complete, so no unfencing now.
+    let timeline = ops::promote(&mut target_conn, cfg.promote_timeout)
+        .await
+        .map_err(step_failed("promote", &node))?;
     rec.step(
-        "catch_up",
+        "promote",
         Some(&node.id),
         true,
-        format!("replayed {replayed} >= {needed}"),
+        format!("primary on timeline {timeline}"),
     );
-    let timeline = promote(m, &node, rec).await?;
+    rec.promoted(node.id.clone(), timeline);
     switch(m, old, &node, timeline, rec);
     drop(hold);
     repoint_all(m, &node, &answered, rec).await;
@@ -503,11 +535,61 @@ async fn switchover(
     Ok(())
 }
 
+/// Waits until the target has replayed everything the fenced old primary flushed, reading the
+/// old primary's position again until it stops moving.
+async fn catch_up(
+    old: &mut sqlx::PgConnection,
+    target: &mut sqlx::PgConnection,
+    node: &Node,
+    timeout: Duration,
+    rec: &mut Recorder,
+) -> Result<(), Stop> {
+    let deadline = Instant::now() + timeout;
+    let mut needed = ops::flushed_lsn(old)
+        .await
+        .map_err(|e| step_error("catch_up", node, e))?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (caught_up, replayed) = ops::wait_replayed(target, needed, left)
+            .await
+            .map_err(|e| step_error("catch_up", node, e))?;
+        if !caught_up {
+            return Err(Stop::Check(FailoverError::CatchUp {
+                node: node.id.clone(),
+                needed,
+                replayed,
+            }));
+        }
+        let now = ops::flushed_lsn(old)
+            .await
+            .map_err(|e| step_error("catch_up", node, e))?;
+        if now == needed {
+            rec.step(
+                "catch_up",
+                Some(&node.id),
+                true,
+                format!("replayed {replayed} >= {needed}"),
+            );
+            return Ok(());
+        }
+        needed = now;
+    }
+}
+
+fn step_error(step: &'static str, node: &Node, message: String) -> Stop {
+    Stop::Failed(FailoverError::Step {
+        step,
+        node: node.id.clone(),
+        message,
+    })
+}
+
 async fn promote(m: &ManagerInner, node: &Node, rec: &mut Recorder) -> Result<u32, Stop> {
     let cfg = &m.config.failover;
     let mut conn = ops::connect(node, m.config.health.timeout)
         .await
         .map_err(step_failed("promote", node))?;
+    ops::unfence(&mut conn).await.map_err(step_failed("promote", node))?;
     let timeline = ops::promote(&mut conn, cfg.promote_timeout)
         .await
         .map_err(step_failed("promote", node))?;
@@ -530,7 +612,6 @@ fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec
         NodeState::Healthy,
     ));
     primary.observe_lsn(new.replay_lsn());
-    old.set_role(Role::Replica);
     old.set_state(NodeState::Fenced);
     m.topology.rcu(|t| {
         let mut replicas: Vec<_> = t.replicas.iter().filter(|r| !Arc::ptr_eq(r, new)).cloned().collect();
@@ -542,6 +623,8 @@ fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec
             replicas,
         }
     });
+    // After the swap: routes from the old snapshot still see it as the primary they sent to.
+    old.set_role(Role::Replica);
     let (system_id, _) = m.identity.get();
     m.identity.observe(system_id, Some(timeline));
     m.failover.switched.send_modify(|n| *n += 1);
@@ -698,7 +781,15 @@ pub(crate) async fn fenced_node_answered(
 ) {
     if in_recovery {
         let (cluster, _) = m.identity.get();
-        if system_id == cluster {
+        // Only once it streams from the current primary: a former primary restarted as a
+        // standby without being rebuilt cannot follow the new timeline and may still hold
+        // commits the cluster does not have.
+        let primary = m.primary();
+        let follows = system_id == cluster
+            && ops::survey(node, m.config.health.timeout)
+                .await
+                .is_ok_and(|s| s.streams_from(&primary.config.host, primary.config.port));
+        if follows {
             let replica = Arc::new(Node::new(
                 node.config.clone(),
                 pool_for(&node.config, Role::Replica, m.config.health.timeout),
@@ -727,7 +818,7 @@ pub(crate) async fn fenced_node_answered(
         if ops::is_fenced(&mut conn).await? {
             return Ok(None);
         }
-        ops::fence(&mut conn).await.map(Some)
+        ops::fence(&mut conn).await.map(|ended| Some(ended.len()))
     }
     .await;
     match result {

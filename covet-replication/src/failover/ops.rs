@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use crate::lsn::Lsn;
 use crate::topology::Node;
@@ -12,7 +12,12 @@ use crate::topology::Node;
 pub(crate) type OpResult<T> = Result<T, String>;
 
 pub(crate) async fn connect(node: &Node, timeout: Duration) -> OpResult<PgConnection> {
-    let opts = node.pool.connect_options();
+    // sqlx logs statements (and slow ones at WARN); ours carry `primary_conninfo`, password
+    // included: never log them.
+    let opts = (*node.pool.connect_options())
+        .clone()
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Off, Duration::ZERO);
     match tokio::time::timeout(timeout, PgConnection::connect_with(&opts)).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(e.to_string()),
@@ -121,8 +126,8 @@ fn literal(s: &str) -> String {
 
 /// Makes a primary refuse writes: new transactions read-only, client sessions ended (their open
 /// transactions roll back). Walsenders keep running, so standbys still get the last WAL.
-/// Returns the number of sessions ended.
-pub(crate) async fn fence(conn: &mut PgConnection) -> OpResult<i64> {
+/// Returns the process ids of the sessions ended.
+pub(crate) async fn fence(conn: &mut PgConnection) -> OpResult<Vec<i32>> {
     run(
         conn,
         &[
@@ -131,13 +136,42 @@ pub(crate) async fn fence(conn: &mut PgConnection) -> OpResult<i64> {
         ],
     )
     .await?;
+    // Materialized first: in one WHERE clause the planner may terminate our own session
+    // before it filters it out.
     sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity \
+           WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()) \
+         SELECT pid FROM victims WHERE pg_terminate_backend(pid)",
     )
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await
     .map_err(|e| e.to_string())
+}
+
+/// After [`fence`]: waits until the ended sessions are gone (a signalled backend may still be
+/// committing) and the WAL writer has flushed what asynchronous commits left behind.
+pub(crate) async fn quiesce(conn: &mut PgConnection, ended: &[i32], timeout: Duration) -> OpResult<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)")
+            .bind(ended)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if left == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{left} ended sessions still running after {timeout:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delay_ms: i64 = sqlx::query_scalar("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_writer_delay'")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(delay_ms).unwrap_or(200) + 20)).await;
+    Ok(())
 }
 
 /// Whether a fenced node refuses writes now.
@@ -159,9 +193,9 @@ pub(crate) async fn unfence(conn: &mut PgConnection) -> OpResult<()> {
     .await
 }
 
-/// The position a primary has written up to.
-pub(crate) async fn current_lsn(conn: &mut PgConnection) -> OpResult<Lsn> {
-    let s: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+/// The position a primary has flushed: all a standby can receive.
+pub(crate) async fn flushed_lsn(conn: &mut PgConnection) -> OpResult<Lsn> {
+    let s: String = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn()::text")
         .fetch_one(conn)
         .await
         .map_err(|e| e.to_string())?;
@@ -184,10 +218,9 @@ pub(crate) async fn wait_replayed(conn: &mut PgConnection, lsn: Lsn, timeout: Du
     }
 }
 
-/// Promotes a standby and returns its new timeline. A fence left by an earlier life as an old
-/// primary is lifted first, or the new primary would refuse writes.
+/// Promotes a standby and returns its new timeline. Lift a fence left by an earlier life as
+/// an old primary first ([`unfence`]), or the new primary would refuse writes.
 pub(crate) async fn promote(conn: &mut PgConnection, timeout: Duration) -> OpResult<u32> {
-    unfence(conn).await?;
     let secs = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
     let done: bool = sqlx::query_scalar("SELECT pg_promote(true, $1)")
         .bind(secs)
@@ -224,6 +257,7 @@ pub(crate) async fn repoint(
     port: u16,
     timeout: Duration,
 ) -> OpResult<()> {
+    let target = (host, port);
     let (conninfo, slot): (String, String) =
         sqlx::query_as("SELECT current_setting('primary_conninfo'), current_setting('primary_slot_name')")
             .fetch_one(&mut *standby)
@@ -244,13 +278,18 @@ pub(crate) async fn repoint(
     run(standby, &[&set, "SELECT pg_reload_conf()"]).await?;
     let deadline = Instant::now() + timeout;
     loop {
-        let (status, sender_port): (Option<String>, Option<i32>) = sqlx::query_as(
-            "SELECT r.status, r.sender_port FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true",
+        let (status, sender_host, sender_port): (Option<String>, Option<String>, Option<i32>) = sqlx::query_as(
+            "SELECT r.status, r.sender_host, r.sender_port \
+             FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true",
         )
         .fetch_one(&mut *standby)
         .await
         .map_err(|e| e.to_string())?;
-        if status.as_deref() == Some("streaming") && sender_port == Some(i32::from(port)) {
+        // Host and port: in production every node may listen on 5432.
+        if status.as_deref() == Some("streaming")
+            && sender_port == Some(i32::from(target.1))
+            && sender_host.as_deref().is_some_and(|h| same_host(h, target.0))
+        {
             return Ok(());
         }
         if Instant::now() >= deadline {

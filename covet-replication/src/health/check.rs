@@ -21,6 +21,8 @@ pub(crate) struct Sample {
     pub timeline: Option<u32>,
     /// `default_transaction_read_only`: a fenced former primary has it on.
     pub read_only: bool,
+    /// `synchronous_standby_names` is set.
+    pub synchronous: bool,
     pub rtt: Duration,
 }
 
@@ -31,12 +33,22 @@ const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
     CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END, \
     (SELECT system_identifier FROM pg_control_system())::text, \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
-    current_setting('default_transaction_read_only') = 'on'";
+    current_setting('default_transaction_read_only') = 'on', \
+    current_setting('synchronous_standby_names') <> ''";
 
 pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error> {
     let started = Instant::now();
-    type Row = (bool, Option<String>, Option<String>, bool, String, Option<String>, bool);
-    let (in_recovery, lsn, receive, paused, system_id, timeline, read_only): Row =
+    type Row = (
+        bool,
+        Option<String>,
+        Option<String>,
+        bool,
+        String,
+        Option<String>,
+        bool,
+        bool,
+    );
+    let (in_recovery, lsn, receive, paused, system_id, timeline, read_only, synchronous): Row =
         sqlx::query_as(CHECK_SQL).persistent(true).fetch_one(conn).await?;
     let rtt = started.elapsed();
     let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
@@ -48,6 +60,7 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         system_id: system_id.parse().unwrap_or(0),
         timeline: timeline.and_then(|t| u32::from_str_radix(&t, 16).ok()),
         read_only,
+        synchronous,
         rtt,
     })
 }

@@ -63,6 +63,7 @@ pub(crate) async fn round(manager: &ManagerInner) {
         lock_history(manager).record(now, s.lsn);
         primary.observe_lsn(s.lsn);
         manager.identity.observe(s.system_id, s.timeline);
+        manager.identity.observe_synchronous(s.synchronous);
     }
     let adopt = promoted_elsewhere(manager, &topology, &samples);
     for (node, sample) in topology.nodes().zip(samples) {
@@ -97,9 +98,8 @@ pub(crate) async fn round(manager: &ManagerInner) {
         if let Ok(s) = &sample {
             metrics::gauge!("covet_node_rtt_seconds", "node" => id).set(s.rtt.as_secs_f64());
         }
-        // The router may have changed the state meanwhile (a failure it saw): don't undo a drain.
-        if next != prev && node.state() != NodeState::Draining {
-            node.set_state(next);
+        // The router or a failover may have changed the state meanwhile: keep theirs.
+        if next != prev && node.transition(prev, next) {
             report_change(node, prev, next, &sample);
         }
     }

@@ -12,6 +12,7 @@
 //! included.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use quick_cache::sync::Cache;
@@ -31,10 +32,12 @@ pub(crate) struct Catalog {
     learned: Cache<String, FunctionSafety>,
     /// Relation name -> whether reading it may happen on a standby.
     relations: Cache<String, bool>,
+    /// A lookup waits no longer (the primary may be down; the statement then goes there).
+    lookup_timeout: Duration,
 }
 
 impl Catalog {
-    pub fn new(cfg: &RoutingConfig) -> Self {
+    pub fn new(cfg: &RoutingConfig, lookup_timeout: Duration) -> Self {
         let norm = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect();
         Catalog {
             policy: cfg.unknown_functions,
@@ -42,6 +45,7 @@ impl Catalog {
             write: norm(&cfg.write_functions),
             learned: Cache::new(10_000),
             relations: Cache::new(10_000),
+            lookup_timeout,
         }
     }
 
@@ -102,16 +106,15 @@ impl Catalog {
                 .map(String::as_str)
                 .collect();
             let bare: Vec<&str> = missing.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
-            let rows: Vec<(String, String, Option<String>)> = match sqlx::query_as(
+            let lookup = sqlx::query_as(
                 "SELECT n.nspname::text, c.relname::text, \
                  CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid) END \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relname = ANY($1)",
             )
             .bind(&bare)
-            .fetch_all(primary)
-            .await
-            {
+            .fetch_all(primary);
+            let rows: Vec<(String, String, Option<String>)> = match self.bounded(lookup).await {
                 Ok(rows) => rows,
                 Err(error) => {
                     tracing::warn!(target: "covet::routing", %error, relations = ?missing, "pg_class lookup failed; using the primary");
@@ -154,6 +157,12 @@ impl Catalog {
         })
     }
 
+    async fn bounded<T>(&self, lookup: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+        tokio::time::timeout(self.lookup_timeout, lookup)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    }
+
     /// Whether `kind`'s functions let it run on a replica (relations aside).
     async fn functions_safe(&self, kind: &QueryKind, primary: &PgPool) -> bool {
         if kind.is_replica_safe() {
@@ -179,14 +188,14 @@ impl Catalog {
 
     async fn learn(&self, names: &[String], primary: &PgPool) -> Result<(), sqlx::Error> {
         let bare: Vec<&str> = names.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
+        let lookup = sqlx::query_as(
             "SELECT n.nspname::text, p.proname::text, p.provolatile::text \
              FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
              WHERE p.proname = ANY($1)",
         )
         .bind(&bare)
-        .fetch_all(primary)
-        .await?;
+        .fetch_all(primary);
+        let rows: Vec<(String, String, String)> = self.bounded(lookup).await?;
         for name in names {
             let (schema, func) = match name.rsplit_once('.') {
                 Some((s, f)) => (Some(s), f),

@@ -103,6 +103,23 @@ pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>
 
 async fn route_once(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
     let topology = m.topology.load();
+    let mut route = decide(m, &topology, kind, c).await?;
+    // The role in this snapshot, not the node's now: a failover may change the node's role
+    // while the statement runs, and whether it may be retried depends on where it was sent.
+    route.role = if Arc::ptr_eq(&route.node, &topology.primary) {
+        Role::Primary
+    } else {
+        Role::Replica
+    };
+    Ok(route)
+}
+
+async fn decide(
+    m: &ManagerInner,
+    topology: &crate::topology::Topology,
+    kind: &QueryKind,
+    c: Constraints<'_>,
+) -> Result<Route, Error> {
     let primary = &topology.primary;
     if c.force_primary {
         return Ok(Route {
@@ -185,7 +202,7 @@ async fn route_once(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> R
         reason = RouteReason::Override;
     }
     if let Some(s) = c.session.filter(|_| c.target.is_none())
-        && let Some(route) = sticky_route(m, &topology, s, &req, reason).await?
+        && let Some(route) = sticky_route(m, topology, s, &req, reason).await?
     {
         return Ok(route);
     }

@@ -125,6 +125,14 @@ impl Node {
         self.role.store(role as u8, Relaxed);
     }
 
+    /// Moves from `from` to `to` unless someone changed the state meanwhile (a failover's
+    /// `Fenced`, a removal's `Draining` must not be overwritten by a stale decision).
+    pub fn transition(&self, from: NodeState, to: NodeState) -> bool {
+        self.state
+            .compare_exchange(from.as_u8(), to.as_u8(), Relaxed, Relaxed)
+            .is_ok()
+    }
+
     /// Sets the state; returns the previous one.
     pub fn set_state(&self, state: NodeState) -> NodeState {
         NodeState::from_u8(self.state.swap(state.as_u8(), Relaxed))
