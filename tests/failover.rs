@@ -483,3 +483,32 @@ async fn a_failover_that_would_lose_too_much_wal_is_refused() {
         assert!(replication_state(&cluster, i).await.0, "replica{i} was not promoted");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_synchronous_replication_a_missing_standby_stops_the_automatic_failover() {
+    // ANY 1 of 2: a commit may be acknowledged by replica1 alone. With replica1 gone too, no
+    // one can tell whether replica2 has every acknowledged commit: wait, or let an operator
+    // decide.
+    let cluster = LocalCluster::builder()
+        .replicas(2)
+        .synchronous(true)
+        .start()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = connect(config(&cluster, &dir.path().join("audit.jsonl"))).await;
+    cluster.stop(1).await.unwrap();
+    cluster.kill(0).await.unwrap();
+    let event = wait_event(&db, FailoverKind::Automatic, Duration::from_secs(30)).await;
+    assert_eq!(event.outcome, Outcome::Aborted, "{event:#?}");
+    let error = event.error.unwrap_or_default();
+    assert!(
+        error.contains("2 standbys must answer") && error.contains("replica1"),
+        "{error}"
+    );
+    assert!(replication_state(&cluster, 2).await.0, "replica2 is still a standby");
+    // The operator's call: a manual failover goes ahead.
+    let manual = db.failover().failover(None).await.unwrap();
+    assert_eq!(manual.new_primary.as_ref().map(|n| n.as_str()), Some("replica2"));
+    assert!(!replication_state(&cluster, 2).await.0);
+}

@@ -24,13 +24,18 @@ pub enum FailoverError {
         /// The standbys that are.
         witnesses: Vec<NodeId>,
     },
-    /// Under synchronous replication, a standby that was serving did not answer: it may hold
-    /// acknowledged commits the others lack. An automatic failover waits for it; a manual
-    /// [`failover`](crate::FailoverManager::failover) is the operator's call.
-    #[error("synchronous replication: standbys {missing:?} did not answer and may hold the last acknowledged commits")]
+    /// Under synchronous replication too few standbys answered to be sure one of them has every
+    /// acknowledged commit (with `k` of `n` confirming, `n - k + 1` must answer). An automatic
+    /// failover waits; a manual [`failover`](crate::FailoverManager::failover) is the
+    /// operator's call.
+    #[error(
+        "synchronous replication: {needed} standbys must answer, {missing:?} did not (they may hold the last acknowledged commits)"
+    )]
     SynchronousStandbyMissing {
         /// The standbys that did not answer.
         missing: Vec<NodeId>,
+        /// How many must answer.
+        needed: usize,
     },
     /// Another process promoted a standby while this one prepared to: it is adopted by the
     /// health loop instead.

@@ -391,18 +391,22 @@ async fn failover(
             required: cfg.min_replicas.max(1),
         }));
     }
-    // Under synchronous replication the last acknowledged commits may be on any one of the
-    // standbys: an automatic failover waits until every standby that was serving answers.
-    if rec.kind() == FailoverKind::Automatic && m.identity.synchronous() {
-        let missing: Vec<NodeId> = standbys(topology)
+    // Under synchronous replication an acknowledged commit is on k of the n listed standbys,
+    // perhaps only those: an automatic failover waits until n - k + 1 answer.
+    let all = standbys(topology);
+    if rec.kind() == FailoverKind::Automatic
+        && let Some(needed) = m.identity.standbys_needed(all.len())
+        && answered.len() < needed
+    {
+        let missing = all
             .iter()
-            .filter(|n| n.state().serves_reads() || n.state() == NodeState::Lagging)
             .filter(|n| !answered.iter().any(|(a, _)| a.id == n.id))
             .map(|n| n.id.clone())
             .collect();
-        if !missing.is_empty() {
-            return Err(Stop::Check(FailoverError::SynchronousStandbyMissing { missing }));
-        }
+        return Err(Stop::Check(FailoverError::SynchronousStandbyMissing {
+            missing,
+            needed,
+        }));
     }
     // Another manager may have promoted one already: follow it rather than make a second.
     let (system_id, _) = m.identity.get();

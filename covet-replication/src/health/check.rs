@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use crate::lsn::Lsn;
 
 /// What one check saw on a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Sample {
     pub in_recovery: bool,
     /// `pg_current_wal_lsn()` on a primary, `pg_last_wal_replay_lsn()` on a standby.
@@ -21,8 +21,8 @@ pub(crate) struct Sample {
     pub timeline: Option<u32>,
     /// `default_transaction_read_only`: a fenced former primary has it on.
     pub read_only: bool,
-    /// `synchronous_standby_names` is set.
-    pub synchronous: bool,
+    /// `synchronous_standby_names`.
+    pub synchronous: String,
     pub rtt: Duration,
 }
 
@@ -34,7 +34,7 @@ const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
     (SELECT system_identifier FROM pg_control_system())::text, \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
     current_setting('default_transaction_read_only') = 'on', \
-    current_setting('synchronous_standby_names') <> ''";
+    current_setting('synchronous_standby_names')";
 
 pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error> {
     let started = Instant::now();
@@ -46,7 +46,7 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         String,
         Option<String>,
         bool,
-        bool,
+        String,
     );
     let (in_recovery, lsn, receive, paused, system_id, timeline, read_only, synchronous): Row =
         sqlx::query_as(CHECK_SQL).persistent(true).fetch_one(conn).await?;

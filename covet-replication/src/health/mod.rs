@@ -63,7 +63,7 @@ pub(crate) async fn round(manager: &ManagerInner) {
         lock_history(manager).record(now, s.lsn);
         primary.observe_lsn(s.lsn);
         manager.identity.observe(s.system_id, s.timeline);
-        manager.identity.observe_synchronous(s.synchronous);
+        manager.identity.observe_synchronous(&s.synchronous);
     }
     let adopt = promoted_elsewhere(manager, &topology, &samples);
     for (node, sample) in topology.nodes().zip(samples) {
