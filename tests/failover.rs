@@ -512,3 +512,39 @@ async fn under_synchronous_replication_a_missing_standby_stops_the_automatic_fai
     assert_eq!(manual.new_primary.as_ref().map(|n| n.as_str()), Some("replica2"));
     assert!(!replication_state(&cluster, 2).await.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_cascading_from_an_unreachable_standby_is_a_witness_that_the_primary_lives() {
+    // primary -> replica1 -> replica2 (cascading). This process reaches neither the primary
+    // nor replica1, only replica2, which streams from replica1: the primary may well be alive,
+    // so nothing is promoted.
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    let cascade = format!(
+        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=replica2'",
+        cluster.nodes()[1].port
+    );
+    cluster.execute(2, &cascade).await.unwrap();
+    // Its slot lives on the primary, not on replica1.
+    cluster.execute(2, "ALTER SYSTEM SET primary_slot_name = ''").await.unwrap();
+    cluster.execute(2, "SELECT pg_reload_conf()").await.unwrap();
+    let started = Instant::now();
+    while replication_state(&cluster, 2).await.1 != Some(i32::from(cluster.nodes()[1].port)) {
+        assert!(started.elapsed() < Duration::from_secs(20), "replica2 never cascaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.automatic = false;
+    config.primary.port = 1;
+    // replica1 keeps its real address (so replica2's sender is recognisably a standby of ours)
+    // but cannot be reached: no such database.
+    config.replicas[0].database = "no_such_database".into();
+    let db = ReplicatedPool::connect_lazy(config).unwrap();
+    let err = db.failover().failover(None).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Failover(FailoverError::PrimaryStillStreaming { witnesses })
+            if witnesses.iter().map(|w| w.as_str()).eq(["replica2"])),
+        "{err}"
+    );
+    assert!(replication_state(&cluster, 2).await.0, "replica2 is still a standby");
+}
