@@ -525,7 +525,10 @@ async fn a_standby_cascading_from_an_unreachable_standby_is_a_witness_that_the_p
     );
     cluster.execute(2, &cascade).await.unwrap();
     // Its slot lives on the primary, not on replica1.
-    cluster.execute(2, "ALTER SYSTEM SET primary_slot_name = ''").await.unwrap();
+    cluster
+        .execute(2, "ALTER SYSTEM SET primary_slot_name = ''")
+        .await
+        .unwrap();
     cluster.execute(2, "SELECT pg_reload_conf()").await.unwrap();
     let started = Instant::now();
     while replication_state(&cluster, 2).await.1 != Some(i32::from(cluster.nodes()[1].port)) {
