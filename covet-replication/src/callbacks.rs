@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use futures::FutureExt;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
+use crate::sync::lock;
+
 /// Registered callbacks for events of type `T`.
 pub(crate) struct Callbacks<T> {
     target: &'static str,
@@ -51,17 +53,11 @@ impl<T: Clone + Send + 'static> Callbacks<T> {
                 }
             }
         });
-        self.senders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(tx);
+        lock(&self.senders).push(tx);
     }
 
     /// Hands `event` to every callback.
     pub fn emit(&self, event: &T) {
-        self.senders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .retain(|tx| tx.send(event.clone()).is_ok());
+        lock(&self.senders).retain(|tx| tx.send(event.clone()).is_ok());
     }
 }

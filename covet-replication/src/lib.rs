@@ -18,6 +18,7 @@ mod pool;
 mod routing;
 mod session;
 mod status;
+mod sync;
 mod topology;
 
 #[cfg(feature = "testing")]

@@ -43,9 +43,14 @@ impl Drop for ManagerInner {
     }
 }
 
+/// A node with a new (lazy) pool configured for `role`.
+pub(crate) fn new_node(cfg: &NodeConfig, role: Role, state: NodeState, health_timeout: Duration) -> Arc<Node> {
+    Arc::new(Node::new(cfg.clone(), pool_for(cfg, role, health_timeout), role, state))
+}
+
 /// `health_timeout` bounds a replica's acquire: a replica that cannot hand out a connection
 /// that fast costs a retry elsewhere, not the pool's full acquire timeout.
-pub(crate) fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
+fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
     let p = &cfg.pool;
     let acquire_timeout = match role {
         Role::Primary => p.acquire_timeout,
@@ -68,23 +73,12 @@ impl ManagerInner {
     /// Builds the nodes (pools are lazy) and starts the health loop.
     pub fn start(config: ReplicationConfig) -> Result<Arc<Self>, Error> {
         config.validate()?;
-        let primary = Arc::new(Node::new(
-            config.primary.clone(),
-            pool_for(&config.primary, Role::Primary, config.health.timeout),
-            Role::Primary,
-            NodeState::Healthy,
-        ));
+        let timeout = config.health.timeout;
+        let primary = new_node(&config.primary, Role::Primary, NodeState::Healthy, timeout);
         let replicas = config
             .replicas
             .iter()
-            .map(|c| {
-                Arc::new(Node::new(
-                    c.clone(),
-                    pool_for(c, Role::Replica, config.health.timeout),
-                    Role::Replica,
-                    NodeState::Healthy,
-                ))
-            })
+            .map(|c| new_node(c, Role::Replica, NodeState::Healthy, timeout))
             .collect();
         let classifier =
             Classifier::new(usize::try_from(config.routing.classifier_cache_capacity).unwrap_or(usize::MAX))
@@ -209,12 +203,12 @@ impl ReplicaManager {
             .collect();
         full.validate()?;
         // Down until checked: a new node must prove itself before it takes reads.
-        let node = Arc::new(Node::new(
-            config.clone(),
-            pool_for(&config, Role::Replica, self.inner.config.health.timeout),
+        let node = new_node(
+            &config,
             Role::Replica,
             NodeState::Down,
-        ));
+            self.inner.config.health.timeout,
+        );
         self.inner.topology.rcu(|t| {
             let mut t = Topology::clone(t);
             t.replicas.push(Arc::clone(&node));

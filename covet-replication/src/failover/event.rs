@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::callbacks::Callbacks;
+use crate::sync::lock;
 use crate::topology::NodeId;
 
 /// What started an event.
@@ -181,10 +182,6 @@ impl std::fmt::Debug for AuditLog {
             .field("file", &self.file)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl AuditLog {

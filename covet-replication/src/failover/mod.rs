@@ -30,7 +30,8 @@ use ops::Survey;
 
 use crate::error::Error;
 use crate::lsn::Lsn;
-use crate::manager::{ManagerInner, pool_for};
+use crate::manager::{ManagerInner, new_node};
+use crate::sync::lock;
 use crate::topology::{Node, NodeId, NodeState, Role, Topology};
 
 /// Failover state shared by the handles.
@@ -47,10 +48,6 @@ pub(crate) struct FailoverState {
     /// Standbys a failover could not repoint (down at the time), and when to try again.
     stragglers: Mutex<Vec<Straggler>>,
     audit: AuditLog,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FailoverState {
@@ -609,12 +606,7 @@ async fn promote(m: &ManagerInner, node: &Node, rec: &mut Recorder) -> Result<u3
 
 /// The new topology: `new` is the primary (a node with a primary's pool), `old` is fenced.
 fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mut Recorder) {
-    let primary = Arc::new(Node::new(
-        new.config.clone(),
-        pool_for(&new.config, Role::Primary, m.config.health.timeout),
-        Role::Primary,
-        NodeState::Healthy,
-    ));
+    let primary = new_node(&new.config, Role::Primary, NodeState::Healthy, m.config.health.timeout);
     primary.observe_lsn(new.replay_lsn());
     old.set_state(NodeState::Fenced);
     m.topology.rcu(|t| {
@@ -794,12 +786,7 @@ pub(crate) async fn fenced_node_answered(
                 .await
                 .is_ok_and(|s| s.streams_from(&primary.config.host, primary.config.port));
         if follows {
-            let replica = Arc::new(Node::new(
-                node.config.clone(),
-                pool_for(&node.config, Role::Replica, m.config.health.timeout),
-                Role::Replica,
-                NodeState::Down,
-            ));
+            let replica = new_node(&node.config, Role::Replica, NodeState::Down, m.config.health.timeout);
             m.topology.rcu(|t| {
                 let mut t = Topology::clone(t);
                 for r in &mut t.replicas {

@@ -13,6 +13,7 @@ use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::manager::ManagerInner;
+use crate::sync::lock;
 use crate::topology::{Node, NodeState, Role};
 use check::Sample;
 use decide::{Observed, decide, role_ok};
@@ -78,7 +79,7 @@ pub(crate) async fn round(manager: &ManagerInner) {
             Ok(s) => {
                 node.record_rtt(s.rtt);
                 let over = node.role() == Role::Replica && apply_lag(manager, node, s, &lock_history(manager), now);
-                let mut counters = node.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut counters = lock(&node.counters);
                 let readmit_after = manager.config.lag.readmit_after;
                 let lagging = lagging(node.state(), over, &mut counters.below_since, now, readmit_after);
                 Observed::Answered {
@@ -90,7 +91,7 @@ pub(crate) async fn round(manager: &ManagerInner) {
         };
         let prev = node.state();
         let next = {
-            let mut counters = node.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut counters = lock(&node.counters);
             decide(prev, &mut counters, observed, cfg)
         };
         let id = node.id.to_string();
@@ -134,10 +135,7 @@ fn promoted_elsewhere(
 }
 
 fn lock_history(manager: &ManagerInner) -> std::sync::MutexGuard<'_, crate::lag::WalHistory> {
-    manager
-        .wal_history
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock(&manager.wal_history)
 }
 
 /// Stores the replica's position and lag; returns whether it is above its limit.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::stats::{LagSample, LagStats};
 use crate::callbacks::Callbacks;
 use crate::config::LagConfig;
+use crate::sync::lock;
 use crate::topology::NodeId;
 
 /// How bad a replica's lag is.
@@ -126,10 +127,6 @@ impl std::fmt::Debug for LagMonitor {
             .field("config", &self.inner.cfg)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LagMonitor {

@@ -15,6 +15,7 @@ use super::ClusterError;
 use super::binaries::find_bindir;
 use super::process::{self, RunAs};
 use super::registry;
+use crate::sync::lock;
 
 /// How long any single wait of the harness may take before it gives up with [`ClusterError::Timeout`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -811,11 +812,6 @@ impl Drop for LocalCluster {
         self.shutdown_all();
         registry::unregister(self.dir.path());
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves plain data behind: keep using it.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn append(path: &Path, text: &str) -> Result<(), ClusterError> {

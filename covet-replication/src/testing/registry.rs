@@ -41,7 +41,7 @@ pub(crate) fn unregister(dir: &Path) {
 }
 
 fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::sync::lock(&LIVE)
 }
 
 extern "C" fn at_exit() {
