@@ -85,6 +85,30 @@ async fn replication_state(cluster: &LocalCluster, i: usize) -> (bool, Option<i3
     .unwrap()
 }
 
+/// `failover(None)` by hand while the health loop keeps attempting (and aborting)
+/// automatically: a request that meets one of those attempts gets `InProgress` and asks again.
+async fn manual_failover(db: &ReplicatedPool) -> Result<FailoverEvent, Error> {
+    loop {
+        match db.failover().failover(None).await {
+            Err(Error::Failover(FailoverError::InProgress)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => return other,
+        }
+    }
+}
+
+/// A port nothing listens on: a standby pointed there receives nothing more.
+const DEAD_PORT: u16 = 1;
+
+/// Points standby `i` at the server on `port` (`primary_conninfo` + reload).
+async fn set_upstream(cluster: &LocalCluster, i: usize, port: u16) {
+    let name = &cluster.nodes()[i].name;
+    let sql = format!(
+        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={name}'"
+    );
+    cluster.execute(i, &sql).await.unwrap();
+    cluster.execute(i, "SELECT pg_reload_conf()").await.unwrap();
+}
+
 /// How many of `ids` are in `table` on node `i`.
 async fn count_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) -> i64 {
     let mut conn = cluster.connect(i).await.unwrap();
@@ -133,9 +157,7 @@ async fn a_crashed_primary_is_replaced_by_the_standby_with_the_most_wal_losing_n
     cluster.wait_streaming().await.unwrap();
     // replica1 loses its upstream (a bad port): it stays a standby but receives nothing more,
     // so replica2 ends up with more WAL even though replica1 would win a tie (lowest id).
-    let cut = "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres application_name=replica1'";
-    cluster.execute(1, cut).await.unwrap();
-    cluster.execute(1, "SELECT pg_reload_conf()").await.unwrap();
+    set_upstream(&cluster, 1, DEAD_PORT).await;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
     let db = connect(config(&cluster, &audit)).await;
@@ -370,7 +392,7 @@ async fn no_failover_while_standbys_still_stream_from_the_primary() {
     // Later rounds abort for the same reason without filling the audit trail.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(db.failover().history().len(), 1, "{:#?}", db.failover().history());
-    let err = db.failover().failover(None).await.unwrap_err();
+    let err = manual_failover(&db).await.unwrap_err();
     assert!(
         matches!(&err, Error::Failover(FailoverError::PrimaryStillStreaming { witnesses }) if witnesses.len() == 2),
         "{err}"
@@ -452,11 +474,7 @@ async fn a_failover_that_would_lose_too_much_wal_is_refused() {
     let db = connect(config).await;
     // Both standbys lose their upstream; then the primary writes a few MB they never receive.
     for i in 1..=2 {
-        let cut = format!(
-            "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres application_name=replica{i}'"
-        );
-        cluster.execute(i, &cut).await.unwrap();
-        cluster.execute(i, "SELECT pg_reload_conf()").await.unwrap();
+        set_upstream(&cluster, i, DEAD_PORT).await;
     }
     sqlx::query("CREATE TABLE loss_t AS SELECT g AS id, repeat('x', 100) AS pad FROM generate_series(1, 20000) g")
         .execute(&db)
@@ -474,7 +492,7 @@ async fn a_failover_that_would_lose_too_much_wal_is_refused() {
             .is_some_and(|e| e.contains("failover.max_data_loss_bytes")),
         "{event:#?}"
     );
-    let err = db.failover().failover(None).await.unwrap_err();
+    let err = manual_failover(&db).await.unwrap_err();
     assert!(
         matches!(&err, Error::Failover(FailoverError::DataLoss { bytes, limit: 65536, .. }) if *bytes > 1_000_000),
         "{err}"
@@ -508,7 +526,7 @@ async fn under_synchronous_replication_a_missing_standby_stops_the_automatic_fai
     );
     assert!(replication_state(&cluster, 2).await.0, "replica2 is still a standby");
     // The operator's call: a manual failover goes ahead.
-    let manual = db.failover().failover(None).await.unwrap();
+    let manual = manual_failover(&db).await.unwrap();
     assert_eq!(manual.new_primary.as_ref().map(|n| n.as_str()), Some("replica2"));
     assert!(!replication_state(&cluster, 2).await.0);
 }
@@ -519,17 +537,12 @@ async fn a_standby_cascading_from_an_unreachable_standby_is_a_witness_that_the_p
     // nor replica1, only replica2, which streams from replica1: the primary may well be alive,
     // so nothing is promoted.
     let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
-    let cascade = format!(
-        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=replica2'",
-        cluster.nodes()[1].port
-    );
-    cluster.execute(2, &cascade).await.unwrap();
     // Its slot lives on the primary, not on replica1.
     cluster
         .execute(2, "ALTER SYSTEM SET primary_slot_name = ''")
         .await
         .unwrap();
-    cluster.execute(2, "SELECT pg_reload_conf()").await.unwrap();
+    set_upstream(&cluster, 2, cluster.nodes()[1].port).await;
     let started = Instant::now();
     while replication_state(&cluster, 2).await.1 != Some(i32::from(cluster.nodes()[1].port)) {
         assert!(started.elapsed() < Duration::from_secs(20), "replica2 never cascaded");

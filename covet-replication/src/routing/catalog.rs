@@ -70,6 +70,12 @@ impl Catalog {
     /// towards the replica. With `unknown_functions = "replica"` the application vouches for
     /// its functions and views alike, and nothing is looked up.
     pub async fn replica_safe(&self, kind: &QueryKind, primary: &PgPool, classifier: &Classifier) -> bool {
+        self.safe_at(kind, primary, classifier, 0).await
+    }
+
+    /// [`replica_safe`](Self::replica_safe) for a statement or, at `depth` > 0, a view's
+    /// definition.
+    async fn safe_at(&self, kind: &QueryKind, primary: &PgPool, classifier: &Classifier, depth: u8) -> bool {
         if !self.functions_safe(kind, primary).await {
             return false;
         }
@@ -78,7 +84,7 @@ impl Catalog {
         }
         match self.relations_known(kind.relations()) {
             Some(safe) => safe,
-            None => self.learn_relations(kind.relations(), primary, classifier, 0).await,
+            None => self.learn_relations(kind.relations(), primary, classifier, depth).await,
         }
     }
 
@@ -134,18 +140,10 @@ impl Catalog {
                     .filter(|(s, r, _)| r == relation && schema.is_none_or(|want| want == s))
                 {
                     let Some(definition) = definition else { continue };
-                    safe = depth < MAX_VIEW_DEPTH && {
-                        let view = classifier.classify(definition);
-                        self.functions_safe(&view, primary).await
-                            && (view.relations().is_empty()
-                                || match self.relations_known(view.relations()) {
-                                    Some(known) => known,
-                                    None => {
-                                        self.learn_relations(view.relations(), primary, classifier, depth + 1)
-                                            .await
-                                    }
-                                })
-                    };
+                    safe = depth < MAX_VIEW_DEPTH
+                        && self
+                            .safe_at(&classifier.classify(definition), primary, classifier, depth + 1)
+                            .await;
                     if !safe {
                         break;
                     }
