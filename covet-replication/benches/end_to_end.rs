@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p covet-replication --features testing --bench end_to_end`
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use covet_replication::testing::LocalCluster;
 use covet_replication::{ReadPreference, ReplicatedPool};
@@ -33,8 +33,8 @@ impl Mode {
     }
 }
 
-/// Runs `queries` point selects over `concurrency` tasks; returns (queries/s, latencies in µs).
-async fn run(mode: &Mode, concurrency: usize, queries: usize) -> (f64, Histogram<u64>) {
+/// Runs `queries` point selects over `concurrency` tasks into `h`; returns the elapsed time.
+async fn run(mode: &Mode, concurrency: usize, queries: usize, offset: usize, h: &mut Histogram<u64>) -> Duration {
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|t| {
@@ -42,56 +42,61 @@ async fn run(mode: &Mode, concurrency: usize, queries: usize) -> (f64, Histogram
             tokio::spawn(async move {
                 let mut h = Histogram::<u64>::new(3).expect("histogram");
                 for i in 0..queries / concurrency {
-                    let id = ((t * 7919 + i * 104_729) % ROWS as usize) as i32 + 1;
+                    let id = ((t * 7919 + (offset + i) * 104_729) % ROWS as usize) as i32 + 1;
                     let t0 = Instant::now();
                     let row = mode.point(id).await;
-                    h.record(t0.elapsed().as_micros() as u64).expect("record");
+                    h.record(t0.elapsed().as_nanos() as u64).expect("record");
                     assert_eq!(row.0, id);
                 }
                 h
             })
         })
         .collect();
-    let mut all = Histogram::<u64>::new(3).expect("histogram");
     for t in tasks {
-        all.add(t.await.expect("task")).expect("merge");
+        h.add(t.await.expect("task")).expect("merge");
     }
-    (queries as f64 / started.elapsed().as_secs_f64(), all)
+    started.elapsed()
 }
 
-/// Both pools, new: connections made for one round only, so what one set of server backends
-/// happens to cost (their CPU placement, caches) does not tilt every round of a run. Which pool
-/// connects first alternates too: an A/A run of two identical raw pools measured the
-/// first-created one 3.5% slower.
-async fn fresh_pools(cluster: &LocalCluster, ours_first: bool) -> [Mode; 2] {
-    let raw = || async {
-        // ReplicatedPool takes idle replica connections without sqlx's pre-acquire ping (a
-        // dead one is retried elsewhere); the raw pool does the same, so the ratio is routing's
-        // cost.
+fn raw_pool(cluster: &LocalCluster) -> impl Future<Output = Mode> {
+    // ReplicatedPool takes idle replica connections without sqlx's pre-acquire ping (a dead one
+    // is retried elsewhere); the raw pool does the same, so the ratio is routing's cost.
+    let options = cluster.connect_options(1).expect("opts");
+    async move {
         let pool = PgPoolOptions::new()
             .test_before_acquire(false)
             .max_connections(32)
-            .connect_with(cluster.connect_options(1).expect("opts"))
+            .connect_with(options)
             .await
             .expect("raw pool");
         Mode::Raw(pool)
-    };
-    let ours = || async {
-        let mut config = cluster.replication_config();
-        config.routing.read_preference = ReadPreference::Replica;
-        config.replicas[0].pool.max_connections = 32;
-        Mode::Ours(ReplicatedPool::connect(config).await.expect("replicated pool"))
-    };
-    if ours_first {
-        let o = ours().await;
-        [raw().await, o]
-    } else {
-        let r = raw().await;
-        [r, ours().await]
     }
 }
 
-async fn close(modes: [Mode; 2]) {
+async fn our_pool(cluster: &LocalCluster) -> Mode {
+    let mut config = cluster.replication_config();
+    config.routing.read_preference = ReadPreference::Replica;
+    config.replicas[0].pool.max_connections = 32;
+    Mode::Ours(ReplicatedPool::connect(config).await.expect("replicated pool"))
+}
+
+/// The three pools (two raw, ours), new each round: what one set of server backends happens to
+/// cost (their memory, caches) does not tilt every round of a run. The order they connect in
+/// rotates too.
+async fn fresh_pools(cluster: &LocalCluster, round: usize) -> [Mode; 3] {
+    let mut made: [Option<Mode>; 3] = [None, None, None];
+    for k in 0..3 {
+        let i = (round + k) % 3;
+        made[i] = Some(if i == OURS {
+            our_pool(cluster).await
+        } else {
+            raw_pool(cluster).await
+        });
+    }
+    made.map(|m| m.expect("made"))
+}
+
+async fn close(modes: [Mode; 3]) {
     for m in modes {
         match m {
             Mode::Raw(pool) => pool.close().await,
@@ -107,6 +112,61 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// On a machine with more than one CPU, the servers get the last CPU and this process the
+/// others: otherwise the scheduler moves client and server backends between cores, which
+/// shifts a run by more than the margin being measured.
+fn pin(cluster: &LocalCluster) -> Option<String> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 {
+        return None;
+    }
+    let taskset = |args: &[String]| {
+        std::process::Command::new("taskset")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let server_cpu = (cpus - 1).to_string();
+    let mut pids = Vec::new();
+    for pm in cluster.server_pids() {
+        pids.push(pm.to_string());
+        // Backends forked later inherit the postmaster's mask; the ones running now need it too.
+        let children = std::process::Command::new("pgrep")
+            .args(["-P", &pm.to_string()])
+            .output()
+            .ok()?;
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+    }
+    for pid in &pids {
+        if !taskset(&["-p".into(), "-c".into(), server_cpu.clone(), pid.clone()]) {
+            return None;
+        }
+    }
+    let client_cpus = if cpus == 2 {
+        "0".to_string()
+    } else {
+        format!("0-{}", cpus - 2)
+    };
+    let me = std::process::id().to_string();
+    taskset(&["-a".into(), "-p".into(), "-c".into(), client_cpus.clone(), me]).then(|| {
+        format!(
+            "client on CPU {client_cpus}, {} server processes on CPU {server_cpu}",
+            pids.len()
+        )
+    })
+}
+
+const RAW_A: usize = 0;
+const RAW_B: usize = 1;
+const OURS: usize = 2;
+/// Each round's queries per pool run in this many blocks, the pools taking turns.
+const BLOCKS: usize = 16;
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -127,54 +187,79 @@ fn main() {
             .await
             .expect("schema");
         cluster.wait_streaming().await.expect("replicated");
-        let names = ["raw sqlx PgPool", "ReplicatedPool"];
-        println!("{QUERIES} point selects per run, {ROUNDS} rounds of both back to back on fresh pools, same replica");
+        match pin(&cluster) {
+            Some(how) => println!("pinned: {how}"),
+            None => println!("not pinned (one CPU, or taskset/pgrep missing)"),
+        }
+        println!(
+            "{QUERIES} point selects per pool per round in {BLOCKS} interleaved blocks, {ROUNDS} rounds, \
+             fresh pools each round, same replica; raw A and raw B are two identical raw sqlx pools \
+             (the A/A line shows what this machine can resolve)"
+        );
         for concurrency in [1, 32] {
-            let mut tput = [Vec::new(), Vec::new()];
-            let mut p50 = [Vec::new(), Vec::new()];
-            let mut p99 = [Vec::new(), Vec::new()];
+            let mut secs: [Vec<f64>; 3] = Default::default();
+            let mut p50: [Vec<f64>; 3] = Default::default();
+            let mut p99: [Vec<f64>; 3] = Default::default();
             for round in 0..ROUNDS {
-                let modes = fresh_pools(&cluster, round % 4 >= 2).await;
+                let modes = fresh_pools(&cluster, round).await;
+                let mut hist: [Histogram<u64>; 3] = std::array::from_fn(|_| Histogram::new(3).expect("histogram"));
+                let mut spent = [Duration::ZERO; 3];
                 for m in &modes {
-                    run(m, concurrency, QUERIES / 4).await; // connections, statement caches
+                    let mut warm = Histogram::new(3).expect("histogram");
+                    run(m, concurrency, QUERIES / 4, 0, &mut warm).await; // connections, statement caches
                 }
-                // Alternate which goes first so neither always runs on a warmer machine.
-                let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                for i in order {
-                    let (qps, h) = run(&modes[i], concurrency, QUERIES).await;
-                    tput[i].push(qps);
-                    p50[i].push(h.value_at_quantile(0.5) as f64);
-                    p99[i].push(h.value_at_quantile(0.99) as f64);
+                // Short blocks in turn, the order rotating: drift within the round hits all three.
+                let per_block = QUERIES / BLOCKS;
+                for block in 0..BLOCKS {
+                    for k in 0..3 {
+                        let i = (block + round + k) % 3;
+                        spent[i] += run(&modes[i], concurrency, per_block, block * per_block, &mut hist[i]).await;
+                    }
+                }
+                for i in 0..3 {
+                    secs[i].push(spent[i].as_secs_f64());
+                    p50[i].push(hist[i].value_at_quantile(0.5) as f64 / 1000.0);
+                    p99[i].push(hist[i].value_at_quantile(0.99) as f64 / 1000.0);
                 }
                 close(modes).await;
             }
-            // Each round runs both back to back: the ratio within a round cancels the machine's
-            // drift between rounds; the median over rounds drops the rounds a neighbour disturbed.
-            let ratio = |v: &[Vec<f64>; 2], invert: bool| {
+            // Per-round ratios cancel the machine's drift between rounds; the median over rounds
+            // drops the rounds a neighbour disturbed. Ours is compared with the mean of both raw
+            // pools, A with B.
+            let ratio = |v: &[Vec<f64>; 3], i: usize| {
                 median(
-                    v[0].iter()
-                        .zip(&v[1])
-                        .map(|(raw, ours)| if invert { raw / ours } else { ours / raw })
+                    (0..ROUNDS)
+                        .map(|r| {
+                            let raw = if i == OURS {
+                                (v[RAW_A][r] + v[RAW_B][r]) / 2.0
+                            } else {
+                                v[RAW_A][r]
+                            };
+                            v[i][r] / raw
+                        })
                         .collect(),
                 )
             };
-            let (t_ratio, l_ratio, q_ratio) = (ratio(&tput, true), ratio(&p50, false), ratio(&p99, false));
-            let [t_raw, t_ours] = tput.map(median);
-            let [l_raw, l_ours] = p50.map(median);
-            let [q_raw, q_ours] = p99.map(median);
             println!("concurrency {concurrency:>2}:");
-            println!(
-                "  {:<16} {t_raw:>9.0} q/s  p50 {l_raw:>6.0} µs  p99 {q_raw:>6.0} µs",
-                names[0]
-            );
-            println!(
-                "  {:<16} {t_ours:>9.0} q/s  p50 {l_ours:>6.0} µs  p99 {q_ours:>6.0} µs",
-                names[1]
-            );
-            println!(
-                "  overhead ratio (ours/raw, median of per-round ratios): throughput {t_ratio:.3}, \
-                 p50 latency {l_ratio:.3}, p99 latency {q_ratio:.3}"
-            );
+            for (i, name) in [(RAW_A, "raw sqlx A"), (RAW_B, "raw sqlx B"), (OURS, "ReplicatedPool")] {
+                println!(
+                    "  {name:<15} {:>8.0} q/s  p50 {:>6.1} µs  p99 {:>6.1} µs",
+                    QUERIES as f64 / median(secs[i].clone()),
+                    median(p50[i].clone()),
+                    median(p99[i].clone())
+                );
+            }
+            for (i, label) in [
+                (RAW_B, "A/A control (raw B / raw A)"),
+                (OURS, "overhead (ours / mean of raw)"),
+            ] {
+                println!(
+                    "  {label:<30} time {:.3}  p50 latency {:.3}  p99 latency {:.3}",
+                    ratio(&secs, i),
+                    ratio(&p50, i),
+                    ratio(&p99, i)
+                );
+            }
         }
     });
 }
