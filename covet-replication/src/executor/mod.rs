@@ -217,18 +217,36 @@ fn describe_on_primary<'e>(
 /// dead replica costs a retry, not the pool's full acquire timeout.
 async fn acquire(pool: &ReplicatedPool, route: &Route) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     let node = &route.node;
+    if let Some(conn) = idle_connection(&node.pool) {
+        return Ok(conn);
+    }
+    // sqlx's acquire future is ~14 KiB: held inline, it would make every statement's future that
+    // big, and it is moved (copied) several times per query. On the heap it is built only here.
     if route.role == Role::Primary {
         // A dead primary's pool keeps trying to connect until its acquire timeout; a failover
         // that replaces it ends the wait (nothing was sent, so the statement can go on).
         let mut switched = pool.inner.failover.switches();
-        return tokio::select! {
-            biased;
-            conn = node.pool.acquire() => conn,
-            _ = switched.changed() => Err(sqlx::Error::PoolClosed),
-        };
+        return Box::pin(async move {
+            tokio::select! {
+                biased;
+                conn = node.pool.acquire() => conn,
+                _ = switched.changed() => Err(sqlx::Error::PoolClosed),
+            }
+        })
+        .await;
     }
     // The replica pool's own acquire timeout is short (see `manager::pool_for`).
-    node.pool.acquire().await
+    Box::pin(node.pool.acquire()).await
+}
+
+/// An idle connection, when taking one is all `PgPool::acquire` would do: the pool does not
+/// ping connections before handing them out (replica pools; see `manager::pool_for`) and has no
+/// `before_acquire` hook (we build every pool without one).
+fn idle_connection(pool: &sqlx::PgPool) -> Option<PoolConnection<Postgres>> {
+    if pool.options().get_test_before_acquire() {
+        return None;
+    }
+    pool.try_acquire()
 }
 
 /// Waits (up to `consistency.max_wait`) until the replica behind `conn` has replayed `lsn`.
