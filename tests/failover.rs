@@ -564,3 +564,135 @@ async fn a_standby_cascading_from_an_unreachable_standby_is_a_witness_that_the_p
     );
     assert!(replication_state(&cluster, 2).await.0, "replica2 is still a standby");
 }
+
+/// The port of the one standby of `cluster` that is out of recovery; fails on none or several.
+async fn only_primary(cluster: &LocalCluster) -> i32 {
+    let mut primaries = Vec::new();
+    for i in cluster.replicas() {
+        let node = &cluster.nodes()[i];
+        let mut conn = cluster.connect(i).await.unwrap();
+        let recovering: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if !recovering {
+            primaries.push(i32::from(node.port));
+        }
+    }
+    assert_eq!(primaries.len(), 1, "servers out of recovery: {primaries:?}");
+    primaries[0]
+}
+
+/// Where a write through `db` lands, once it lands on `port` (a process that lost the race
+/// follows the winner when its health loop sees it).
+async fn writes_reach(db: &ReplicatedPool, table: &str, port: i32, id: i32) {
+    let started = Instant::now();
+    loop {
+        let sql = format!("INSERT INTO {table} VALUES ($1) RETURNING inet_server_port()");
+        if let Ok(p) = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_one(db)
+            .await
+        {
+            assert_eq!(p, port, "a write went to another server than the one primary");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes through the pool never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_that_see_the_same_crash_promote_one_standby_and_agree_on_it() {
+    // Two application processes (two pools, each with its own health loop and failover
+    // manager) under synchronous replication, both writing; the primary crashes. They may race
+    // to promote: the election gives both the same standby (once the primary is gone, the
+    // received positions stop moving), and whoever comes second finds it promoted, or promoting
+    // (its pg_promote then waits for the same promotion), and follows. Never two primaries.
+    let cluster = LocalCluster::builder()
+        .replicas(2)
+        .synchronous(true)
+        .start()
+        .await
+        .unwrap();
+    cluster
+        .execute(
+            0,
+            "CREATE TABLE race_a (id int PRIMARY KEY); CREATE TABLE race_b (id int PRIMARY KEY)",
+        )
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = connect(config(&cluster, &dir.path().join("a.jsonl"))).await;
+    let b = connect(config(&cluster, &dir.path().join("b.jsonl"))).await;
+    let (wa, wb) = (Writer::start(&a, "race_a"), Writer::start(&b, "race_b"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.kill(0).await.unwrap();
+
+    let started = Instant::now();
+    let completed = |db: &ReplicatedPool| {
+        db.failover()
+            .history()
+            .into_iter()
+            .filter(|e| {
+                e.outcome == Outcome::Completed && matches!(e.kind, FailoverKind::Automatic | FailoverKind::Adopt)
+            })
+            .collect::<Vec<_>>()
+    };
+    while completed(&a).is_empty() || completed(&b).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "not both switched: {:#?} {:#?}",
+            a.failover().history(),
+            b.failover().history()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (acked_a, _) = wa.finish().await;
+    let (acked_b, _) = wb.finish().await;
+
+    let port = only_primary(&cluster).await;
+    let new = node_name(&cluster, port);
+    let (ea, eb) = (completed(&a), completed(&b));
+    // Both may have sent `pg_promote` to it while it was promoting (both then see it finish);
+    // the server promoted once: one new timeline, the same in every event.
+    assert!(
+        ea.iter().chain(&eb).any(|e| e.kind == FailoverKind::Automatic),
+        "{ea:#?} {eb:#?}"
+    );
+    for e in ea.iter().chain(&eb) {
+        assert_eq!(e.new_primary.as_ref().map(|n| n.as_str()), Some(new.as_str()), "{e:#?}");
+        assert_eq!(e.timeline, Some(2), "{e:#?}");
+    }
+    for db in [&a, &b] {
+        assert_eq!(db.manager().node(&new).unwrap().role, covet_replication::Role::Primary);
+    }
+    writes_reach(&a, "race_a", port, 1_000_000).await;
+    writes_reach(&b, "race_b", port, 1_000_000).await;
+    // Acknowledged means on the new primary, for both processes.
+    let new_index = cluster.nodes().iter().position(|n| i32::from(n.port) == port).unwrap();
+    for (table, acked) in [("race_a", &acked_a), ("race_b", &acked_b)] {
+        let ids: Vec<i32> = acked.iter().map(|(id, ..)| *id).collect();
+        assert!(!ids.is_empty());
+        assert_eq!(
+            count_present(&cluster, new_index, table, &ids).await,
+            ids.len() as i64,
+            "{table}"
+        );
+    }
+    // The other standby follows the new primary.
+    let other = 3 - new_index;
+    let started = Instant::now();
+    while replication_state(&cluster, other).await != (true, Some(port)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node {other} does not follow {new}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
