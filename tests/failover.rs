@@ -696,3 +696,76 @@ async fn two_processes_that_see_the_same_crash_promote_one_standby_and_agree_on_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_are_repointed_when_every_node_listens_on_the_same_port() {
+    // Production servers all listen on 5432, each on its own machine: only the host tells the
+    // old primary, the new one and the standbys apart (a port-only comparison would take the
+    // standbys' stream from the primary for a stream from a standby, and fail over a live
+    // primary). Here: 127.0.0.1-3, one port.
+    let cluster = LocalCluster::builder()
+        .replicas(2)
+        .distinct_hosts(true)
+        .start()
+        .await
+        .unwrap();
+    let nodes = cluster.nodes();
+    assert!(nodes.iter().all(|n| n.port == nodes[0].port), "{nodes:?}");
+    cluster
+        .execute(0, "CREATE TABLE hosts_t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = connect(config(&cluster, &dir.path().join("audit.jsonl"))).await;
+    let addr: String = sqlx::query_scalar("SELECT host(inet_server_addr())")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(addr == nodes[1].host || addr == nodes[2].host, "a read went to {addr}");
+
+    // A process cut off from the live primary (its address for it leads nowhere), while the
+    // standbys stream from it on the same port as their own: they are witnesses, no failover.
+    let mut cut_off = config(&cluster, &dir.path().join("cut_off.jsonl"));
+    cut_off.primary.host = "127.0.0.9".into();
+    cut_off.primary.pool.acquire_timeout = Duration::from_secs(1);
+    let partitioned = ReplicatedPool::connect_lazy(cut_off).unwrap();
+    let aborted = wait_event(&partitioned, FailoverKind::Automatic, Duration::from_secs(20)).await;
+    assert_eq!(aborted.outcome, Outcome::Aborted, "{aborted:#?}");
+    assert!(
+        aborted.error.as_deref().is_some_and(|e| e.contains("still streaming")),
+        "{aborted:#?}"
+    );
+    partitioned.close().await;
+
+    cluster.kill(0).await.unwrap();
+    let event = wait_event(&db, FailoverKind::Automatic, Duration::from_secs(30)).await;
+    assert_eq!(event.outcome, Outcome::Completed, "{event:#?}");
+    let new = nodes
+        .iter()
+        .position(|n| event.new_primary.as_ref().is_some_and(|p| p.as_str() == n.name))
+        .unwrap();
+    let other = 3 - new;
+    assert_eq!(
+        event.repointed.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+        [nodes[other].name.as_str()]
+    );
+    // The other standby streams from the new primary's address.
+    let mut conn = cluster.connect(other).await.unwrap();
+    let (host, port): (String, i32) =
+        sqlx::query_as("SELECT sender_host, sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        (host.as_str(), port),
+        (nodes[new].host.as_str(), i32::from(nodes[new].port))
+    );
+    // Writes go to the new primary and reach the other standby.
+    let at: String = sqlx::query_scalar("INSERT INTO hosts_t VALUES (1) RETURNING host(inet_server_addr())")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(at, nodes[new].host);
+    wait_until_present(&cluster, other, "hosts_t", &[1]).await;
+}

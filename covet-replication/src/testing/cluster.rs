@@ -24,7 +24,6 @@ const POLL: Duration = Duration::from_millis(10);
 /// Settings every node gets. Durability across an OS crash is not needed by a test cluster, speed is;
 /// a SIGKILL of a postmaster (our "crash") loses nothing with `fsync = off`.
 const BASE_CONF: &str = "
-listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
 wal_level = replica
 hot_standby = on
@@ -63,6 +62,7 @@ pub struct LocalClusterBuilder {
     password: Option<String>,
     settings: Vec<(String, String)>,
     base_port: Option<u16>,
+    distinct_hosts: bool,
     timeout: Duration,
     bindir: Option<PathBuf>,
     temp_root: Option<PathBuf>,
@@ -78,6 +78,7 @@ impl Default for LocalClusterBuilder {
             password: None,
             settings: Vec::new(),
             base_port: None,
+            distinct_hosts: false,
             timeout: DEFAULT_TIMEOUT,
             bindir: None,
             temp_root: None,
@@ -126,6 +127,14 @@ impl LocalClusterBuilder {
         self
     }
 
+    /// Puts node `i` on its own loopback address, `127.0.0.{i + 1}`, all on one port: like
+    /// servers on separate machines that all listen on 5432, where only the host tells them
+    /// apart. (Default: all on 127.0.0.1, one port each.)
+    pub fn distinct_hosts(mut self, on: bool) -> Self {
+        self.distinct_hosts = on;
+        self
+    }
+
     /// Upper bound for every wait (default 60 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -158,9 +167,19 @@ impl LocalClusterBuilder {
         registry::sweep_stale(&temp_root);
         let dir = registry::create_dir(&temp_root)?;
         run_as.give(dir.path())?;
-        let ports = self.ports()?;
+        let hosts: Vec<String> = (0..=self.replicas)
+            .map(|i| {
+                if self.distinct_hosts {
+                    format!("127.0.0.{}", i + 1)
+                } else {
+                    "127.0.0.1".to_owned()
+                }
+            })
+            .collect();
+        let ports = self.ports(&hosts)?;
         let nodes = (0..=self.replicas)
             .map(|i| Node {
+                host: hosts[i].clone(),
                 name: if i == 0 {
                     "primary".into()
                 } else {
@@ -202,32 +221,58 @@ impl LocalClusterBuilder {
         Ok(cluster)
     }
 
-    fn ports(&self) -> Result<Vec<u16>, ClusterError> {
-        (0..=self.replicas)
-            .map(|i| match self.base_port {
-                Some(base) => {
-                    let port = base
-                        .checked_add(i as u16)
-                        .ok_or(ClusterError::PortInUse { port: base })?;
-                    TcpListener::bind(("127.0.0.1", port)).map_err(|_| ClusterError::PortInUse { port })?;
-                    Ok(port)
-                }
-                None => free_port(),
+    /// A port per node: free ones chosen by the OS, or from `base_port`; with distinct hosts
+    /// one port, free on every host.
+    fn ports(&self, hosts: &[String]) -> Result<Vec<u16>, ClusterError> {
+        if self.distinct_hosts {
+            let port = match self.base_port {
+                Some(port) => port,
+                None => free_port(hosts)?,
+            };
+            return hosts.iter().map(|h| bindable(h, port)).collect();
+        }
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| match self.base_port {
+                Some(base) => bindable(
+                    host,
+                    base.checked_add(i as u16)
+                        .ok_or(ClusterError::PortInUse { port: base })?,
+                ),
+                None => free_port(std::slice::from_ref(host)),
             })
             .collect()
     }
 }
 
-fn free_port() -> Result<u16, ClusterError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("binding a free loopback port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(ClusterError::io("reading a bound port"))?
-        .port())
+/// `port`, if nothing listens on it at `host`.
+fn bindable(host: &str, port: u16) -> Result<u16, ClusterError> {
+    TcpListener::bind((host, port)).map_err(|_| ClusterError::PortInUse { port })?;
+    Ok(port)
+}
+
+/// A port the OS calls free on the first host that is free on the others too.
+fn free_port(hosts: &[String]) -> Result<u16, ClusterError> {
+    let mut last = None;
+    for _ in 0..20 {
+        let listener =
+            TcpListener::bind((hosts[0].as_str(), 0)).map_err(ClusterError::io("binding a free loopback port"))?;
+        let port = listener
+            .local_addr()
+            .map_err(ClusterError::io("reading a bound port"))?
+            .port();
+        match hosts[1..].iter().try_for_each(|h| bindable(h, port).map(drop)) {
+            Ok(()) => return Ok(port),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(ClusterError::PortInUse { port: 0 }))
 }
 
 struct Node {
     name: String,
+    host: String,
     port: u16,
     region: String,
     child: Option<Child>,
@@ -241,7 +286,10 @@ pub struct NodeInfo {
     pub index: usize,
     /// `primary`, `replica1`, ... (the standby's `application_name`).
     pub name: String,
-    /// TCP port on 127.0.0.1.
+    /// Loopback address it listens on (127.0.0.1 unless
+    /// [`distinct_hosts`](LocalClusterBuilder::distinct_hosts)).
+    pub host: String,
+    /// TCP port.
     pub port: u16,
     /// Region label from the builder.
     pub region: String,
@@ -299,6 +347,7 @@ impl LocalCluster {
             .map(|(index, n)| NodeInfo {
                 index,
                 name: n.name.clone(),
+                host: n.host.clone(),
                 port: n.port,
                 region: n.region.clone(),
                 running: n.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))),
@@ -330,9 +379,9 @@ impl LocalCluster {
     /// # Errors
     /// [`ClusterError::UnknownNode`] for an index out of range.
     pub fn connect_options(&self, node: usize) -> Result<PgConnectOptions, ClusterError> {
-        let port = self.port(node)?;
+        let (host, port) = self.address(node)?;
         let opts = PgConnectOptions::new_without_pgpass()
-            .host("127.0.0.1")
+            .host(&host)
             .port(port)
             .username("postgres")
             .database("postgres")
@@ -366,7 +415,7 @@ impl LocalCluster {
     /// # Errors
     /// [`ClusterError::UnknownNode`] for an index out of range.
     pub fn url(&self, node: usize) -> Result<String, ClusterError> {
-        let port = self.port(node)?;
+        let (host, port) = self.address(node)?;
         let auth = self
             .password
             .as_ref()
@@ -378,7 +427,7 @@ impl LocalCluster {
             })
             .unwrap_or_default();
         Ok(format!(
-            "postgres://postgres{auth}@127.0.0.1:{port}/postgres?sslmode=disable"
+            "postgres://postgres{auth}@{host}:{port}/postgres?sslmode=disable"
         ))
     }
 
@@ -598,12 +647,19 @@ impl LocalCluster {
         }
     }
 
-    fn port(&self, node: usize) -> Result<u16, ClusterError> {
+    fn address(&self, node: usize) -> Result<(String, u16), ClusterError> {
         let nodes = lock(&self.nodes);
-        nodes.get(node).map(|n| n.port).ok_or(ClusterError::UnknownNode {
-            node,
-            count: nodes.len(),
-        })
+        nodes
+            .get(node)
+            .map(|n| (n.host.clone(), n.port))
+            .ok_or(ClusterError::UnknownNode {
+                node,
+                count: nodes.len(),
+            })
+    }
+
+    fn port(&self, node: usize) -> Result<u16, ClusterError> {
+        self.address(node).map(|(_, port)| port)
     }
 
     fn data_dir(&self, node: usize) -> PathBuf {
@@ -664,6 +720,16 @@ impl LocalCluster {
         }
         process::run_tool(cmd, self.timeout).await?;
         let _ = std::fs::remove_file(self.dir.path().join("pwfile"));
+        // initdb allows 127.0.0.1 only; distinct hosts connect from all of 127.0.0.0/8.
+        let method = if self.password.is_some() {
+            "scram-sha-256"
+        } else {
+            "trust"
+        };
+        append(
+            &data.join("pg_hba.conf"),
+            &format!("host all all 127.0.0.0/8 {method}\nhost replication all 127.0.0.0/8 {method}\n"),
+        )?;
         let mut conf = String::from(BASE_CONF);
         for (name, value) in &opts.settings {
             conf.push_str(&format!("{name} = '{}'\n", value.replace('\'', "''")));
@@ -674,11 +740,15 @@ impl LocalCluster {
     /// A base backup of the current primary into `node`'s (empty) data directory.
     async fn clone_standby(&self, node: usize) -> Result<(), ClusterError> {
         let primary = self.primary();
-        let (primary_port, name) = {
+        let (primary_host, primary_port, name) = {
             let nodes = lock(&self.nodes);
-            (nodes[primary].port, nodes[node].name.clone())
+            (
+                nodes[primary].host.clone(),
+                nodes[primary].port,
+                nodes[node].name.clone(),
+            )
         };
-        let conninfo = self.conninfo(primary_port, &name);
+        let conninfo = self.conninfo(&primary_host, primary_port, &name);
         let data = self.data_dir(node);
         let mut cmd = self.run_as.command(&self.bindir.join("pg_basebackup"), self.dir.path());
         cmd.arg("-D").arg(&data).arg("-d").arg(&conninfo);
@@ -694,8 +764,8 @@ impl LocalCluster {
         )
     }
 
-    fn conninfo(&self, port: u16, name: &str) -> String {
-        let mut s = format!("host=127.0.0.1 port={port} user=postgres application_name={name}");
+    fn conninfo(&self, host: &str, port: u16, name: &str) -> String {
+        let mut s = format!("host={host} port={port} user=postgres application_name={name}");
         if let Some(pw) = &self.password {
             // Quoted: a password may hold spaces or quotes.
             s.push_str(&format!(
@@ -723,7 +793,7 @@ impl LocalCluster {
     }
 
     async fn try_start(&self, node: usize) -> Result<(), ClusterError> {
-        let port = self.port(node)?;
+        let (host, port) = self.address(node)?;
         let log_path = self.log_path(node);
         let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
         let log = std::fs::OpenOptions::new()
@@ -734,6 +804,7 @@ impl LocalCluster {
         let log_err = log.try_clone().map_err(ClusterError::io("cloning the log handle"))?;
         let mut cmd = self.run_as.command(&self.bindir.join("postgres"), self.dir.path());
         cmd.arg("-D").arg(self.data_dir(node)).arg("-p").arg(port.to_string());
+        cmd.arg("-c").arg(format!("listen_addresses={host}"));
         cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
         // Own process group: a Ctrl-C in the terminal reaches us, and we shut the servers down.
         cmd.process_group(0);

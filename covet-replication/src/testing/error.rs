@@ -46,7 +46,7 @@ pub enum ClusterError {
     },
     /// A requested port is already taken by another process.
     #[error(
-        "port {port} on 127.0.0.1 is already in use; choose another base port or leave ports unset to pick free ones"
+        "port {port} on a loopback address is already in use; choose another base port or leave ports unset to pick free ones"
     )]
     PortInUse {
         /// The port that was busy.
