@@ -121,15 +121,26 @@ async fn count_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32
     .unwrap()
 }
 
-async fn wait_until_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) {
+/// Polls `done` every 20 ms until it holds; fails with `what()` after `timeout`.
+async fn eventually<F: Future<Output = bool>>(
+    timeout: Duration,
+    what: impl Fn() -> String,
+    mut done: impl FnMut() -> F,
+) {
     let started = Instant::now();
-    while count_present(cluster, i, table, ids).await != ids.len() as i64 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "rows never reached node {i}"
-        );
+    while !done().await {
+        assert!(started.elapsed() < timeout, "{} (after {timeout:?})", what());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn wait_until_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) {
+    eventually(
+        Duration::from_secs(20),
+        || format!("rows never reached node {i}"),
+        || async { count_present(cluster, i, table, ids).await == ids.len() as i64 },
+    )
+    .await;
 }
 
 fn steps(event: &FailoverEvent) -> Vec<(&str, Option<&str>, bool)> {
@@ -543,11 +554,12 @@ async fn a_standby_cascading_from_an_unreachable_standby_is_a_witness_that_the_p
         .await
         .unwrap();
     set_upstream(&cluster, 2, cluster.nodes()[1].port).await;
-    let started = Instant::now();
-    while replication_state(&cluster, 2).await.1 != Some(i32::from(cluster.nodes()[1].port)) {
-        assert!(started.elapsed() < Duration::from_secs(20), "replica2 never cascaded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || "replica2 never cascaded".into(),
+        || async { replication_state(&cluster, 2).await.1 == Some(i32::from(cluster.nodes()[1].port)) },
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
     config.failover.automatic = false;
@@ -586,23 +598,21 @@ async fn only_primary(cluster: &LocalCluster) -> i32 {
 /// Where a write through `db` lands, once it lands on `port` (a process that lost the race
 /// follows the winner when its health loop sees it).
 async fn writes_reach(db: &ReplicatedPool, table: &str, port: i32, id: i32) {
-    let started = Instant::now();
-    loop {
-        let sql = format!("INSERT INTO {table} VALUES ($1) RETURNING inet_server_port()");
-        if let Ok(p) = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_one(db)
-            .await
-        {
-            assert_eq!(p, port, "a write went to another server than the one primary");
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "writes through the pool never resumed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let sql = format!("INSERT INTO {table} VALUES ($1) RETURNING inet_server_port()");
+    eventually(
+        Duration::from_secs(30),
+        || "writes through the pool never resumed".into(),
+        || async {
+            let landed = sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(id)
+                .fetch_one(db)
+                .await;
+            landed
+                .inspect(|p| assert_eq!(*p, port, "a write went to another server than the one primary"))
+                .is_ok()
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,7 +643,6 @@ async fn two_processes_that_see_the_same_crash_promote_one_standby_and_agree_on_
     tokio::time::sleep(Duration::from_millis(500)).await;
     cluster.kill(0).await.unwrap();
 
-    let started = Instant::now();
     let completed = |db: &ReplicatedPool| {
         db.failover()
             .history()
@@ -643,15 +652,17 @@ async fn two_processes_that_see_the_same_crash_promote_one_standby_and_agree_on_
             })
             .collect::<Vec<_>>()
     };
-    while completed(&a).is_empty() || completed(&b).is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
+    let histories = || {
+        format!(
             "not both switched: {:#?} {:#?}",
             a.failover().history(),
             b.failover().history()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )
+    };
+    eventually(Duration::from_secs(40), histories, || async {
+        !completed(&a).is_empty() && !completed(&b).is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (acked_a, _) = wa.finish().await;
     let (acked_b, _) = wb.finish().await;
@@ -687,14 +698,12 @@ async fn two_processes_that_see_the_same_crash_promote_one_standby_and_agree_on_
     }
     // The other standby follows the new primary.
     let other = 3 - new_index;
-    let started = Instant::now();
-    while replication_state(&cluster, other).await != (true, Some(port)) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "node {other} does not follow {new}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || format!("node {other} does not follow {new}"),
+        || async { replication_state(&cluster, other).await == (true, Some(port)) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
