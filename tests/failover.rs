@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use covet_replication::testing::LocalCluster;
+use covet_replication::testing::{LocalCluster, LocalClusterBuilder};
 use covet_replication::{
     Error, FailoverError, FailoverEvent, FailoverKind, NodeState, Outcome, ReplicatedPool, ReplicationConfig,
 };
@@ -121,6 +121,14 @@ async fn count_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32
     .unwrap()
 }
 
+/// Starts `builder`'s cluster with `schema` created on the primary and replayed by every standby.
+async fn start_with(builder: LocalClusterBuilder, schema: &str) -> LocalCluster {
+    let cluster = builder.start().await.unwrap();
+    cluster.execute(0, schema).await.unwrap();
+    cluster.wait_streaming().await.unwrap();
+    cluster
+}
+
 /// Polls `done` every 20 ms until it holds; fails with `what()` after `timeout`.
 async fn eventually<F: Future<Output = bool>>(
     timeout: Duration,
@@ -155,17 +163,11 @@ fn steps(event: &FailoverEvent) -> Vec<(&str, Option<&str>, bool)> {
 async fn a_crashed_primary_is_replaced_by_the_standby_with_the_most_wal_losing_no_acknowledged_write() {
     // Synchronous replication (ANY 1 of the two standbys): a commit is acknowledged once one
     // standby has it on disk. Electing the standby that received the most WAL then loses none.
-    let cluster = LocalCluster::builder()
-        .replicas(2)
-        .synchronous(true)
-        .start()
-        .await
-        .unwrap();
-    cluster
-        .execute(0, "CREATE TABLE fo_t (id int PRIMARY KEY)")
-        .await
-        .unwrap();
-    cluster.wait_streaming().await.unwrap();
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2).synchronous(true),
+        "CREATE TABLE fo_t (id int PRIMARY KEY)",
+    )
+    .await;
     // replica1 loses its upstream (a bad port): it stays a standby but receives nothing more,
     // so replica2 ends up with more WAL even though replica1 would win a tie (lowest id).
     set_upstream(&cluster, 1, DEAD_PORT).await;
@@ -315,12 +317,11 @@ async fn a_crashed_primary_is_replaced_by_the_standby_with_the_most_wal_losing_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_moves_the_primary_without_losing_or_failing_a_write() {
-    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
-    cluster
-        .execute(0, "CREATE TABLE so_t (id int PRIMARY KEY)")
-        .await
-        .unwrap();
-    cluster.wait_streaming().await.unwrap();
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE so_t (id int PRIMARY KEY)",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
     config.failover.automatic = false;
@@ -430,9 +431,7 @@ async fn a_live_primary_is_not_failed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_down_during_the_failover_follows_the_new_primary_when_it_returns() {
-    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
-    cluster.execute(0, "CREATE TABLE late_t (id int)").await.unwrap();
-    cluster.wait_streaming().await.unwrap();
+    let cluster = start_with(LocalCluster::builder().replicas(2), "CREATE TABLE late_t (id int)").await;
     let dir = tempfile::tempdir().unwrap();
     let db = connect(config(&cluster, &dir.path().join("audit.jsonl"))).await;
     cluster.stop(1).await.unwrap();
@@ -622,20 +621,11 @@ async fn two_processes_that_see_the_same_crash_promote_one_standby_and_agree_on_
     // to promote: the election gives both the same standby (once the primary is gone, the
     // received positions stop moving), and whoever comes second finds it promoted, or promoting
     // (its pg_promote then waits for the same promotion), and follows. Never two primaries.
-    let cluster = LocalCluster::builder()
-        .replicas(2)
-        .synchronous(true)
-        .start()
-        .await
-        .unwrap();
-    cluster
-        .execute(
-            0,
-            "CREATE TABLE race_a (id int PRIMARY KEY); CREATE TABLE race_b (id int PRIMARY KEY)",
-        )
-        .await
-        .unwrap();
-    cluster.wait_streaming().await.unwrap();
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2).synchronous(true),
+        "CREATE TABLE race_a (id int PRIMARY KEY); CREATE TABLE race_b (id int PRIMARY KEY)",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let a = connect(config(&cluster, &dir.path().join("a.jsonl"))).await;
     let b = connect(config(&cluster, &dir.path().join("b.jsonl"))).await;
@@ -712,19 +702,13 @@ async fn standbys_are_repointed_when_every_node_listens_on_the_same_port() {
     // old primary, the new one and the standbys apart (a port-only comparison would take the
     // standbys' stream from the primary for a stream from a standby, and fail over a live
     // primary). Here: 127.0.0.1-3, one port.
-    let cluster = LocalCluster::builder()
-        .replicas(2)
-        .distinct_hosts(true)
-        .start()
-        .await
-        .unwrap();
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2).distinct_hosts(true),
+        "CREATE TABLE hosts_t (id int PRIMARY KEY)",
+    )
+    .await;
     let nodes = cluster.nodes();
     assert!(nodes.iter().all(|n| n.port == nodes[0].port), "{nodes:?}");
-    cluster
-        .execute(0, "CREATE TABLE hosts_t (id int PRIMARY KEY)")
-        .await
-        .unwrap();
-    cluster.wait_streaming().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = connect(config(&cluster, &dir.path().join("audit.jsonl"))).await;
     let addr: String = sqlx::query_scalar("SELECT host(inet_server_addr())")
