@@ -271,3 +271,82 @@ async fn tokens_from_elsewhere_are_refused_or_sent_to_the_primary() {
     )
     .await;
 }
+
+/// What sqlx code written for `Acquire` (like `Migrator::run`) does: take a connection, write.
+async fn insert_via_acquire<'a>(db: impl sqlx::Acquire<'a, Database = sqlx::Postgres>) -> (i32, i32) {
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::query_as("INSERT INTO t (v) VALUES (1) RETURNING id, inet_server_port()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
+    // Standbys that replay nothing: a read that does not know about a write misses its row.
+    let cluster = cluster_with_table().await;
+    let db = connect(no_wait(&cluster)).await;
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    // A replica connection writes nothing, so it moves nothing: reads stay on the replicas.
+    let replica = db.acquire(covet_replication::Target::Replica).await.unwrap();
+    assert!(replica.node().as_str().starts_with("replica"), "{replica:?}");
+    drop(replica);
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_ne!(node_name(&cluster, port), "primary");
+
+    let (id, port) = insert_via_acquire(&db).await;
+    assert_eq!(node_name(&cluster, port), "primary");
+    assert!(sees(&db, id).await, "a write through sqlx::Acquire was not read back");
+
+    let mut conn = db.acquire(covet_replication::Target::Primary).await.unwrap();
+    assert_eq!(conn.node().as_str(), "primary");
+    let id = write(&mut *conn).await;
+    drop(conn);
+    assert!(
+        sees(&db, id).await,
+        "a write on an acquired primary connection was not read back"
+    );
+
+    let mut tx = sqlx::Acquire::begin(&db).await.unwrap();
+    let id = write(&mut *tx).await;
+    tx.commit().await.unwrap();
+    assert!(sees(&db, id).await, "a write in a sqlx transaction was not read back");
+
+    // Asked for a replica while the session needs the primary (sqlx's transaction could not
+    // report its commit position): an error, not the primary in its place.
+    let err = db.acquire(covet_replication::Target::Replica).await.unwrap_err();
+    assert!(
+        matches!(err, covet_replication::Error::ConsistencyNeedsPrimary { .. }),
+        "{err}"
+    );
+    let err = sqlx::query("SELECT 1")
+        .execute(&db.using(covet_replication::Target::Replica))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("need the primary"), "{err}");
+    // Once the standbys replay again, reads after a tracked write go back to them.
+    let id = write(&db).await;
+    for i in cluster.replicas() {
+        cluster.resume_replay(i).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (seen, port): (bool, i32) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM t WHERE id = $1), inet_server_port()")
+                .bind(id)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        assert!(seen);
+        if node_name(&cluster, port) != "primary" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reads never returned to the replicas");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

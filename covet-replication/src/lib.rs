@@ -36,7 +36,7 @@ pub use config::{
 /// The `Model` derive; see the [`Model`](trait@Model) trait.
 pub use covet_replication_macros::Model;
 pub use error::Error;
-pub use executor::Transaction;
+pub use executor::{NodeConnection, Transaction};
 pub use failover::{FailoverError, FailoverEvent, FailoverKind, FailoverManager, Outcome, Step};
 pub use global::{db, failover_manager, lag_monitor, replica_manager, replication_status, set_db, setup_replication};
 pub use lag::{Alert, AlertKind, LagMonitor, LagStats, Severity};

@@ -3,12 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sqlx::Postgres;
-use sqlx::pool::PoolConnection;
-
 use crate::config::{Consistency, ReadPreference, ReplicationConfig};
 use crate::error::Error;
-use crate::executor::Transaction;
+use crate::executor::{NodeConnection, Transaction};
 use crate::lsn::Lsn;
 use crate::manager::{ManagerInner, ReplicaManager};
 use crate::routing::{Constraints, RouteReason, RouterCounters, Target};
@@ -213,17 +210,24 @@ impl ReplicatedPool {
     }
 
     /// A connection from the node `target` selects, for work that needs one connection
-    /// (`LISTEN`, temporary tables, `COPY`). A replica's connection is read-only.
+    /// (`LISTEN`, temporary tables, `COPY`). A replica's connection is read-only; what runs on a
+    /// primary connection counts as a write of the handle's session when it is returned (see
+    /// [`NodeConnection`]).
     ///
     /// # Errors
     /// The routing error or the pool's.
-    pub async fn acquire(&self, target: impl Into<Target>) -> Result<PoolConnection<Postgres>, Error> {
+    pub async fn acquire(&self, target: impl Into<Target>) -> Result<NodeConnection, Error> {
         let pinned = self.using(target);
-        let node = pinned.pick_for_read(self.effective_session().as_deref()).await?;
-        node.pool.acquire().await.map_err(|source| Error::Database {
+        let session = self.effective_session();
+        let node = pinned.pick_for_read(session.as_deref()).await?;
+        let conn = node.pool.acquire().await.map_err(|source| Error::Database {
             node: node.id.clone(),
             source,
-        })
+        })?;
+        let writes = session
+            .filter(|s| s.tracks_writes() && node.role() == crate::topology::Role::Primary)
+            .map(|s| (s, node.pool.clone()));
+        Ok(NodeConnection::new(conn, node.id.clone(), writes))
     }
 
     /// Where `sql` would run now through this handle, and why, without running it.
@@ -265,6 +269,14 @@ impl ReplicatedPool {
             .map_err(database)?
         {
             return Ok(node);
+        }
+        // Asked for a replica: not the primary in its place (as for statements).
+        if matches!(target, Some(Target::Replica | Target::Node(_) | Target::Region(_))) {
+            return Err(Error::NotCaughtUp {
+                node: node.id.clone(),
+                needed: lsn,
+                replayed: node.replay_lsn(),
+            });
         }
         self.inner
             .consistency

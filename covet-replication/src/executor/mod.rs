@@ -1,8 +1,10 @@
 //! `impl Executor for &ReplicatedPool` and `&Session`: route, run, and retry where that is safe.
 
+mod connection;
 mod statement;
 mod transaction;
 
+pub use connection::NodeConnection;
 pub(crate) use statement::Statement;
 pub use transaction::Transaction;
 

@@ -45,10 +45,7 @@ impl Transaction {
         self.inner.commit().await?;
         if let Some((session, primary)) = self.session {
             // The commit record is behind the insert position read after it.
-            match crate::session::primary_lsn(&primary).await {
-                Ok(lsn) => session.wrote(lsn),
-                Err(_) => session.wrote_unknown(),
-            }
+            crate::session::record_write(&session, &primary).await;
         }
         Ok(())
     }

@@ -3,9 +3,10 @@
 use sqlx::migrate::{MigrateError, Migrator};
 
 use crate::pool::ReplicatedPool;
-use crate::routing::Target;
 
-/// Applies `migrator`'s pending migrations on the primary (replicas get them by replication).
+/// Applies `migrator`'s pending migrations on the primary (replicas get them by replication);
+/// the same as `migrator.run(db)` through sqlx's `Acquire`. The handle's reads afterwards go
+/// to replicas that have replayed the migrations.
 ///
 /// Build the migrator with sqlx's macro in your crate, whose path is relative to *your*
 /// `Cargo.toml`; it takes sqlx's advisory lock, so concurrent callers apply each migration once.
@@ -20,9 +21,5 @@ use crate::routing::Target;
 /// [`MigrateError::Execute`] when the primary cannot be reached, or whatever the migration
 /// reports.
 pub async fn migrate(db: &ReplicatedPool, migrator: &Migrator) -> Result<(), MigrateError> {
-    let mut conn = db
-        .acquire(Target::Primary)
-        .await
-        .map_err(|e| MigrateError::Execute(e.into_sqlx()))?;
-    migrator.run(&mut *conn).await
+    migrator.run(db).await
 }

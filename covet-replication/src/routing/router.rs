@@ -129,9 +129,7 @@ async fn decide(
     }
     let safe = m.catalog.replica_safe(kind, &primary.pool, &m.classifier).await;
     if !safe {
-        if let Some(t @ (Target::Replica | Target::Node(_))) = c.target
-            && !matches!(t, Target::Node(id) if *id == primary.id.as_str())
-        {
+        if let Some(t) = replica_only(c.target, primary) {
             return Err(Error::WriteOnReplica {
                 reason: kind.reason().to_string(),
                 target: t.to_string(),
@@ -158,14 +156,27 @@ async fn decide(
         ..ReadRequest::default()
     };
     if let Some(s) = c.session {
-        match s.level {
-            _ if s.pinned() => return Ok(Route::to(primary, RouteReason::Consistency)),
-            Consistency::Strong => return Ok(Route::to(primary, RouteReason::Consistency)),
+        let needs_primary = match s.level {
+            _ if s.pinned() => Some("the position of its latest write is unknown"),
+            Consistency::Strong => Some("strong consistency"),
             Consistency::WriteWindow(d) if s.since_last_write().is_some_and(|t| t < d) => {
-                return Ok(Route::to(primary, RouteReason::Consistency));
+                Some("it wrote within its write window")
             }
-            Consistency::BoundedStaleness(d) => req.max_staleness = Some(d),
-            _ => {}
+            Consistency::BoundedStaleness(d) => {
+                req.max_staleness = Some(d);
+                None
+            }
+            _ => None,
+        };
+        if let Some(why) = needs_primary {
+            // Asked for a replica: not the primary in its place.
+            if let Some(t) = replica_only(c.target, primary) {
+                return Err(Error::ConsistencyNeedsPrimary {
+                    why,
+                    target: t.to_string(),
+                });
+            }
+            return Ok(Route::to(primary, RouteReason::Consistency));
         }
     }
     let mut reason = if c.exclude.is_empty() {
@@ -235,6 +246,15 @@ async fn decide(
             region: req.region.map(str::to_owned),
         }),
     }
+}
+
+/// The target, if it excludes the primary (a replica, or a node other than the primary).
+fn replica_only<'a>(target: Option<&'a Target>, primary: &Node) -> Option<&'a Target> {
+    target.filter(|t| match t {
+        Target::Replica => true,
+        Target::Node(id) => *id != primary.id.as_str(),
+        _ => false,
+    })
 }
 
 /// `Some(lsn)` if `node`'s cached position does not show it has replayed `lsn`.

@@ -124,6 +124,16 @@ where
     text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
+/// Moves `session`'s watermark past writes that completed on the primary before the call
+/// (commits included); if the position cannot be read, reads go to the primary until the next
+/// write.
+pub(crate) async fn record_write(session: &SessionState, primary: &sqlx::PgPool) {
+    match primary_lsn(primary).await {
+        Ok(lsn) => session.wrote(lsn),
+        Err(_) => session.wrote_unknown(),
+    }
+}
+
 /// How far a standby has replayed (0/0 if it has replayed nothing yet).
 pub(crate) async fn replay_lsn(conn: &mut sqlx::PgConnection) -> Result<Lsn, sqlx::Error> {
     let text: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")

@@ -1,0 +1,106 @@
+//! Connections handed out whole, and sqlx's `Acquire` for the handle.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres};
+
+use crate::pool::ReplicatedPool;
+use crate::routing::Target;
+use crate::session::SessionState;
+use crate::topology::NodeId;
+
+/// A pooled connection to one node, from [`ReplicatedPool::acquire`] or sqlx's
+/// [`Acquire`](sqlx::Acquire). Use it like sqlx's: `sqlx::query(..).execute(&mut *conn)`.
+///
+/// Whatever ran on a primary connection may have written: when it goes back to the pool, the
+/// session's reads go to the primary until its WAL position is read, then to replicas that
+/// have replayed that position (exact read-after-write, as for statements through the handle).
+pub struct NodeConnection {
+    conn: PoolConnection<Postgres>,
+    node: NodeId,
+    /// The session whose watermark this connection's writes move, and the primary's pool.
+    writes: Option<(Arc<SessionState>, PgPool)>,
+}
+
+impl NodeConnection {
+    pub(crate) fn new(
+        conn: PoolConnection<Postgres>,
+        node: NodeId,
+        writes: Option<(Arc<SessionState>, PgPool)>,
+    ) -> Self {
+        NodeConnection { conn, node, writes }
+    }
+
+    /// The node it is connected to.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+}
+
+impl std::fmt::Debug for NodeConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConnection")
+            .field("node", &self.node)
+            .field("tracks_writes", &self.writes.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for NodeConnection {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for NodeConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for NodeConnection {
+    fn drop(&mut self) {
+        let Some((session, primary)) = self.writes.take() else {
+            return;
+        };
+        // Reads go to the primary from now until the position is known (Drop cannot wait).
+        session.wrote_unknown();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { crate::session::record_write(&session, &primary).await });
+        }
+    }
+}
+
+impl<'c> sqlx::Acquire<'c> for &'c ReplicatedPool {
+    type Database = Postgres;
+    type Connection = NodeConnection;
+
+    /// A primary connection, as `PgPool`'s: code written for sqlx's `Acquire` (and
+    /// `Migrator::run`) may write on it.
+    fn acquire(self) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
+        Box::pin(async move {
+            ReplicatedPool::acquire(self, Target::Primary)
+                .await
+                .map_err(|e| e.into_sqlx())
+        })
+    }
+
+    /// A transaction on the primary. sqlx's `Transaction` cannot report its commit, so the
+    /// handle's session reads from the primary until its next write through the handle
+    /// records a position; [`ReplicatedPool::begin`] has no such cost.
+    fn begin(self) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
+        Box::pin(async move {
+            let primary = self.inner.primary_for_write().await;
+            let tx = primary.pool.begin().await?;
+            if let Some(session) = self.effective_session().filter(|s| s.tracks_writes()) {
+                session.wrote_unknown();
+            }
+            Ok(tx)
+        })
+    }
+}
