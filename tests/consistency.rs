@@ -317,6 +317,28 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
     tx.commit().await.unwrap();
     assert!(sees(&db, id).await, "a write in a sqlx transaction was not read back");
 
+    // The same through a session: its own watermark, not the handle's.
+    let session = db.session();
+    let (id, _) = insert_via_acquire(&session).await;
+    assert!(
+        sees(&session, id).await,
+        "a session's write through sqlx::Acquire was not read back"
+    );
+    let mut conn = session.acquire(covet_replication::Target::Primary).await.unwrap();
+    let id = write(&mut *conn).await;
+    drop(conn);
+    assert!(
+        sees(&session, id).await,
+        "a session's write on an acquired connection was not read back"
+    );
+    let mut tx = sqlx::Acquire::begin(&session).await.unwrap();
+    let id = write(&mut *tx).await;
+    tx.commit().await.unwrap();
+    assert!(
+        sees(&session, id).await,
+        "a session's write in a sqlx transaction was not read back"
+    );
+
     // Asked for a replica while the session needs the primary (sqlx's transaction could not
     // report its commit position): an error, not the primary in its place.
     let err = db.acquire(covet_replication::Target::Replica).await.unwrap_err();

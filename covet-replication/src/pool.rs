@@ -217,8 +217,15 @@ impl ReplicatedPool {
     /// # Errors
     /// The routing error or the pool's.
     pub async fn acquire(&self, target: impl Into<Target>) -> Result<NodeConnection, Error> {
+        self.acquire_in(self.effective_session(), target).await
+    }
+
+    pub(crate) async fn acquire_in(
+        &self,
+        session: Option<Arc<SessionState>>,
+        target: impl Into<Target>,
+    ) -> Result<NodeConnection, Error> {
         let pinned = self.using(target);
-        let session = self.effective_session();
         let node = pinned.pick_for_read(session.as_deref()).await?;
         let conn = node.pool.acquire().await.map_err(|source| Error::Database {
             node: node.id.clone(),

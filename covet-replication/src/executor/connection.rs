@@ -1,4 +1,4 @@
-//! Connections handed out whole, and sqlx's `Acquire` for the handle.
+//! Connections handed out whole, and sqlx's `Acquire` for the handle and sessions.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::pool::ReplicatedPool;
 use crate::routing::Target;
-use crate::session::SessionState;
+use crate::session::{Session, SessionState};
 use crate::topology::NodeId;
 
 /// A pooled connection to one node, from [`ReplicatedPool::acquire`] or sqlx's
@@ -76,31 +76,58 @@ impl Drop for NodeConnection {
     }
 }
 
+/// sqlx's `Acquire`, for `session`: a primary connection, as `PgPool` gives (code written
+/// for `Acquire`, and `Migrator::run`, may write on it).
+fn acquire_primary(
+    pool: &ReplicatedPool,
+    session: Option<Arc<SessionState>>,
+) -> BoxFuture<'_, Result<NodeConnection, sqlx::Error>> {
+    Box::pin(async move {
+        pool.acquire_in(session, Target::Primary)
+            .await
+            .map_err(|e| e.into_sqlx())
+    })
+}
+
+/// sqlx's `Acquire::begin`: a transaction on the primary. sqlx's `Transaction` cannot report
+/// its commit, so `session` reads from the primary until its next write through us records a
+/// position; our own `begin()` has no such cost.
+fn begin_primary(
+    pool: &ReplicatedPool,
+    session: Option<Arc<SessionState>>,
+) -> BoxFuture<'_, Result<sqlx::Transaction<'_, Postgres>, sqlx::Error>> {
+    Box::pin(async move {
+        let primary = pool.inner.primary_for_write().await;
+        let tx = primary.pool.begin().await?;
+        if let Some(session) = session.filter(|s| s.tracks_writes()) {
+            session.wrote_unknown();
+        }
+        Ok(tx)
+    })
+}
+
 impl<'c> sqlx::Acquire<'c> for &'c ReplicatedPool {
     type Database = Postgres;
     type Connection = NodeConnection;
 
-    /// A primary connection, as `PgPool`'s: code written for sqlx's `Acquire` (and
-    /// `Migrator::run`) may write on it.
     fn acquire(self) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
-        Box::pin(async move {
-            ReplicatedPool::acquire(self, Target::Primary)
-                .await
-                .map_err(|e| e.into_sqlx())
-        })
+        acquire_primary(self, self.effective_session())
     }
 
-    /// A transaction on the primary. sqlx's `Transaction` cannot report its commit, so the
-    /// handle's session reads from the primary until its next write through the handle
-    /// records a position; [`ReplicatedPool::begin`] has no such cost.
     fn begin(self) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
-        Box::pin(async move {
-            let primary = self.inner.primary_for_write().await;
-            let tx = primary.pool.begin().await?;
-            if let Some(session) = self.effective_session().filter(|s| s.tracks_writes()) {
-                session.wrote_unknown();
-            }
-            Ok(tx)
-        })
+        begin_primary(self, self.effective_session())
+    }
+}
+
+impl<'c> sqlx::Acquire<'c> for &'c Session {
+    type Database = Postgres;
+    type Connection = NodeConnection;
+
+    fn acquire(self) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
+        acquire_primary(&self.pool, Some(Arc::clone(&self.state)))
+    }
+
+    fn begin(self) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
+        begin_primary(&self.pool, Some(Arc::clone(&self.state)))
     }
 }

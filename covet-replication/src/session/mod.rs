@@ -91,6 +91,15 @@ impl Session {
         self.pool.begin_in(Some(Arc::clone(&self.state))).await
     }
 
+    /// A connection from the node `target` selects, for this session (see
+    /// [`ReplicatedPool::acquire`]): work on a primary connection counts as its write.
+    ///
+    /// # Errors
+    /// The routing error or the pool's.
+    pub async fn acquire(&self, target: impl Into<crate::Target>) -> Result<crate::NodeConnection, crate::Error> {
+        self.pool.acquire_in(Some(Arc::clone(&self.state)), target).await
+    }
+
     /// Begins a read-only, repeatable-read transaction on a replica that has replayed this
     /// session's writes (or on the primary if none has in time).
     ///
