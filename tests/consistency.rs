@@ -339,18 +339,10 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
         "a session's write in a sqlx transaction was not read back"
     );
 
-    // Asked for a replica while the session needs the primary (sqlx's transaction could not
-    // report its commit position): an error, not the primary in its place.
+    // Asked for a replica that has not replayed the session's writes: an error, not the
+    // primary in its place (as for statements).
     let err = db.acquire(covet_replication::Target::Replica).await.unwrap_err();
-    assert!(
-        matches!(err, covet_replication::Error::ConsistencyNeedsPrimary { .. }),
-        "{err}"
-    );
-    let err = sqlx::query("SELECT 1")
-        .execute(&db.using(covet_replication::Target::Replica))
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("need the primary"), "{err}");
+    assert!(matches!(err, covet_replication::Error::NotCaughtUp { .. }), "{err}");
     // Once the standbys replay again, reads after a tracked write go back to them.
     let id = write(&db).await;
     for i in cluster.replicas() {
@@ -370,5 +362,30 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
         }
         assert!(Instant::now() < deadline, "reads never returned to the replicas");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_an_open_sqlx_transaction_does_not_hide_its_commit() {
+    // sqlx's transaction cannot report its commit; a write through the handle while it is open
+    // records a position from *before* that commit. Standbys that replayed that write, but not
+    // the commit, must not serve the read that follows the commit.
+    let cluster = cluster_with_table().await;
+    let db = connect(no_wait(&cluster)).await;
+    let mut tx = sqlx::Acquire::begin(&db).await.unwrap();
+    let in_tx = write(&mut *tx).await;
+    let outside = write(&db).await;
+    cluster.wait_streaming().await.unwrap();
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert!(sees(&db, outside).await);
+    assert!(
+        sees(&db, in_tx).await,
+        "the read after the commit missed the transaction's row"
+    );
+    for i in cluster.replicas() {
+        cluster.resume_replay(i).await.unwrap();
     }
 }

@@ -44,15 +44,6 @@ pub enum Error {
         /// The replica target.
         target: String,
     },
-    /// A read targeted at a replica, in a session whose consistency needs the primary now
-    /// (`Strong`, a write-window just opened, or a write whose position is unknown).
-    #[error("the session's reads need the primary ({why}) but this one was targeted at {target}; it was not sent")]
-    ConsistencyNeedsPrimary {
-        /// Why the session needs the primary.
-        why: &'static str,
-        /// The replica target.
-        target: String,
-    },
     /// A read pinned to a replica (by its target) needs a position the replica had not
     /// replayed within `consistency.max_wait`.
     #[error("node {node} had replayed {replayed}, the session needs {needed}")]

@@ -233,7 +233,7 @@ impl ReplicatedPool {
         })?;
         let writes = session
             .filter(|s| s.tracks_writes() && node.role() == crate::topology::Role::Primary)
-            .map(|s| (s, node.pool.clone()));
+            .map(|s| (s, self.clone()));
         Ok(NodeConnection::new(conn, node.id.clone(), writes))
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{PgConnection, Postgres};
 
 use crate::pool::ReplicatedPool;
 use crate::routing::Target;
@@ -21,15 +21,16 @@ use crate::topology::NodeId;
 pub struct NodeConnection {
     conn: PoolConnection<Postgres>,
     node: NodeId,
-    /// The session whose watermark this connection's writes move, and the primary's pool.
-    writes: Option<(Arc<SessionState>, PgPool)>,
+    /// The session whose watermark this connection's writes move, and the handle (whose
+    /// primary may have changed by the time it is returned).
+    writes: Option<(Arc<SessionState>, ReplicatedPool)>,
 }
 
 impl NodeConnection {
     pub(crate) fn new(
         conn: PoolConnection<Postgres>,
         node: NodeId,
-        writes: Option<(Arc<SessionState>, PgPool)>,
+        writes: Option<(Arc<SessionState>, ReplicatedPool)>,
     ) -> Self {
         NodeConnection { conn, node, writes }
     }
@@ -65,13 +66,13 @@ impl DerefMut for NodeConnection {
 
 impl Drop for NodeConnection {
     fn drop(&mut self) {
-        let Some((session, primary)) = self.writes.take() else {
+        let Some((session, pool)) = self.writes.take() else {
             return;
         };
         // Reads go to the primary from now until the position is known (Drop cannot wait).
         session.wrote_unknown();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { crate::session::record_write(&session, &primary).await });
+            runtime.spawn(async move { crate::session::record_write(&session, &pool.inner.primary().pool).await });
         }
     }
 }
@@ -90,17 +91,21 @@ fn acquire_primary(
 }
 
 /// sqlx's `Acquire::begin`: a transaction on the primary. sqlx's `Transaction` cannot report
-/// its commit, so `session` reads from the primary until its next write through us records a
-/// position; our own `begin()` has no such cost.
+/// its commit, so the session notes the transaction's server process and start (one more
+/// round trip) and reads from the primary until it is seen to have ended there (see
+/// `session::settle_untracked`); our own `begin()` has no such cost.
 fn begin_primary(
     pool: &ReplicatedPool,
     session: Option<Arc<SessionState>>,
 ) -> BoxFuture<'_, Result<sqlx::Transaction<'_, Postgres>, sqlx::Error>> {
     Box::pin(async move {
         let primary = pool.inner.primary_for_write().await;
-        let tx = primary.pool.begin().await?;
+        let mut tx = primary.pool.begin().await?;
         if let Some(session) = session.filter(|s| s.tracks_writes()) {
-            session.wrote_unknown();
+            let (pid, start): (i32, String) = sqlx::query_as("SELECT pg_backend_pid(), now()::text")
+                .fetch_one(&mut *tx)
+                .await?;
+            session.add_untracked(pid, start);
         }
         Ok(tx)
     })

@@ -430,8 +430,9 @@ impl<'a> Attempts<'a> {
         let Some(session) = &self.session else { return };
         if route.writes {
             if session.tracks_writes() {
+                let epoch = session.epoch();
                 match crate::session::primary_lsn(&mut *conn).await {
-                    Ok(lsn) => session.wrote(lsn),
+                    Ok(lsn) => session.wrote_since(epoch, lsn),
                     Err(_) => session.wrote_unknown(),
                 }
             }

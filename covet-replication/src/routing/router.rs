@@ -92,6 +92,9 @@ pub(crate) struct Constraints<'a> {
 /// [`Error::WriteOnReplica`] when a statement that needs the primary is targeted at a replica;
 /// [`Error::NoEligibleReplica`], [`Error::UnknownNode`], [`Error::NodeUnavailable`].
 pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
+    if let Some(s) = c.session.filter(|s| s.pinned()) {
+        crate::session::settle_untracked(s, &m.primary().pool).await;
+    }
     let route = route_once(m, kind, c).await?;
     // During a failover, what needs the primary waits for the new one.
     if route.role == Role::Primary && m.failover.holding() {
@@ -156,27 +159,14 @@ async fn decide(
         ..ReadRequest::default()
     };
     if let Some(s) = c.session {
-        let needs_primary = match s.level {
-            _ if s.pinned() => Some("the position of its latest write is unknown"),
-            Consistency::Strong => Some("strong consistency"),
+        match s.level {
+            _ if s.pinned() => return Ok(Route::to(primary, RouteReason::Consistency)),
+            Consistency::Strong => return Ok(Route::to(primary, RouteReason::Consistency)),
             Consistency::WriteWindow(d) if s.since_last_write().is_some_and(|t| t < d) => {
-                Some("it wrote within its write window")
+                return Ok(Route::to(primary, RouteReason::Consistency));
             }
-            Consistency::BoundedStaleness(d) => {
-                req.max_staleness = Some(d);
-                None
-            }
-            _ => None,
-        };
-        if let Some(why) = needs_primary {
-            // Asked for a replica: not the primary in its place.
-            if let Some(t) = replica_only(c.target, primary) {
-                return Err(Error::ConsistencyNeedsPrimary {
-                    why,
-                    target: t.to_string(),
-                });
-            }
-            return Ok(Route::to(primary, RouteReason::Consistency));
+            Consistency::BoundedStaleness(d) => req.max_staleness = Some(d),
+            _ => {}
         }
     }
     let mut reason = if c.exclude.is_empty() {

@@ -137,9 +137,43 @@ where
 /// (commits included); if the position cannot be read, reads go to the primary until the next
 /// write.
 pub(crate) async fn record_write(session: &SessionState, primary: &sqlx::PgPool) {
+    let epoch = session.epoch();
     match primary_lsn(primary).await {
-        Ok(lsn) => session.wrote(lsn),
+        Ok(lsn) => session.wrote_since(epoch, lsn),
         Err(_) => session.wrote_unknown(),
+    }
+}
+
+/// Looks on the primary for the session's transactions begun through sqlx's `Acquire`: those
+/// that ended are settled with a position read after seeing that, which covers their commits.
+/// One round trip, only while such a transaction is open; on error they stay open (reads stay
+/// on the primary).
+pub(crate) async fn settle_untracked(session: &SessionState, primary: &sqlx::PgPool) {
+    let open = session.untracked();
+    if open.is_empty() {
+        return;
+    }
+    let (pids, starts): (Vec<i32>, Vec<String>) = open.iter().cloned().unzip();
+    let answer: Result<(Vec<bool>, String), sqlx::Error> = sqlx::query_as(
+        "SELECT array(SELECT EXISTS (SELECT 1 FROM pg_stat_activity a \
+           WHERE a.pid = t.pid AND a.xact_start = t.start::timestamptz) \
+           FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(pid, start, n) ORDER BY n), \
+         pg_current_wal_insert_lsn()::text",
+    )
+    .bind(&pids)
+    .bind(&starts)
+    .fetch_one(primary)
+    .await;
+    let Ok((still_open, lsn)) = answer else { return };
+    let Ok(lsn) = lsn.parse::<Lsn>() else { return };
+    let ended: Vec<(i32, String)> = open
+        .into_iter()
+        .zip(still_open)
+        .filter(|(_, open)| !open)
+        .map(|(t, _)| t)
+        .collect();
+    if !ended.is_empty() {
+        session.settled(&ended, lsn);
     }
 }
 

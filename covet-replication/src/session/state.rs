@@ -1,7 +1,7 @@
 //! What a session remembers: its write watermark, its monotonic floor, its replica.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -25,9 +25,15 @@ pub(crate) struct SessionState {
     last_write_us: AtomicU64,
     /// The replica the session reads from while it can.
     sticky: ArcSwapOption<NodeId>,
-    /// Reads go to the primary: the watermark is unknown (a write whose position could not be
-    /// read, a token from another timeline).
-    pinned: AtomicBool,
+    /// `epoch << 1 | pinned`. Pinned: reads go to the primary, the watermark is unknown (a
+    /// write whose position could not be read yet, a token from another timeline). Each pin
+    /// starts a new epoch, so a position read before it cannot lift it.
+    pin: AtomicU64,
+    /// Transactions begun through sqlx's `Acquire::begin`, which cannot report their commit:
+    /// (server process id, transaction start). Reads go to the primary until each is seen to
+    /// have ended and a position after its end is the watermark.
+    untracked: Mutex<Vec<(i32, String)>>,
+    has_untracked: AtomicBool,
 }
 
 impl SessionState {
@@ -39,7 +45,9 @@ impl SessionState {
             floor: AtomicU64::new(0),
             last_write_us: AtomicU64::new(0),
             sticky: ArcSwapOption::empty(),
-            pinned: AtomicBool::new(false),
+            pin: AtomicU64::new(0),
+            untracked: Mutex::new(Vec::new()),
+            has_untracked: AtomicBool::new(false),
         }
     }
 
@@ -52,25 +60,67 @@ impl SessionState {
         Some(Lsn(self.watermark.load(Relaxed))).filter(|l| *l != Lsn::ZERO)
     }
 
-    /// Records a write that completed with the primary at `lsn`.
+    /// Records `lsn`, known to cover every write of the session so far (a token's position,
+    /// a copy of another state): the watermark, and no pin.
     pub fn wrote(&self, lsn: Lsn) {
-        self.watermark.fetch_max(lsn.0, Relaxed);
-        self.last_write_us.store(now_us(), Relaxed);
-        self.pinned.store(false, Relaxed);
+        self.wrote_since(self.epoch(), lsn);
     }
 
-    /// A write completed but its position is unknown: read from the primary until the next write.
+    /// The current pin epoch: take it *before* reading the position that [`wrote_since`]
+    /// will record.
+    ///
+    /// [`wrote_since`]: Self::wrote_since
+    pub fn epoch(&self) -> u64 {
+        self.pin.load(Relaxed) >> 1
+    }
+
+    /// Records a write whose position, read after `epoch` was taken, is `lsn`. A pin set since
+    /// (another write whose position is not known yet) stays.
+    pub fn wrote_since(&self, epoch: u64, lsn: Lsn) {
+        self.watermark.fetch_max(lsn.0, Relaxed);
+        self.last_write_us.store(now_us(), Relaxed);
+        let _ = self.pin.compare_exchange(epoch << 1 | 1, epoch << 1, Relaxed, Relaxed);
+    }
+
+    /// A write completed but its position is unknown: read from the primary until a position
+    /// read after this is recorded.
     pub fn wrote_unknown(&self) {
         self.last_write_us.store(now_us(), Relaxed);
-        self.pinned.store(true, Relaxed);
+        self.pin();
     }
 
     pub fn pin(&self) {
-        self.pinned.store(true, Relaxed);
+        let _ = self
+            .pin
+            .fetch_update(Relaxed, Relaxed, |v| Some(((v >> 1) + 1) << 1 | 1));
     }
 
     pub fn pinned(&self) -> bool {
-        self.pinned.load(Relaxed)
+        self.pin.load(Relaxed) & 1 == 1 || self.has_untracked.load(Relaxed)
+    }
+
+    /// A transaction began through sqlx's `Acquire` on server process `pid` at `start`.
+    pub fn add_untracked(&self, pid: i32, start: String) {
+        let mut open = crate::sync::lock(&self.untracked);
+        open.push((pid, start));
+        self.last_write_us.store(now_us(), Relaxed);
+        self.has_untracked.store(true, Relaxed);
+    }
+
+    /// The transactions begun through sqlx's `Acquire` not yet seen to end.
+    pub fn untracked(&self) -> Vec<(i32, String)> {
+        if !self.has_untracked.load(Relaxed) {
+            return Vec::new();
+        }
+        crate::sync::lock(&self.untracked).clone()
+    }
+
+    /// Those of `ended` have ended; `lsn`, read after that was seen, covers their commits.
+    pub fn settled(&self, ended: &[(i32, String)], lsn: Lsn) {
+        self.watermark.fetch_max(lsn.0, Relaxed);
+        let mut open = crate::sync::lock(&self.untracked);
+        open.retain(|t| !ended.contains(t));
+        self.has_untracked.store(!open.is_empty(), Relaxed);
     }
 
     pub fn since_last_write(&self) -> Option<Duration> {
@@ -122,5 +172,43 @@ impl SessionState {
             return Lsn(u64::MAX);
         }
         Lsn(self.watermark.load(Relaxed).max(self.floor.load(Relaxed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_read_before_a_pin_does_not_lift_it() {
+        let s = SessionState::new(Consistency::ReadAfterWrite, false);
+        // A statement's write finished; its position is being read...
+        let epoch = s.epoch();
+        // ...while a returned connection pins the session (its writes' position is unknown)...
+        s.wrote_unknown();
+        // ...then the statement's position arrives: recorded, but the pin stays.
+        s.wrote_since(epoch, Lsn(0x100));
+        assert!(s.pinned());
+        assert_eq!(s.watermark(), Some(Lsn(0x100)));
+        // A position read after the pin lifts it.
+        let epoch = s.epoch();
+        s.wrote_since(epoch, Lsn(0x200));
+        assert!(!s.pinned());
+        assert_eq!(s.min_lsn(), Some(Lsn(0x200)));
+    }
+
+    #[test]
+    fn an_untracked_transaction_pins_until_settled() {
+        let s = SessionState::new(Consistency::ReadAfterWrite, false);
+        s.add_untracked(42, "t0".into());
+        s.add_untracked(43, "t1".into());
+        // Other writes do not settle it.
+        s.wrote_since(s.epoch(), Lsn(0x100));
+        assert!(s.pinned());
+        s.settled(&[(42, "t0".into())], Lsn(0x180));
+        assert!(s.pinned(), "43 is still open");
+        s.settled(&[(43, "t1".into())], Lsn(0x200));
+        assert!(!s.pinned());
+        assert_eq!(s.watermark(), Some(Lsn(0x200)));
     }
 }
