@@ -59,7 +59,9 @@ fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
     PgPoolOptions::new()
         // A replica's dead connection fails its read, which is retried on another node, so the
         // round trip sqlx spends testing each connection before handing it out buys nothing
-        // there. The primary's statements are never retried: keep the test.
+        // there. The primary's statements are never retried: keep the test. (Without the test
+        // and without a `before_acquire` hook, which we never set, the executor takes idle
+        // connections with `try_acquire`: see `executor::idle_connection`.)
         .test_before_acquire(role == Role::Primary)
         .min_connections(p.min_connections)
         .max_connections(p.max_connections)
