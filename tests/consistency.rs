@@ -343,6 +343,11 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
     // primary in its place (as for statements).
     let err = db.acquire(covet_replication::Target::Replica).await.unwrap_err();
     assert!(matches!(err, covet_replication::Error::NotCaughtUp { .. }), "{err}");
+    let err = sqlx::query("SELECT 1")
+        .execute(&db.using(covet_replication::ReadPreference::Replica))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("the session needs"), "{err}");
     // Once the standbys replay again, reads after a tracked write go back to them.
     let id = write(&db).await;
     for i in cluster.replicas() {

@@ -277,18 +277,7 @@ impl ReplicatedPool {
         {
             return Ok(node);
         }
-        // Asked for a replica: not the primary in its place (as for statements).
-        if matches!(target, Some(Target::Replica | Target::Node(_) | Target::Region(_))) {
-            return Err(Error::NotCaughtUp {
-                node: node.id.clone(),
-                needed: lsn,
-                replayed: node.replay_lsn(),
-            });
-        }
-        self.inner
-            .consistency
-            .fallbacks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::executor::behind_session(self, target.as_ref(), &node, lsn)?;
         Ok(self.inner.primary())
     }
 

@@ -300,6 +300,31 @@ pub(crate) async fn caught_up(
     }
 }
 
+/// A replica did not replay the session's position in time: an error if `target` keeps the
+/// read off the primary (never the primary in its place), else the primary may serve it
+/// (counted as a fallback).
+pub(crate) fn behind_session(
+    pool: &ReplicatedPool,
+    target: Option<&Target>,
+    node: &Node,
+    lsn: Lsn,
+) -> Result<(), Error> {
+    let primary_allowed = match target {
+        Some(Target::Replica | Target::Node(_) | Target::Preference(crate::ReadPreference::Replica)) => false,
+        Some(Target::Region(r)) => pool.inner.primary().config.region.as_deref() == Some(r.as_str()),
+        _ => true,
+    };
+    if !primary_allowed {
+        return Err(Error::NotCaughtUp {
+            node: node.id.clone(),
+            needed: lsn,
+            replayed: node.replay_lsn(),
+        });
+    }
+    pool.inner.consistency.fallbacks.fetch_add(1, Relaxed);
+    Ok(())
+}
+
 /// The attempts of one statement: routing, and what a failure allows next.
 struct Attempts<'a> {
     pool: &'a ReplicatedPool,
@@ -407,15 +432,7 @@ impl<'a> Attempts<'a> {
         if caught_up(self.pool, &route.node, &mut conn, lsn).await? {
             return Ok(Some(conn));
         }
-        if matches!(self.target, Some(Target::Replica | Target::Node(_) | Target::Region(_))) {
-            return Err(Error::NotCaughtUp {
-                node: route.node.id.clone(),
-                needed: lsn,
-                replayed: route.node.replay_lsn(),
-            }
-            .into_sqlx());
-        }
-        self.pool.inner.consistency.fallbacks.fetch_add(1, Relaxed);
+        behind_session(self.pool, self.target.as_ref(), &route.node, lsn).map_err(Error::into_sqlx)?;
         self.consistency_fallback = true;
         Ok(None)
     }
