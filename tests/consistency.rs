@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use covet_replication::testing::LocalCluster;
 use covet_replication::{Consistency, ReplicatedPool, ReplicationConfig, Session, TokenError};
-use covet_tests::{connect, node_name, test_config, wait_state};
+use covet_tests::{connect, eventually, node_name, test_config, wait_state};
 
 async fn cluster_with_table() -> LocalCluster {
     let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
@@ -353,21 +353,21 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
     for i in cluster.replicas() {
         cluster.resume_replay(i).await.unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (seen, port): (bool, i32) =
-            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM t WHERE id = $1), inet_server_port()")
-                .bind(id)
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        assert!(seen);
-        if node_name(&cluster, port) != "primary" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "reads never returned to the replicas");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        || "reads never returned to the replicas".into(),
+        || async {
+            let (seen, port): (bool, i32) =
+                sqlx::query_as("SELECT EXISTS (SELECT 1 FROM t WHERE id = $1), inet_server_port()")
+                    .bind(id)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+            assert!(seen);
+            node_name(&cluster, port) != "primary"
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use covet_replication::testing::{LocalCluster, LocalClusterBuilder};
 use covet_replication::{
     Error, FailoverError, FailoverEvent, FailoverKind, NodeState, Outcome, ReplicatedPool, ReplicationConfig,
 };
-use covet_tests::{connect, node_name, shared_cluster, test_config};
+use covet_tests::{connect, eventually, node_name, shared_cluster, test_config};
 use sqlx::Connection;
 
 /// An acknowledged write: its id, the port of the server that took it, when it was acknowledged.
@@ -127,19 +127,6 @@ async fn start_with(builder: LocalClusterBuilder, schema: &str) -> LocalCluster 
     cluster.execute(0, schema).await.unwrap();
     cluster.wait_streaming().await.unwrap();
     cluster
-}
-
-/// Polls `done` every 20 ms until it holds; fails with `what()` after `timeout`.
-async fn eventually<F: Future<Output = bool>>(
-    timeout: Duration,
-    what: impl Fn() -> String,
-    mut done: impl FnMut() -> F,
-) {
-    let started = Instant::now();
-    while !done().await {
-        assert!(started.elapsed() < timeout, "{} (after {timeout:?})", what());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn wait_until_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) {

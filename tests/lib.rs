@@ -1,7 +1,7 @@
 //! Support for the integration tests: a cluster shared by the non-destructive tests of one
 //! test binary, and helpers that ask a server who it is.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use covet_replication::testing::LocalCluster;
 use covet_replication::{NodeState, ReplicatedPool, ReplicationConfig};
@@ -84,4 +84,17 @@ pub fn node_name(cluster: &LocalCluster, port: i32) -> String {
 /// A table name unique to the calling test, so tests sharing a cluster don't collide.
 pub fn table(test: &str) -> String {
     format!("t_{test}_{}", std::process::id())
+}
+
+/// Polls `done` every 20 ms until it holds; fails with `what()` after `timeout`.
+pub async fn eventually<F: Future<Output = bool>>(
+    timeout: Duration,
+    what: impl Fn() -> String,
+    mut done: impl FnMut() -> F,
+) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < timeout, "{} (after {timeout:?})", what());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

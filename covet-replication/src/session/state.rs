@@ -96,7 +96,7 @@ impl SessionState {
     }
 
     pub fn pinned(&self) -> bool {
-        self.pin.load(Relaxed) & 1 == 1 || self.has_untracked.load(Relaxed)
+        self.pin.load(Relaxed) & 1 == 1 || self.has_untracked()
     }
 
     /// A transaction began through sqlx's `Acquire` on server process `pid` at `start`.
@@ -107,11 +107,13 @@ impl SessionState {
         self.has_untracked.store(true, Relaxed);
     }
 
+    /// Whether a transaction begun through sqlx's `Acquire` may still be open.
+    pub fn has_untracked(&self) -> bool {
+        self.has_untracked.load(Relaxed)
+    }
+
     /// The transactions begun through sqlx's `Acquire` not yet seen to end.
     pub fn untracked(&self) -> Vec<(i32, String)> {
-        if !self.has_untracked.load(Relaxed) {
-            return Vec::new();
-        }
         crate::sync::lock(&self.untracked).clone()
     }
 
