@@ -78,6 +78,14 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A node runs a PostgreSQL major older than the library supports; nothing was sent to it.
+    #[error("node {node} runs PostgreSQL {version}; covet-replication needs PostgreSQL 13 or newer")]
+    UnsupportedServerVersion {
+        /// The node.
+        node: NodeId,
+        /// Its `server_version` (major.minor).
+        version: String,
+    },
     /// A drain did not finish in time; the node was closed anyway.
     #[error("node {node} still had {in_flight} queries in flight after {waited:?}")]
     DrainTimeout {

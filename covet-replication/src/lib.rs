@@ -14,6 +14,7 @@ mod lag;
 mod lsn;
 mod manager;
 mod orm;
+mod pg;
 mod pool;
 mod routing;
 mod session;

@@ -62,9 +62,19 @@ impl ReplicatedPool {
         pool.manager().check_now().await;
         let primary = pool.inner.primary();
         if let Err(source) = primary.pool.acquire().await {
-            return Err(Error::Database {
-                node: primary.id.clone(),
-                source,
+            return Err(match source {
+                // Refused by us (an unsupported server): that error, not a database one.
+                sqlx::Error::AnyDriverError(ours) => match ours.downcast::<Error>() {
+                    Ok(ours) => *ours,
+                    Err(other) => Error::Database {
+                        node: primary.id.clone(),
+                        source: sqlx::Error::AnyDriverError(other),
+                    },
+                },
+                source => Error::Database {
+                    node: primary.id.clone(),
+                    source,
+                },
             });
         }
         Ok(pool)

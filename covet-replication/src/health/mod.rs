@@ -170,7 +170,9 @@ async fn probe(node: &Arc<Node>, timeout: Duration) -> Result<Sample, String> {
     let result = tokio::time::timeout(timeout, async {
         if slot.is_none() {
             let opts = node.pool.connect_options();
-            *slot = Some(sqlx::PgConnection::connect_with(&opts).await?);
+            let conn = sqlx::PgConnection::connect_with(&opts).await?;
+            crate::pg::version::check(&node.id, &conn).map_err(crate::Error::into_sqlx)?;
+            *slot = Some(conn);
         }
         match slot.as_mut() {
             Some(conn) => check::check(conn).await,

@@ -4,13 +4,24 @@ use std::path::{Path, PathBuf};
 
 use super::ClusterError;
 
-/// Environment variable that names the directory holding `initdb`, `postgres` and `pg_basebackup`.
+/// Environment variable that names the directory holding `initdb` and `postgres`.
 pub const BINDIR_ENV: &str = "COVET_PG_BINDIR";
 
+/// Environment variable that picks a major version (`13` .. `18`) when no directory is named:
+/// `/usr/lib/postgresql/<major>/bin`, else the copy `scripts/fetch-postgres.sh <major>` put in
+/// [`CACHE_ENV`]'s directory.
+pub const VERSION_ENV: &str = "COVET_PG_VERSION";
+
+/// Environment variable naming the cache of `scripts/fetch-postgres.sh` (default
+/// `/var/cache/covet-postgres`).
+pub const CACHE_ENV: &str = "COVET_PG_CACHE";
+const DEFAULT_CACHE: &str = "/var/cache/covet-postgres";
+
 /// Finds the server binaries: an explicit directory (the builder's, else `$COVET_PG_BINDIR`) and
-/// nothing else, or `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin` (Debian
+/// nothing else; else those of an explicit major (the builder's, else `$COVET_PG_VERSION`) and
+/// nothing else; else `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin` (Debian
 /// installs the client's `pg_config` without the server).
-pub(crate) fn find_bindir(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
+pub(crate) fn find_bindir(explicit: Option<&Path>, major: Option<u32>) -> Result<PathBuf, ClusterError> {
     let explicit = explicit
         .map(Path::to_owned)
         .or_else(|| std::env::var_os(BINDIR_ENV).map(PathBuf::from));
@@ -23,6 +34,21 @@ pub(crate) fn find_bindir(explicit: Option<&Path>) -> Result<PathBuf, ClusterErr
                 searched: dir.display().to_string(),
             })
         };
+    }
+    if let Some(major) = major {
+        let candidates = major_bindirs(major);
+        return candidates
+            .iter()
+            .find(|dir| has_server(dir))
+            .cloned()
+            .ok_or_else(|| ClusterError::VersionNotFound {
+                major,
+                searched: candidates
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
     }
     let mut searched = Vec::new();
     let mut candidates = Vec::new();
@@ -47,9 +73,49 @@ pub(crate) fn find_bindir(explicit: Option<&Path>) -> Result<PathBuf, ClusterErr
 }
 
 fn has_server(dir: &Path) -> bool {
-    ["initdb", "postgres", "pg_basebackup"]
-        .iter()
-        .all(|bin| dir.join(bin).is_file())
+    ["initdb", "postgres"].iter().all(|bin| dir.join(bin).is_file())
+}
+
+/// The builder's major, else `$COVET_PG_VERSION`'s.
+pub(crate) fn requested_major(version: Option<u32>) -> Result<Option<u32>, ClusterError> {
+    if version.is_some() {
+        return Ok(version);
+    }
+    let Some(value) = std::env::var_os(VERSION_ENV) else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy().into_owned();
+    value
+        .trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| ClusterError::BadVersion { value })
+}
+
+/// Where the binaries of `major` may be: Debian's directory, then the fetch script's cache (its
+/// directories are named by full version, `13.23.0-beta.16`; the newest first).
+fn major_bindirs(major: u32) -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))];
+    let cache = std::env::var_os(CACHE_ENV).map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+    let mut cached: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|name| name.split('.').next())
+                .is_some_and(|m| m == major.to_string())
+        })
+        .map(|e| e.path().join("native").join("bin"))
+        .collect();
+    cached.sort();
+    cached.reverse();
+    if cached.is_empty() {
+        cached.push(cache.join(format!("{major}.*")).join("native").join("bin"));
+    }
+    dirs.extend(cached);
+    dirs
 }
 
 /// `/usr/lib/postgresql/<major>/bin`, newest major first.

@@ -12,7 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{Connection, PgConnection};
 
 use super::ClusterError;
-use super::binaries::find_bindir;
+use super::basebackup;
+use super::binaries::{find_bindir, requested_major};
 use super::process::{self, RunAs};
 use super::registry;
 use crate::sync::lock;
@@ -65,6 +66,7 @@ pub struct LocalClusterBuilder {
     distinct_hosts: bool,
     timeout: Duration,
     bindir: Option<PathBuf>,
+    version: Option<u32>,
     temp_root: Option<PathBuf>,
 }
 
@@ -81,6 +83,7 @@ impl Default for LocalClusterBuilder {
             distinct_hosts: false,
             timeout: DEFAULT_TIMEOUT,
             bindir: None,
+            version: None,
             temp_root: None,
         }
     }
@@ -141,10 +144,19 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// Directory holding `initdb`, `postgres` and `pg_basebackup` (default: [`BINDIR_ENV`](super::BINDIR_ENV),
+    /// Directory holding `initdb` and `postgres` (default: [`BINDIR_ENV`](super::BINDIR_ENV),
     /// `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`).
     pub fn bindir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.bindir = Some(dir.into());
+        self
+    }
+
+    /// Runs PostgreSQL `major` (13 to 18): Debian's binaries of that major, else those that
+    /// `scripts/fetch-postgres.sh <major>` fetched (default: [`VERSION_ENV`](super::VERSION_ENV),
+    /// else whatever [`bindir`](Self::bindir) finds). [`start`](Self::start) checks that the
+    /// servers are of that major.
+    pub fn version(mut self, major: u32) -> Self {
+        self.version = Some(major);
         self
     }
 
@@ -154,14 +166,15 @@ impl LocalClusterBuilder {
         self
     }
 
-    /// Creates the primary, base-backs-up the standbys and waits until each one streams.
+    /// Creates the primary, makes the standbys from base backups of it and waits until each one streams.
     ///
     /// # Errors
     /// [`ClusterError`] says what is missing (binaries, the `postgres` OS user, a writable
     /// temporary directory, a free port) or which node failed, with the end of its log.
     pub async fn start(self) -> Result<LocalCluster, ClusterError> {
         let started = Instant::now();
-        let bindir = find_bindir(self.bindir.as_deref())?;
+        let major = requested_major(self.version)?;
+        let bindir = find_bindir(self.bindir.as_deref(), major)?;
         let run_as = RunAs::detect()?;
         let temp_root = self.temp_root.clone().unwrap_or_else(std::env::temp_dir);
         registry::sweep_stale(&temp_root);
@@ -199,11 +212,13 @@ impl LocalClusterBuilder {
             nodes: Mutex::new(nodes),
             primary: Mutex::new(0),
             startup: Duration::ZERO,
+            server_version_num: 0,
         };
         registry::register(&cluster);
         let mut cluster = cluster;
         cluster.init_primary(&self).await?;
         cluster.start_node(0).await?;
+        cluster.server_version_num = cluster.read_server_version(major).await?;
         futures::future::try_join_all((1..=self.replicas).map(|i| cluster.clone_standby(i))).await?;
         futures::future::try_join_all((1..=self.replicas).map(|i| cluster.start_node(i))).await?;
         if self.synchronous && self.replicas > 0 {
@@ -310,6 +325,7 @@ pub struct LocalCluster {
     nodes: Mutex<Vec<Node>>,
     primary: Mutex<usize>,
     startup: Duration,
+    server_version_num: u32,
 }
 
 impl fmt::Debug for LocalCluster {
@@ -336,6 +352,16 @@ impl LocalCluster {
     /// How long [`LocalClusterBuilder::start`] took, until every standby streamed.
     pub fn startup_time(&self) -> Duration {
         self.startup
+    }
+
+    /// The servers' `server_version_num` (e.g. `130023` for 13.23, `180004` for 18.4).
+    pub fn server_version_num(&self) -> u32 {
+        self.server_version_num
+    }
+
+    /// The servers' major version (e.g. 13 or 18).
+    pub fn major_version(&self) -> u32 {
+        self.server_version_num / 10_000
     }
 
     /// All nodes, primary first.
@@ -499,10 +525,13 @@ impl LocalCluster {
         self.execute(node, "SELECT pg_wal_replay_pause()").await?;
         self.wait_for(node, "replay to pause", |conn| {
             Box::pin(async move {
-                let state: String = sqlx::query_scalar("SELECT pg_get_wal_replay_pause_state()")
-                    .fetch_one(conn)
-                    .await?;
-                Ok(state == "paused")
+                // 13 only says a pause was requested: replay stops before its next record.
+                let sql = if conn.server_version_num().unwrap_or(0) >= 140_000 {
+                    "SELECT pg_get_wal_replay_pause_state() = 'paused'"
+                } else {
+                    "SELECT pg_is_wal_replay_paused()"
+                };
+                sqlx::query_scalar(sql).fetch_one(conn).await
             })
         })
         .await
@@ -574,7 +603,7 @@ impl LocalCluster {
             self.stop(node).await?;
         }
         let name = lock(&self.nodes)[node].name.clone();
-        // A slot left from an earlier life would make pg_basebackup -C fail.
+        // A slot left from an earlier life would make creating it fail.
         self.execute(
             self.primary(),
             &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{name}'"),
@@ -701,12 +730,27 @@ impl LocalCluster {
         }
     }
 
+    /// The primary's `server_version_num`, checked against the major asked for.
+    async fn read_server_version(&self, expected: Option<u32>) -> Result<u32, ClusterError> {
+        let conn = self.connect(0).await?;
+        let num = conn.server_version_num().unwrap_or(0);
+        let _ = conn.close().await;
+        match expected {
+            Some(major) if num / 10_000 != major => Err(ClusterError::VersionMismatch {
+                expected: major,
+                found: format!("{}.{}", num / 10_000, num % 10_000),
+                bindir: self.bindir.clone(),
+            }),
+            _ => Ok(num),
+        }
+    }
+
     async fn init_primary(&self, opts: &LocalClusterBuilder) -> Result<(), ClusterError> {
         let data = self.data_dir(0);
         let mut cmd = self.run_as.command(&self.bindir.join("initdb"), self.dir.path());
         cmd.arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "-N", "--no-instructions"]);
+            .args(["-U", "postgres", "-E", "UTF8", "--locale=C", "-N"]);
         if self.password.is_some() {
             let pwfile = self.dir.path().join("pwfile");
             let password = self.password.as_deref().unwrap_or_default();
@@ -737,7 +781,8 @@ impl LocalCluster {
         append(&data.join("postgresql.conf"), &conf)
     }
 
-    /// A base backup of the current primary into `node`'s (empty) data directory.
+    /// A base backup of the current primary into `node`'s (new) data directory, set up to
+    /// stream from it through a slot of the standby's name.
     async fn clone_standby(&self, node: usize) -> Result<(), ClusterError> {
         let primary = self.primary();
         let (primary_host, primary_port, name) = {
@@ -750,11 +795,17 @@ impl LocalCluster {
         };
         let conninfo = self.conninfo(&primary_host, primary_port, &name);
         let data = self.data_dir(node);
-        let mut cmd = self.run_as.command(&self.bindir.join("pg_basebackup"), self.dir.path());
-        cmd.arg("-D").arg(&data).arg("-d").arg(&conninfo);
-        cmd.args(["-X", "stream", "-c", "fast", "-R", "-C", "-S", &name, "--no-sync"]);
-        process::run_tool(cmd, self.timeout).await?;
-        // -R wrote the backup's connection string; name the standby so pg_stat_replication shows it.
+        let mut conn = self.connect(primary).await?;
+        // Created first, reserving WAL: the standby streams from the backup's start through it.
+        sqlx::query("SELECT pg_create_physical_replication_slot($1, true)")
+            .bind(&name)
+            .execute(&mut conn)
+            .await
+            .map_err(|source| ClusterError::Sql { node: primary, source })?;
+        basebackup::base_backup(&mut conn, primary, &self.data_dir(primary), &data, self.run_as).await?;
+        let _ = conn.close().await;
+        basebackup::write_owned(&data.join("standby.signal"), "", self.run_as)?;
+        // Later lines win: this overrides whatever the primary's own file said.
         append(
             &data.join("postgresql.auto.conf"),
             &format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
-    /// No PostgreSQL server binaries (`initdb`, `postgres`, `pg_basebackup`) were found.
+    /// No PostgreSQL server binaries (`initdb`, `postgres`) were found.
     #[error(
         "PostgreSQL server binaries not found (looked in: {searched}); install them \
          (`apt-get install -y postgresql`) or set COVET_PG_BINDIR to the directory holding `initdb` and `postgres`"
@@ -15,6 +15,33 @@ pub enum ClusterError {
     BinariesNotFound {
         /// The directories that were searched, comma separated.
         searched: String,
+    },
+    /// The binaries of the requested major version were not found.
+    #[error(
+        "PostgreSQL {major} server binaries not found (looked in: {searched}); fetch them with \
+         `scripts/fetch-postgres.sh {major}` or set COVET_PG_BINDIR"
+    )]
+    VersionNotFound {
+        /// The major version asked for.
+        major: u32,
+        /// The directories that were searched, comma separated.
+        searched: String,
+    },
+    /// `COVET_PG_VERSION` is not a major version number.
+    #[error("COVET_PG_VERSION={value:?} is not a PostgreSQL major version (e.g. 13 or 18)")]
+    BadVersion {
+        /// The value found.
+        value: String,
+    },
+    /// The servers started are not of the major version asked for.
+    #[error("asked for PostgreSQL {expected}, but the binaries in {bindir} run PostgreSQL {found}")]
+    VersionMismatch {
+        /// The major asked for.
+        expected: u32,
+        /// The server's `server_version`.
+        found: String,
+        /// The binaries used.
+        bindir: PathBuf,
     },
     /// Running as root, PostgreSQL must run as another OS user, and that user does not exist.
     #[error(
@@ -34,7 +61,7 @@ pub enum ClusterError {
         #[source]
         source: std::io::Error,
     },
-    /// A PostgreSQL tool (initdb, pg_basebackup) could not be run or failed.
+    /// A PostgreSQL tool (initdb) could not be run or failed.
     #[error("`{program}` failed ({status}): {output}")]
     Tool {
         /// The program that failed.

@@ -4,13 +4,14 @@
 //! [`BINDIR_ENV`]), in a temporary directory. As root it runs every server as the `postgres` OS
 //! user, since PostgreSQL refuses to run as root. Enabled by the `testing` feature.
 
+mod basebackup;
 mod binaries;
 mod cluster;
 mod error;
 mod process;
 mod registry;
 
-pub use binaries::BINDIR_ENV;
+pub use binaries::{BINDIR_ENV, CACHE_ENV, VERSION_ENV};
 pub use cluster::{LocalCluster, LocalClusterBuilder, NodeInfo};
 pub use error::ClusterError;
 

@@ -66,7 +66,7 @@ impl RunAs {
     }
 }
 
-/// Runs a short-lived tool (initdb, pg_basebackup) to completion, with a timeout.
+/// Runs a short-lived tool (initdb) to completion, with a timeout.
 pub(crate) async fn run_tool(mut cmd: Command, timeout: Duration) -> Result<(), ClusterError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -1,0 +1,3 @@
+//! What the library asks of the servers it talks to, beyond the user's statements.
+
+pub(crate) mod version;
