@@ -394,3 +394,38 @@ async fn a_write_during_an_open_sqlx_transaction_does_not_hide_its_commit() {
         cluster.resume_replay(i).await.unwrap();
     }
 }
+
+/// After a WAL segment switch (`archive_timeout` on an idle primary, a base backup) the primary's
+/// insert position sits past the new segment's page header, a position no standby reports until
+/// the next write. A watermark taken there kept every later read of the handle on the primary
+/// (all 20 here) until someone wrote again.
+#[tokio::test]
+async fn reads_after_a_segment_switch_still_reach_replicas() {
+    let cluster = LocalCluster::builder().replicas(1).start().await.unwrap();
+    let db = connect(test_config(&cluster)).await;
+    // A write of the handle's, as far as the router knows, which leaves the WAL at a segment start.
+    let switched: String = sqlx::query_scalar("SELECT pg_switch_wal()::text")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let insert: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(&db.using(covet_replication::Target::Primary))
+        .await
+        .unwrap();
+    let insert: covet_replication::Lsn = insert.parse().unwrap();
+    assert_eq!(
+        insert.0 % (16 << 20),
+        40,
+        "the insert position {insert} is past a segment's first page header (switched at {switched})"
+    );
+    cluster.wait_streaming().await.unwrap();
+    let mut on_primary = 0;
+    for _ in 0..20 {
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        on_primary += usize::from(node_name(&cluster, port) == "primary");
+    }
+    assert_eq!(on_primary, 0, "reads after the switch served by the primary");
+}

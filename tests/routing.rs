@@ -1,9 +1,10 @@
 //! Routing through `&ReplicatedPool` against a real cluster, asserting which server answered.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use covet_replication::{Error, ReadPreference, ReplicatedPool, Target, classify, with_target};
-use covet_tests::{connect, node_name, shared_cluster, table, test_config};
+use covet_tests::{connect, eventually, node_name, shared_cluster, table, test_config};
 use futures::TryStreamExt;
 use sqlx::Row;
 
@@ -388,4 +389,40 @@ async fn unparseable_sql_runs_on_the_primary() {
         assert_eq!(node_name(cluster, port), "primary", "{sql}");
     }
     assert_eq!(db.counters().writes - before.writes, unparsed.len() as u64);
+}
+
+/// 100,000-term chains aborted the process with a stack overflow in the classifier. Through the
+/// handle they run on the primary, on the test's own 2 MiB thread, and the process lives on.
+#[tokio::test]
+async fn hostile_deep_sql_runs_on_the_primary_without_crashing() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let chain = |op: &str| vec!["1 = 1"; 100_000].join(op);
+    for sql in [
+        format!("SELECT inet_server_port() WHERE {}", chain(" OR ")),
+        format!("SELECT inet_server_port() WHERE {}", chain(" AND ")),
+        format!("SELECT inet_server_port() WHERE 1{} = 1", "::int".repeat(100_000)),
+    ] {
+        // The server may refuse such a text (stack depth limit); what matters is who got it.
+        match sqlx::query_scalar::<_, i32>(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&db)
+            .await
+        {
+            Ok(port) => assert_eq!(port.map(|p| node_name(cluster, p)).as_deref(), Some("primary")),
+            Err(sqlx::Error::Database(e)) => assert_eq!(e.code().as_deref(), Some("54001"), "{e}"),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    // They counted as writes (unknown text); once the replicas replayed them, reads go there.
+    eventually(
+        Duration::from_secs(10),
+        || {
+            format!(
+                "no read reached a replica after the hostile statements: {}",
+                db.status()
+            )
+        },
+        || async { node_name(cluster, who(&db).await) != "primary" },
+    )
+    .await;
 }

@@ -28,6 +28,33 @@ impl Lsn {
     /// `0/0`, which the server reports for "no WAL position" (never a real one).
     pub const ZERO: Lsn = Lsn(0);
 
+    /// The insert position `self` (`pg_current_wal_insert_lsn()`) as the end of the last record
+    /// before it, which is what a standby's `pg_last_wal_replay_lsn()` reports. They differ
+    /// when nothing follows a WAL page header: after a segment switch (`archive_timeout`, a
+    /// backup) or a record that ended a page, the insert position is past the header (24
+    /// bytes, 40 on a segment's first page), where no standby will ever be until the next
+    /// write. No record ends 24 bytes into a page; one ending 40 bytes in continues from the
+    /// previous page, so nothing ended at the page's start: a standby at or past the page's
+    /// start has replayed everything up to `self`.
+    ///
+    /// ```
+    /// use covet_replication::Lsn;
+    /// let after_switch: Lsn = "0/4000028".parse().unwrap();
+    /// assert_eq!(after_switch.record_end().to_string(), "0/4000000");
+    /// let mid_page: Lsn = "0/4000A10".parse().unwrap();
+    /// assert_eq!(mid_page.record_end(), mid_page);
+    /// ```
+    #[must_use]
+    pub fn record_end(self) -> Lsn {
+        const WAL_PAGE: u64 = 8192;
+        const SHORT_HEADER: u64 = 24;
+        const LONG_HEADER: u64 = 40;
+        match self.0 % WAL_PAGE {
+            SHORT_HEADER | LONG_HEADER => Lsn(self.0 - self.0 % WAL_PAGE),
+            _ => self,
+        }
+    }
+
     /// Bytes from `older` to `self`, zero if `older` is ahead.
     pub fn bytes_since(self, older: Lsn) -> u64 {
         self.0.saturating_sub(older.0)
@@ -60,6 +87,23 @@ impl FromStr for Lsn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_positions_past_a_bare_page_header_end_at_the_page() {
+        for (insert, end) in [
+            ("0/4000028", "0/4000000"), // a new segment's first page: long header
+            ("0/4002018", "0/4002000"), // a later page: short header
+            ("1/18", "1/0"),
+            ("0/4002028", "0/4002000"), // 40 bytes in, a continued record: nothing ended at the page
+            ("0/4002019", "0/4002019"), // anything else is a record's end already
+            ("0/4002048", "0/4002048"),
+            ("0/4002000", "0/4002000"),
+            ("0/0", "0/0"),
+        ] {
+            let insert: Lsn = insert.parse().unwrap();
+            assert_eq!(insert.record_end().to_string(), end, "{insert}");
+        }
+    }
 
     #[test]
     fn parses_and_prints_like_postgres() {

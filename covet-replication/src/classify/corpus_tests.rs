@@ -1,4 +1,4 @@
-//! The classifier against `shared/sql-dev/statements.tsv`: 3,467 statements labelled by a
+//! The classifier against `tests/data/statements.tsv`: 3,467 statements labelled by a
 //! real PostgreSQL 15 hot standby (see that folder's README.md). With `CORPUS_DUMP=1` the
 //! test also prints every plain read sent to the primary and every statement sqlparser
 //! could not parse.
@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{Classifier, QueryClass, classify};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/sql-dev/statements.tsv");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/statements.tsv");
 
 /// Upper bound for plain reads sent to the primary, in percent (9.9% when written). They
 /// are mostly calls of functions the regression scripts define (103: unknown until the router
@@ -64,7 +64,7 @@ fn unescape(text: &str) -> String {
 
 fn load() -> Vec<Entry> {
     let text = std::fs::read_to_string(CORPUS).unwrap_or_else(|e| {
-        panic!("cannot read the labelled corpus {CORPUS}: {e} (it lives in shared/sql-dev/ beside the workspace)")
+        panic!("cannot read the labelled corpus {CORPUS}: {e} (it lives in covet-replication/tests/data/)")
     });
     let mut lines = text.lines();
     assert_eq!(

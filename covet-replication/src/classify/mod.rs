@@ -22,12 +22,15 @@
 //! primary in `functions.rs`.
 
 mod functions;
+mod guard;
 mod kind;
 mod text;
 mod visit;
 
 #[cfg(test)]
 mod corpus_tests;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;
 
@@ -87,6 +90,13 @@ fn classify_with<R: Resolve>(sql: &str, resolver: &R) -> QueryKind {
 
 /// Parses and classifies `sql`; `depth` counts SQL texts nested in function arguments.
 pub(crate) fn analyze_sql<R: Resolve>(sql: &str, resolver: &R, depth: u8) -> Analysis {
+    if let Some(reason) = guard::too_deep(sql) {
+        return Analysis {
+            verdict: Some(Verdict::new(QueryClass::Unknown, reason)),
+            parsed: false,
+            ..Analysis::default()
+        };
+    }
     match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(statements) => visit::analyze_statements(&statements, resolver, depth),
         Err(_) => text::analyze_unparsed(sql, resolver, depth),

@@ -121,8 +121,8 @@ impl Session {
     }
 }
 
-/// The primary's WAL insert position: at or past the end of every write that completed before
-/// the call, committed or not yet flushed.
+/// The end of the primary's last WAL record: at or past the end of every write that completed
+/// before the call, committed or not yet flushed, and reachable by a standby's replay.
 pub(crate) async fn primary_lsn<'c, E>(executor: E) -> Result<Lsn, sqlx::Error>
 where
     E: sqlx::Executor<'c, Database = sqlx::Postgres>,
@@ -130,7 +130,9 @@ where
     let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(executor)
         .await?;
-    text.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    text.parse::<Lsn>()
+        .map(Lsn::record_end)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 /// Moves `session`'s watermark past writes that completed on the primary before the call
@@ -165,7 +167,9 @@ pub(crate) async fn settle_untracked(session: &SessionState, primary: &sqlx::PgP
     .fetch_one(primary)
     .await;
     let Ok((still_open, lsn)) = answer else { return };
-    let Ok(lsn) = lsn.parse::<Lsn>() else { return };
+    let Ok(lsn) = lsn.parse::<Lsn>().map(Lsn::record_end) else {
+        return;
+    };
     let ended: Vec<(i32, String)> = open
         .into_iter()
         .zip(still_open)
