@@ -56,7 +56,6 @@ fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
         Role::Primary => p.acquire_timeout,
         Role::Replica => p.acquire_timeout.min(health_timeout),
     };
-    let id = NodeId::from(cfg.id.as_str());
     PgPoolOptions::new()
         // A replica's dead connection fails its read, which is retried on another node, so the
         // round trip sqlx spends testing each connection before handing it out buys nothing
@@ -69,10 +68,6 @@ fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
         .acquire_timeout(acquire_timeout)
         .idle_timeout(p.idle_timeout)
         .max_lifetime(p.max_lifetime)
-        .after_connect(move |conn, _| {
-            let result = crate::pg::version::check(&id, conn).map_err(Error::into_sqlx);
-            Box::pin(std::future::ready(result))
-        })
         .connect_lazy_with(cfg.connect_options())
 }
 

@@ -56,27 +56,18 @@ impl ReplicatedPool {
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid configuration; [`Error::Database`] if the primary cannot
-    /// be reached (replicas that cannot be reached start `down` and are retried by the loop).
+    /// be reached (replicas that cannot be reached start `down` and are retried by the loop);
+    /// [`Error::UnsupportedServerVersion`] for a primary older than PostgreSQL 13 (the health
+    /// loop keeps such a replica down).
     pub async fn connect(config: ReplicationConfig) -> Result<Self, Error> {
         let pool = Self::connect_lazy(config)?;
         pool.manager().check_now().await;
         let primary = pool.inner.primary();
-        if let Err(source) = primary.pool.acquire().await {
-            return Err(match source {
-                // Refused by us (an unsupported server): that error, not a database one.
-                sqlx::Error::AnyDriverError(ours) => match ours.downcast::<Error>() {
-                    Ok(ours) => *ours,
-                    Err(other) => Error::Database {
-                        node: primary.id.clone(),
-                        source: sqlx::Error::AnyDriverError(other),
-                    },
-                },
-                source => Error::Database {
-                    node: primary.id.clone(),
-                    source,
-                },
-            });
-        }
+        let conn = primary.pool.acquire().await.map_err(|source| Error::Database {
+            node: primary.id.clone(),
+            source,
+        })?;
+        crate::pg::version::check(&primary.id, &conn)?;
         Ok(pool)
     }
 

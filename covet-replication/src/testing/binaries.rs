@@ -72,6 +72,26 @@ pub(crate) fn find_bindir(explicit: Option<&Path>, major: Option<u32>) -> Result
     })
 }
 
+/// The major version of the `postgres` in `bindir`, from `postgres --version`
+/// (`postgres (PostgreSQL) 13.23`, `... 18beta1`).
+pub(crate) fn server_major(bindir: &Path) -> Result<u32, ClusterError> {
+    let program = bindir.join("postgres");
+    let out = std::process::Command::new(&program)
+        .arg("--version")
+        .output()
+        .map_err(ClusterError::io(format!("running {} --version", program.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.rsplit(' ')
+        .next()
+        .map(|v| v.trim().chars().take_while(char::is_ascii_digit).collect::<String>())
+        .and_then(|digits| digits.parse().ok())
+        .ok_or_else(|| ClusterError::Tool {
+            program: program.display().to_string(),
+            status: format!("{}", out.status),
+            output: format!("no version in {:?}", text.trim()),
+        })
+}
+
 fn has_server(dir: &Path) -> bool {
     ["initdb", "postgres"].iter().all(|bin| dir.join(bin).is_file())
 }

@@ -38,8 +38,8 @@ pub enum ClusterError {
     VersionMismatch {
         /// The major asked for.
         expected: u32,
-        /// The server's `server_version`.
-        found: String,
+        /// The major of the binaries found.
+        found: u32,
         /// The binaries used.
         bindir: PathBuf,
     },
