@@ -528,6 +528,65 @@ async fn under_synchronous_replication_a_missing_standby_stops_the_automatic_fai
     assert!(!replication_state(&cluster, 2).await.0);
 }
 
+/// `FIRST 1 (replica1)`, replica2 outside the list and not streaming: every acknowledged commit
+/// is on replica1 alone. With the primary and replica1 lost together, promoting replica2 (which
+/// answers) lost every one of them (3,556 of 3,556 in the report): the automatic failover must
+/// stop, naming replica1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_outside_the_synchronous_list_is_not_promoted_automatically() {
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE s (id int PRIMARY KEY)",
+    )
+    .await;
+    cluster
+        .execute(0, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (replica1)'")
+        .await
+        .unwrap();
+    cluster.execute(0, "SELECT pg_reload_conf()").await.unwrap();
+    set_upstream(&cluster, 2, DEAD_PORT).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = connect(config(&cluster, &dir.path().join("audit.jsonl"))).await;
+    eventually(
+        Duration::from_secs(10),
+        || "the health loop never saw the synchronous setting".into(),
+        || async {
+            let sync: String =
+                sqlx::query_scalar("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'replica1'")
+                    .fetch_one(&db.using(covet_replication::Target::Primary))
+                    .await
+                    .unwrap_or_default();
+            sync == "sync"
+        },
+    )
+    .await;
+    let ids: Vec<i32> = (0..200).collect();
+    for id in &ids {
+        sqlx::query("INSERT INTO s VALUES ($1)")
+            .bind(id)
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        count_present(&cluster, 1, "s", &ids).await,
+        200,
+        "replica1 confirmed every commit"
+    );
+    let on_outsider = count_present(&cluster, 2, "s", &ids).await;
+    assert_eq!(on_outsider, 0, "replica2 received none: promoting it loses all 200");
+    cluster.kill(1).await.unwrap();
+    cluster.kill(0).await.unwrap();
+    let event = wait_event(&db, FailoverKind::Automatic, Duration::from_secs(30)).await;
+    assert_eq!(event.outcome, Outcome::Aborted, "{event:#?}");
+    let error = event.error.unwrap_or_default();
+    assert!(
+        error.contains("1 standbys must answer") && error.contains("replica1"),
+        "{error}"
+    );
+    assert!(replication_state(&cluster, 2).await.0, "replica2 is still a standby");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_cascading_from_an_unreachable_standby_is_a_witness_that_the_primary_lives() {
     // primary -> replica1 -> replica2 (cascading). This process reaches neither the primary

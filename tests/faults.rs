@@ -196,3 +196,59 @@ async fn a_recovery_conflict_is_retried_on_another_replica() {
     // A conflict is not a connection failure: replica1 stays in rotation.
     assert_eq!(db.manager().node("replica1").unwrap().state, NodeState::Healthy);
 }
+
+/// A standby whose pg_hba.conf starts rejecting us (FATAL 28000) after the handle connected:
+/// new connections to it fail before anything is sent, its open ones still work. 14 of 30
+/// concurrent reads failed with 0 retries, and the node stayed healthy because the health check
+/// reused its open connection. Every read must move on, and the node must go down and stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refusing_new_connections_fails_no_read_and_goes_down() {
+    use sqlx::Connection;
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    let db = connect(test_config(&cluster)).await;
+    let mut admin = cluster.connect(1).await.unwrap();
+    let hba = cluster.dir().join("node1").join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("host all all 127.0.0.0/8 reject\n{old}")).unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let refused = sqlx::PgConnection::connect_with(&cluster.connect_options(1).unwrap()).await;
+    let code = refused
+        .err()
+        .and_then(|e| e.into_database_error())
+        .and_then(|e| e.code().map(|c| c.into_owned()));
+    assert_eq!(code.as_deref(), Some("28000"), "the standby rejects new connections");
+
+    let mut failures = Vec::new();
+    let mut served = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..5 {
+        let reads = (0..30).map(|_| {
+            let db = db.clone();
+            async move {
+                sqlx::query_scalar::<_, i32>("SELECT inet_server_port()")
+                    .fetch_one(&db)
+                    .await
+            }
+        });
+        for result in futures::future::join_all(reads).await {
+            match result {
+                Ok(port) => *served.entry(node_name(&cluster, port)).or_default() += 1,
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+    }
+    assert_eq!(failures, Vec::<String>::new(), "served: {served:?}");
+    assert_eq!(served.values().sum::<usize>(), 150);
+    wait_state(&db, "replica1", NodeState::Down, Duration::from_secs(10)).await;
+    // It stays down: the health check now connects anew and is refused too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(db.manager().node("replica1").unwrap().state, NodeState::Down);
+    std::fs::write(&hba, old).unwrap();
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(10)).await;
+}

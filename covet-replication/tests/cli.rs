@@ -39,6 +39,22 @@ fn classify_needs_no_database() {
     );
 }
 
+/// `covet classify ... | head -0`: stdout closed before the first line. It exited 101 with a
+/// panic; now its own exit code, silently.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_covet"))
+        .args(["classify", "SELECT nextval('orders_id_seq')"])
+        .stdout(writer)
+        .output()
+        .expect("run covet");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn bad_configuration_is_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -75,6 +75,19 @@ const UNHEALTHY: u8 = 3;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `println!` for a reader that may leave (`covet status | head -0`): a closed stdout means
+/// nobody reads the rest, so the command goes on to its exit code instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(e.into());
+        }
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -119,9 +132,9 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         Command::Status { json } => {
             let status = db().await?.status();
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                say!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                println!("{status}");
+                say!("{status}");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -135,26 +148,26 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
                 .map(|n| format!("{} is {}", n.id, n.state))
                 .collect();
             if bad.is_empty() {
-                println!("ok");
+                say!("ok");
                 Ok(ExitCode::SUCCESS)
             } else {
-                println!("{}", bad.join("; "));
+                say!("{}", bad.join("; "));
                 Ok(ExitCode::from(UNHEALTHY))
             }
         }
         Command::Classify { sql } => {
             let kind = classify(&sql);
-            println!("class: {:?}", kind.class());
-            println!("reason: {}", kind.reason());
-            println!("replica safe: {}", kind.is_replica_safe());
+            say!("class: {:?}", kind.class());
+            say!("reason: {}", kind.reason());
+            say!("replica safe: {}", kind.is_replica_safe());
             if !kind.unknown_functions().is_empty() {
-                println!(
+                say!(
                     "unknown functions (looked up in pg_proc at run time): {}",
                     kind.unknown_functions().join(", ")
                 );
             }
             if !kind.relations().is_empty() {
-                println!(
+                say!(
                     "relations (views among them are looked up at run time): {}",
                     kind.relations().join(", ")
                 );
@@ -163,7 +176,7 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
         }
         Command::Explain { sql } => {
             let (node, reason) = db().await?.explain(&sql).await?;
-            println!("{node} ({})", reason.name());
+            say!("{node} ({})", reason.name());
             Ok(ExitCode::SUCCESS)
         }
         Command::Switchover { to } => report(db().await?.failover().switchover(to.as_deref()).await?),
@@ -183,13 +196,13 @@ fn audit(file: Option<PathBuf>, json: bool, config: Option<&PathBuf>) -> Result<
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         if json {
-            println!("{line}");
+            say!("{line}");
             continue;
         }
         let e: serde_json::Value =
             serde_json::from_str(line).map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
         let s = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
-        println!(
+        say!(
             "{} {} {} {} -> {} in {}{}",
             s(&e["started_at"]),
             s(&e["kind"]),
@@ -207,12 +220,14 @@ fn report(event: FailoverEvent) -> Result<ExitCode, BoxError> {
     for step in &event.steps {
         let node = step.node.as_ref().map(|n| n.as_str()).unwrap_or("");
         let mark = if step.ok { "ok " } else { "ERR" };
-        println!(
+        say!(
             "{:>10.1?} {mark} {:<9} {node:<10} {}",
-            step.after, step.name, step.detail
+            step.after,
+            step.name,
+            step.detail
         );
     }
-    println!(
+    say!(
         "{:?}: {} -> {} (timeline {}) in {:?}",
         event.outcome,
         event.old_primary,

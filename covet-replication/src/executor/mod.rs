@@ -480,7 +480,12 @@ impl<'a> Attempts<'a> {
     /// error otherwise. `sent`: the statement may have reached the server.
     async fn failed(&mut self, route: &Route, err: sqlx::Error, sent: bool) -> Result<(), sqlx::Error> {
         let inner = &self.pool.inner;
-        let failure = classify_error(&err);
+        let failure = match classify_error(&err) {
+            // No connection, so nothing was sent: whatever the server refused us with (a
+            // pg_hba reject, a database that does not exist there), another node may serve it.
+            Failure::Other if !sent => Failure::Connection,
+            failure => failure,
+        };
         let node = &route.node;
         if !sent && route.role == Role::Primary && failure == Failure::Connection {
             // No connection to the primary, so nothing was sent: if a failover replaced it

@@ -63,6 +63,24 @@ pub(crate) fn repoint(conninfo: &str, host: &str, port: u16) -> Result<String, S
     Ok(render(&pairs))
 }
 
+/// The name a standby with this `primary_conninfo` replicates under, as the primary's
+/// `synchronous_standby_names` and `pg_stat_replication` see it: its `application_name`, else
+/// the server's `cluster_name`, else libpq's `walreceiver`.
+pub(crate) fn standby_name(conninfo: &str, cluster_name: &str) -> String {
+    let from_conninfo = parse(conninfo)
+        .ok()
+        .and_then(|pairs| pairs.into_iter().rev().find(|(k, _)| k == "application_name"))
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty());
+    from_conninfo.unwrap_or_else(|| {
+        if cluster_name.is_empty() {
+            "walreceiver".to_owned()
+        } else {
+            cluster_name.to_owned()
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +103,18 @@ mod tests {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
+    }
+
+    #[test]
+    fn the_name_a_standby_replicates_under() {
+        assert_eq!(standby_name("host=h application_name=n1 user=u", "c"), "n1");
+        assert_eq!(
+            standby_name("host=h application_name='a b' application_name=last", ""),
+            "last"
+        );
+        assert_eq!(standby_name("host=h user=u", "cluster_b"), "cluster_b");
+        assert_eq!(standby_name("host=h application_name=''", ""), "walreceiver");
+        assert_eq!(standby_name("", ""), "walreceiver");
     }
 
     #[test]

@@ -24,16 +24,18 @@ pub enum FailoverError {
         /// The standbys that are.
         witnesses: Vec<NodeId>,
     },
-    /// Under synchronous replication too few standbys answered to be sure one of them has every
-    /// acknowledged commit (with `k` of `n` confirming, `n - k + 1` must answer). An automatic
-    /// failover waits; a manual [`failover`](crate::FailoverManager::failover) is the
-    /// operator's call.
+    /// Under synchronous replication too few of the standbys that `synchronous_standby_names`
+    /// names answered to be sure one of them has every acknowledged commit (with `k` of `n`
+    /// named confirming, `n - k + 1` of those must answer; a standby outside the list counts
+    /// for nothing). An automatic failover waits; a manual
+    /// [`failover`](crate::FailoverManager::failover) is the operator's call.
     #[error(
         "synchronous replication: {needed} standbys must answer, {missing:?} did not (they may hold the last acknowledged commits)"
     )]
     SynchronousStandbyMissing {
-        /// The standbys that did not answer.
-        missing: Vec<NodeId>,
+        /// The names (in `synchronous_standby_names`) of the standbys that did not answer; for
+        /// `*`, the ids of ours that did not.
+        missing: Vec<String>,
         /// How many must answer.
         needed: usize,
     },

@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::lsn::Lsn;
 use crate::manager::{ManagerInner, new_node};
 use crate::sync::lock;
-use crate::topology::{Node, NodeId, NodeState, Role, Topology};
+use crate::topology::{Node, NodeId, NodeState, Role, SyncShortfall, Topology};
 
 /// Failover state shared by the handles.
 #[derive(Debug)]
@@ -388,22 +388,29 @@ async fn failover(
             required: cfg.min_replicas.max(1),
         }));
     }
-    // Under synchronous replication an acknowledged commit is on k of the n listed standbys,
-    // perhaps only those: an automatic failover waits until n - k + 1 answer.
-    let all = standbys(topology);
+    // Under synchronous replication an acknowledged commit is on k of the standbys the primary
+    // names, perhaps only on those: an automatic failover waits until enough of them answer.
     if rec.kind() == FailoverKind::Automatic
-        && let Some(needed) = m.identity.standbys_needed(all.len())
-        && answered.len() < needed
+        && let Some(rule) = m.identity.sync_rule()
     {
-        let missing = all
+        let all = standbys(topology);
+        let heard: Vec<(&str, Option<&str>, bool)> = all
             .iter()
-            .filter(|n| !answered.iter().any(|(a, _)| a.id == n.id))
-            .map(|n| n.id.clone())
+            .map(|n| {
+                let survey = answered.iter().find(|(a, _)| a.id == n.id).map(|(_, s)| s);
+                (
+                    n.id.as_str(),
+                    survey.and_then(|s| s.standby_name.as_deref()),
+                    survey.is_some(),
+                )
+            })
             .collect();
-        return Err(Stop::Check(FailoverError::SynchronousStandbyMissing {
-            missing,
-            needed,
-        }));
+        if let Some(SyncShortfall { needed, missing }) = rule.shortfall(&heard) {
+            return Err(Stop::Check(FailoverError::SynchronousStandbyMissing {
+                missing,
+                needed,
+            }));
+        }
     }
     // Another manager may have promoted one already: follow it rather than make a second.
     let (system_id, _) = m.identity.get();

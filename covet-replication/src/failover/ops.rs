@@ -36,6 +36,9 @@ pub(crate) struct Survey {
     pub receiver: Option<String>,
     pub sender_host: Option<String>,
     pub sender_port: Option<i32>,
+    /// The name it replicates under (what `synchronous_standby_names` lists), for a standby
+    /// whose `primary_conninfo` we may read.
+    pub standby_name: Option<String>,
 }
 
 impl Survey {
@@ -71,9 +74,12 @@ fn same_host(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
+/// `primary_conninfo` from `pg_settings`, which leaves it out (NULL here) for a role that may
+/// not read it, where `current_setting` would fail the whole survey.
 const SURVEY_SQL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_receive_lsn()::text, \
     pg_last_wal_replay_lsn()::text, (SELECT system_identifier FROM pg_control_system())::text, \
-    r.status, r.sender_host, r.sender_port \
+    r.status, r.sender_host, r.sender_port, \
+    (SELECT setting FROM pg_settings WHERE name = 'primary_conninfo'), current_setting('cluster_name') \
     FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true";
 
 pub(crate) async fn survey(node: &Node, timeout: Duration) -> OpResult<Survey> {
@@ -86,6 +92,8 @@ pub(crate) async fn survey(node: &Node, timeout: Duration) -> OpResult<Survey> {
         Option<String>,
         Option<String>,
         Option<i32>,
+        Option<String>,
+        String,
     );
     let row: Row = within(timeout, sqlx::query_as(SURVEY_SQL).fetch_one(&mut conn)).await?;
     let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
@@ -97,6 +105,10 @@ pub(crate) async fn survey(node: &Node, timeout: Duration) -> OpResult<Survey> {
         receiver: row.4,
         sender_host: row.5,
         sender_port: row.6,
+        standby_name: row
+            .7
+            .filter(|_| row.0)
+            .map(|conninfo| super::conninfo::standby_name(&conninfo, &row.8)),
     })
 }
 
@@ -316,6 +328,7 @@ mod tests {
             receiver: Some("streaming".into()),
             sender_host: Some("localhost".into()),
             sender_port: Some(5432),
+            standby_name: Some("replica1".into()),
         };
         assert!(s.streams_from("127.0.0.1", 5432));
         assert!(!s.streams_from("127.0.0.1", 5433));

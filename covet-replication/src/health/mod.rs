@@ -165,8 +165,13 @@ fn report_change(node: &Node, prev: NodeState, next: NodeState, sample: &Result<
 }
 
 /// One check on the node's dedicated connection, reconnecting if needed, within `timeout`.
+/// A node the data path marked unhealthy is checked on a new connection: what failed there
+/// may be new connections (a pg_hba reject, a dropped database), which an open one hides.
 async fn probe(node: &Arc<Node>, timeout: Duration) -> Result<Sample, String> {
     let mut slot = node.check_conn.lock().await;
+    if node.state() == NodeState::Unhealthy {
+        *slot = None;
+    }
     let result = tokio::time::timeout(timeout, async {
         if slot.is_none() {
             let opts = node.pool.connect_options();

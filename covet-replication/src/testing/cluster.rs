@@ -172,7 +172,12 @@ impl LocalClusterBuilder {
     /// temporary directory, a free port) or which node failed, with the end of its log.
     pub async fn start(self) -> Result<LocalCluster, ClusterError> {
         let started = Instant::now();
-        let major = requested_major(self.version)?;
+        // COVET_PG_VERSION picks binaries; a directory the code names is not second-guessed by it.
+        let major = if self.bindir.is_some() && self.version.is_none() {
+            None
+        } else {
+            requested_major(self.version)?
+        };
         let bindir = find_bindir(self.bindir.as_deref(), major)?;
         let found = server_major(&bindir)?;
         if let Some(expected) = major.filter(|m| *m != found) {

@@ -4,7 +4,7 @@ mod identity;
 mod node;
 mod state;
 
-pub(crate) use identity::Identity;
+pub(crate) use identity::{Identity, SyncShortfall};
 pub use node::NodeId;
 pub(crate) use node::{InFlight, Node};
 pub use state::{NodeState, Role};
