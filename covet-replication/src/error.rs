@@ -78,6 +78,14 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+    /// A failover promoted another node while this statement ran on the old primary: its
+    /// connection was closed without reading the answer, so the statement may or may not have
+    /// committed there (on a timeline the cluster has left). It was not retried.
+    #[error("the statement's outcome on {node} is unknown: a failover abandoned the node while it ran")]
+    OutcomeUnknown {
+        /// The former primary.
+        node: NodeId,
+    },
     /// A node runs a PostgreSQL major older than the library supports; nothing was sent to it.
     #[error("node {node} runs PostgreSQL {version}; covet-replication needs PostgreSQL 13 or newer")]
     UnsupportedServerVersion {

@@ -535,6 +535,19 @@ impl NodeConfig {
         }
     }
 
+    /// The host as a key for "is this the same server": case and a trailing dot do not matter,
+    /// and `localhost`, `127.0.0.1` and `::1` are one loopback host (as a standby's walreceiver
+    /// reports it). Other loopback addresses stay distinct: they are how servers on one machine
+    /// that all listen on one port are told apart.
+    pub(crate) fn host_key(host: &str) -> String {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        match host.as_str() {
+            "localhost" | "::1" | "0:0:0:0:0:0:0:1" => "127.0.0.1".to_owned(),
+            _ => host,
+        }
+    }
+
     /// Sets the id.
     #[must_use]
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
@@ -818,14 +831,19 @@ impl UrlParts {
                 "sslmode" | "ssl-mode" => {
                     parts.tls = Some(TlsMode::parse(&value).ok_or_else(|| {
                         let expected: Vec<&str> = TlsMode::ALL.iter().map(|m| m.as_libpq_str()).collect();
-                        format!("invalid sslmode {value:?} (expected one of {})", expected.join(", "))
+                        // Values are never quoted: a mistyped key may have put a secret here.
+                        format!("invalid sslmode (expected one of {})", expected.join(", "))
                     })?);
                 }
                 "sslrootcert" | "ssl-root-cert" => parts.ssl_root_cert = Some(PathBuf::from(value)),
                 "application_name" | "application-name" => parts.application_name = Some(value),
                 "host" | "hostaddr" => parts.host = Some(value),
                 "port" => {
-                    parts.port = Some(value.parse().map_err(|_| format!("invalid port {value:?}"))?);
+                    parts.port = Some(
+                        value
+                            .parse()
+                            .map_err(|_| "invalid port (expected 1-65535)".to_owned())?,
+                    );
                 }
                 "user" => parts.user = Some(value),
                 "password" => parts.password = Some(Password(value)),

@@ -591,7 +591,16 @@ fn url_errors_never_contain_the_password() {
         ),
         (
             "postgres://app:hunter2@db1/app?sslmode=sometimes",
-            "url: invalid sslmode \"sometimes\" (expected one of disable, allow, prefer, require, verify-ca, verify-full)",
+            "url: invalid sslmode (expected one of disable, allow, prefer, require, verify-ca, verify-full)",
+        ),
+        // A value is never quoted: a misplaced secret must not reach a log.
+        (
+            "postgres://app@db1/app?sslmode=hunter2",
+            "url: invalid sslmode (expected one of disable, allow, prefer, require, verify-ca, verify-full)",
+        ),
+        (
+            "postgres://app@db1/app?port=hunter2",
+            "url: invalid port (expected 1-65535)",
         ),
         (
             "postgres://app:hunter2@db1/app?connect_timeout=3",
@@ -882,6 +891,35 @@ fn node_rules() {
             |c| c.replicas[1].host = "127.0.0.2".into(),
             "replicas[1]",
             "replicas[1]: same server as replicas[0] (127.0.0.2:5432/app)",
+        ),
+        // Aliases of one server, as failover treats them.
+        (
+            |c| c.replicas[0].host = "localhost".into(),
+            "replicas[0]",
+            "replicas[0]: same server as the primary (localhost:5432/app)",
+        ),
+        (
+            |c| c.replicas[0].host = "::1".into(),
+            "replicas[0]",
+            "replicas[0]: same server as the primary ([::1]:5432/app)",
+        ),
+        (
+            |c| {
+                c.replicas[0].host = "db1.example".into();
+                c.replicas[1].host = "DB1.example.".into();
+            },
+            "replicas[1]",
+            "replicas[1]: same server as replicas[0] (DB1.example.:5432/app)",
+        ),
+        (
+            |c| c.replicas[0].host = "db2\0evil".into(),
+            "replicas[0].host",
+            "replicas[0].host: must not contain control characters (NUL, newline, ...)",
+        ),
+        (
+            |c| c.replicas[0].user = "app\n".into(),
+            "replicas[0].user",
+            "replicas[0].user: must not contain control characters (NUL, newline, ...)",
         ),
     ];
     for (mutate, field, expected) in cases {

@@ -62,7 +62,7 @@ impl ReplicationConfig {
             if node.host.is_empty() || node.port == 0 || node.url_error().is_some() {
                 continue; // already reported
             }
-            let key = (node.host.to_ascii_lowercase(), node.port, node.database.as_str());
+            let key = (NodeConfig::host_key(&node.host), node.port, node.database.as_str());
             match servers.get(&key) {
                 Some(first) => errors.push(ConfigError::invalid(
                     path,
@@ -88,6 +88,9 @@ fn validate_node(node: &NodeConfig, path: &str, is_primary: bool, errors: &mut V
         for (field, value) in [("host", &node.host), ("database", &node.database), ("user", &node.user)] {
             if value.trim().is_empty() {
                 fail(field, "must not be empty");
+            } else if value.chars().any(char::is_control) {
+                // libpq's strings end at NUL; a control character is no name anyone meant.
+                fail(field, "must not contain control characters (NUL, newline, ...)");
             }
         }
         if node.port == 0 {

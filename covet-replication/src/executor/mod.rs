@@ -19,6 +19,7 @@ use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Execute, Executor, PgConnection, Postgres, SqlStr};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::Consistency;
@@ -70,24 +71,38 @@ fn rows(
             } else {
                 attempt.open().instrument(span.clone()).await?
             };
+            let abandon = abandon_token(&route);
             let mut rows = conn.fetch_many(statement.clone());
+            let mut abandoned = false;
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
-            match rows.try_next().await {
-                Err(e) => { drop(rows); attempt.failed(&route, e, true).await?; continue; }
-                Ok(first) => {
+            match unless_abandoned(abandon.as_deref(), rows.try_next()).await {
+                None => abandoned = true,
+                Some(Err(e)) => { drop(rows); attempt.failed(&route, e, true).await?; continue; }
+                Some(Ok(first)) => {
                     if let Some(first) = first {
                         yield first;
-                        while let Some(item) = rows.try_next().await.inspect_err(|_| attempt.count_error())? {
-                            yield item;
+                        loop {
+                            let Some(next) = unless_abandoned(abandon.as_deref(), rows.try_next()).await else {
+                                abandoned = true;
+                                break;
+                            };
+                            match next.inspect_err(|_| attempt.count_error())? {
+                                Some(item) => yield item,
+                                None => break,
+                            }
                         }
                     }
-                    drop(rows);
-                    in_flight.succeeded();
-                    attempt.succeeded(&route, &mut conn).await;
-                    break;
                 }
             }
+            drop(rows);
+            in_flight.succeeded();
+            // The bookkeeping reads the primary's position on this connection: a pause there
+            // must not turn into a late acknowledgment either.
+            if abandoned || unless_abandoned(abandon.as_deref(), attempt.succeeded(&route, &mut conn)).await.is_none() {
+                Err(attempt.abandoned(&route, conn))?;
+            }
+            break;
         }
     }
 }
@@ -117,13 +132,20 @@ async fn optional_row(
     let mut attempt = Attempts::new(&pool, session, &statement);
     loop {
         let (route, mut in_flight, mut conn) = attempt.open().await?;
-        match conn.fetch_optional(statement.clone()).await {
-            Ok(row) => {
+        let abandon = abandon_token(&route);
+        match unless_abandoned(abandon.as_deref(), conn.fetch_optional(statement.clone())).await {
+            None => return Err(attempt.abandoned(&route, conn)),
+            Some(Ok(row)) => {
                 in_flight.succeeded();
-                attempt.succeeded(&route, &mut conn).await;
+                if unless_abandoned(abandon.as_deref(), attempt.succeeded(&route, &mut conn))
+                    .await
+                    .is_none()
+                {
+                    return Err(attempt.abandoned(&route, conn));
+                }
                 return Ok(row);
             }
-            Err(e) => attempt.failed(&route, e, true).await?,
+            Some(Err(e)) => attempt.failed(&route, e, true).await?,
         }
     }
 }
@@ -230,6 +252,24 @@ fn describe_on_primary<'e>(
 ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
     let pool = pool.inner.primary().pool.clone();
     Box::pin(async move { pool.acquire().await?.describe(sql).await })
+}
+
+/// The token a failover cancels to abandon the primary's statements (replicas' answers are
+/// never acknowledgments of writes).
+fn abandon_token(route: &Route) -> Option<Arc<CancellationToken>> {
+    (route.role == Role::Primary).then(|| route.node.abandon_token())
+}
+
+/// `fut`, unless `abandon` is cancelled first (`None`).
+async fn unless_abandoned<F: Future>(abandon: Option<&CancellationToken>, fut: F) -> Option<F::Output> {
+    match abandon {
+        None => Some(fut.await),
+        Some(token) => tokio::select! {
+            biased;
+            () = token.cancelled() => None,
+            out = fut => Some(out),
+        },
+    }
 }
 
 /// A connection from `node`. Waiting for a replica is bounded by the health-check timeout, so a
@@ -435,6 +475,20 @@ impl<'a> Attempts<'a> {
         behind_session(self.pool, self.target.as_ref(), &route.node, lsn).map_err(Error::into_sqlx)?;
         self.consistency_fallback = true;
         Ok(None)
+    }
+
+    /// A failover abandoned the node while the statement ran on `conn`: the connection is
+    /// closed unread, and the caller learns that the outcome is unknown (never retried: it may
+    /// have committed there).
+    fn abandoned(&self, route: &Route, mut conn: PoolConnection<Postgres>) -> sqlx::Error {
+        conn.close_on_drop();
+        drop(conn);
+        self.count_error();
+        tracing::warn!(target: "covet::route", node = %route.node.id, "statement abandoned by a failover; its outcome is unknown");
+        Error::OutcomeUnknown {
+            node: route.node.id.clone(),
+        }
+        .into_sqlx()
     }
 
     fn count_error(&self) {

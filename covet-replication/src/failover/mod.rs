@@ -455,6 +455,16 @@ async fn failover(
         if let Some(other) = promoted_meanwhile(m, &answered).await {
             return Err(Stop::Check(FailoverError::PromotedElsewhere { node: other }));
         }
+        // A paused old primary may wake and answer statements sent before it stopped: none of
+        // those answers may reach a caller once another node is primary.
+        let in_flight = old.in_flight.load(Ordering::SeqCst);
+        old.abandon_in_flight();
+        rec.step(
+            "abandon",
+            Some(&old.id),
+            true,
+            format!("{in_flight} statements in flight abandoned: their callers get OutcomeUnknown"),
+        );
         let tli = promote(m, &node, rec).await?;
         (node, tli)
     };

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
+use crate::config::NodeConfig;
 use crate::lsn::Lsn;
 use crate::topology::Node;
 
@@ -62,16 +63,9 @@ impl Survey {
     }
 }
 
-/// `localhost` and `127.0.0.1` are the same server to a standby's walreceiver and to us.
+/// Whether two host names are the same server's, to a standby's walreceiver and to us.
 fn same_host(a: &str, b: &str) -> bool {
-    let norm = |h: &str| {
-        if h == "localhost" || h == "::1" {
-            "127.0.0.1".to_owned()
-        } else {
-            h.to_owned()
-        }
-    };
-    norm(a) == norm(b)
+    NodeConfig::host_key(a) == NodeConfig::host_key(b)
 }
 
 /// `primary_conninfo` from `pg_settings`, which leaves it out (NULL here) for a role that may

@@ -477,6 +477,36 @@ impl LocalCluster {
         self.stop_with(node, libc::SIGKILL).await
     }
 
+    /// Freezes `node`, postmaster and every server process (SIGSTOP): a hung server, whose
+    /// connections stay open and whose answers are only late.
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidState`] if it is not running.
+    pub fn pause(&self, node: usize) -> Result<(), ClusterError> {
+        self.signal_all(node, libc::SIGSTOP)
+    }
+
+    /// Lets a [`pause`](Self::pause)d `node` run on (SIGCONT): it answers what it had received.
+    ///
+    /// # Errors
+    /// [`ClusterError::InvalidState`] if it is not running.
+    pub fn resume(&self, node: usize) -> Result<(), ClusterError> {
+        self.signal_all(node, libc::SIGCONT)
+    }
+
+    fn signal_all(&self, node: usize, sig: libc::c_int) -> Result<(), ClusterError> {
+        self.port(node)?;
+        let nodes = lock(&self.nodes);
+        let Some(child) = nodes[node].child.as_ref() else {
+            return Err(ClusterError::InvalidState {
+                node,
+                reason: "not running".into(),
+            });
+        };
+        process::signal_tree(child.id(), sig);
+        Ok(())
+    }
+
     /// Stops `node` with a fast shutdown (SIGINT). Returns once the process has exited.
     ///
     /// # Errors

@@ -151,6 +151,31 @@ pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     }
 }
 
+/// Sends `signal` to `pid` and then to each of its children: a postmaster and its backends
+/// (every backend leads a process group of its own, so the postmaster's group is not enough).
+pub(crate) fn signal_tree(pid: u32, sig: libc::c_int) {
+    signal(pid, sig);
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            signal(child, sig);
+        }
+    }
+}
+
 /// Waits for `child` to exit, polling (the child is owned by a std Mutex, not by tokio).
 pub(crate) async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;

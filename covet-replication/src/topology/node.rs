@@ -68,6 +68,9 @@ pub(crate) struct Node {
     query_seconds_metric: metrics::Histogram,
     /// The health loop's own connection, so checks never wait behind the pool.
     pub check_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    /// Cancelled by [`abandon_in_flight`](Self::abandon_in_flight); statements hold the token of
+    /// the moment they started.
+    abandon: arc_swap::ArcSwap<tokio_util::sync::CancellationToken>,
 }
 
 impl fmt::Debug for Node {
@@ -104,7 +107,22 @@ impl Node {
             lag_us: AtomicU64::new(0),
             counters: Default::default(),
             check_conn: tokio::sync::Mutex::new(None),
+            abandon: Default::default(),
         }
+    }
+
+    /// What a statement starting now waits on besides its answer: the failover's word that
+    /// this node's answers must not be heard any more.
+    pub fn abandon_token(&self) -> Arc<tokio_util::sync::CancellationToken> {
+        self.abandon.load_full()
+    }
+
+    /// Ends every statement running on this node now with an unknown outcome, without waiting
+    /// for its answer: a failover does it right before promoting another node, so that a paused
+    /// old primary that wakes up cannot acknowledge a write the new timeline does not have.
+    /// Statements that start later are not affected.
+    pub fn abandon_in_flight(&self) {
+        self.abandon.swap(Arc::default()).cancel();
     }
 
     pub fn role(&self) -> Role {
