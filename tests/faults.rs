@@ -252,3 +252,61 @@ async fn a_replica_refusing_new_connections_fails_no_read_and_goes_down() {
         .unwrap();
     wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(10)).await;
 }
+
+/// SIGSTOP of a standby for 8 s under 16 readers: reads already sent to it waited for as long as
+/// it hung (4-5 of 16 readers blocked 10-15 s). Once health checks find it unresponsive its
+/// reads are abandoned and retried elsewhere: no read fails, none waits for the pause to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
+    let cluster = Arc::new(LocalCluster::builder().replicas(2).start().await.unwrap());
+    let db = connect(test_config(&cluster)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let (db, stop) = (db.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut slowest, mut failures, mut reads) = (Duration::ZERO, Vec::new(), 0usize);
+                while !stop.load(Ordering::Relaxed) {
+                    let started = std::time::Instant::now();
+                    match sqlx::query_scalar::<_, i32>("SELECT inet_server_port()")
+                        .fetch_one(&db)
+                        .await
+                    {
+                        Ok(_) => reads += 1,
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                    slowest = slowest.max(started.elapsed());
+                }
+                (slowest, failures, reads)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.pause(1).unwrap();
+    let pause = Duration::from_secs(8);
+    tokio::time::sleep(pause).await;
+    cluster.resume(1).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    // Awake again, it comes back into rotation.
+    wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(10)).await;
+    let (mut slowest, mut failures, mut reads) = (Duration::ZERO, Vec::new(), 0);
+    for r in readers {
+        let (s, f, n) = r.await.unwrap();
+        slowest = slowest.max(s);
+        failures.extend(f);
+        reads += n;
+    }
+    assert_eq!(failures, Vec::<String>::new());
+    assert!(reads > 1_000, "reads went on: {reads}");
+    // One failed check (the 1 s health timeout) marks it unhealthy; the pause lasts 8 s.
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a read waited {slowest:?} on the hung replica"
+    );
+    let abandoned_retries = db.counters().retries;
+    assert!(
+        abandoned_retries >= 1,
+        "the reads in flight on it were retried: {abandoned_retries}"
+    );
+}

@@ -66,24 +66,24 @@ fn rows(
         let statement = statement?;
         let mut attempt = Attempts::new(&pool, session, &statement);
         loop {
-            let (route, mut in_flight, mut conn) = if span.is_disabled() {
+            let (route, mut in_flight, mut conn, abandon) = if span.is_disabled() {
                 attempt.open().await?
             } else {
                 attempt.open().instrument(span.clone()).await?
             };
-            let abandon = abandon_token(&route);
             let mut rows = conn.fetch_many(statement.clone());
-            let mut abandoned = false;
+            let (mut abandoned, mut yielded) = (false, false);
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
-            match unless_abandoned(abandon.as_deref(), rows.try_next()).await {
+            match unless_abandoned(&abandon, rows.try_next()).await {
                 None => abandoned = true,
                 Some(Err(e)) => { drop(rows); attempt.failed(&route, e, true).await?; continue; }
                 Some(Ok(first)) => {
                     if let Some(first) = first {
                         yield first;
+                        yielded = true;
                         loop {
-                            let Some(next) = unless_abandoned(abandon.as_deref(), rows.try_next()).await else {
+                            let Some(next) = unless_abandoned(&abandon, rows.try_next()).await else {
                                 abandoned = true;
                                 break;
                             };
@@ -96,10 +96,20 @@ fn rows(
                 }
             }
             drop(rows);
+            if abandoned && route.role == Role::Replica {
+                let err = attempt.abandoned_read(conn);
+                if yielded {
+                    attempt.count_error();
+                    Err(err)?;
+                    break;
+                }
+                attempt.failed(&route, err, true).await?;
+                continue;
+            }
             in_flight.succeeded();
             // The bookkeeping reads the primary's position on this connection: a pause there
             // must not turn into a late acknowledgment either.
-            if abandoned || unless_abandoned(abandon.as_deref(), attempt.succeeded(&route, &mut conn)).await.is_none() {
+            if abandoned || unless_abandoned(&abandon, attempt.succeeded(&route, &mut conn)).await.is_none() {
                 Err(attempt.abandoned(&route, conn))?;
             }
             break;
@@ -131,13 +141,16 @@ async fn optional_row(
     let statement = statement?;
     let mut attempt = Attempts::new(&pool, session, &statement);
     loop {
-        let (route, mut in_flight, mut conn) = attempt.open().await?;
-        let abandon = abandon_token(&route);
-        match unless_abandoned(abandon.as_deref(), conn.fetch_optional(statement.clone())).await {
+        let (route, mut in_flight, mut conn, abandon) = attempt.open().await?;
+        match unless_abandoned(&abandon, conn.fetch_optional(statement.clone())).await {
+            None if route.role == Role::Replica => {
+                let err = attempt.abandoned_read(conn);
+                attempt.failed(&route, err, true).await?;
+            }
             None => return Err(attempt.abandoned(&route, conn)),
             Some(Ok(row)) => {
                 in_flight.succeeded();
-                if unless_abandoned(abandon.as_deref(), attempt.succeeded(&route, &mut conn))
+                if unless_abandoned(&abandon, attempt.succeeded(&route, &mut conn))
                     .await
                     .is_none()
                 {
@@ -254,21 +267,21 @@ fn describe_on_primary<'e>(
     Box::pin(async move { pool.acquire().await?.describe(sql).await })
 }
 
-/// The token a failover cancels to abandon the primary's statements (replicas' answers are
-/// never acknowledgments of writes).
-fn abandon_token(route: &Route) -> Option<Arc<CancellationToken>> {
-    (route.role == Role::Primary).then(|| route.node.abandon_token())
+/// A replica given up on by the health check while a read waited for it.
+fn unresponsive() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the replica stopped answering health checks while this read waited",
+    ))
 }
 
-/// `fut`, unless `abandon` is cancelled first (`None`).
-async fn unless_abandoned<F: Future>(abandon: Option<&CancellationToken>, fut: F) -> Option<F::Output> {
-    match abandon {
-        None => Some(fut.await),
-        Some(token) => tokio::select! {
-            biased;
-            () = token.cancelled() => None,
-            out = fut => Some(out),
-        },
+/// `fut`, unless `abandon` (its node's, see `Node::abandon_in_flight`) is cancelled first
+/// (`None`).
+async fn unless_abandoned<F: Future>(abandon: &CancellationToken, fut: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        () = abandon.cancelled() => None,
+        out = fut => Some(out),
     }
 }
 
@@ -441,7 +454,13 @@ impl<'a> Attempts<'a> {
     }
 
     /// Routes and connects, retrying where that is allowed, until a connection is in hand.
-    async fn open(&mut self) -> Result<(Route, InFlight, PoolConnection<Postgres>), sqlx::Error> {
+    /// The token returned is the one the statement answers to (see `Node::abandon_in_flight`):
+    /// a replica's is taken before waiting for its connection, so a read that was routed to it
+    /// before it hung moves on too; the primary's once connected, so that only a statement that
+    /// may have been sent ends with an unknown outcome.
+    async fn open(
+        &mut self,
+    ) -> Result<(Route, InFlight, PoolConnection<Postgres>, Arc<CancellationToken>), sqlx::Error> {
         loop {
             let route = self.route().await?;
             let mut in_flight = route.node.start_query();
@@ -453,10 +472,21 @@ impl<'a> Attempts<'a> {
                 self.stepped_back = true;
                 continue;
             }
-            match self.connect(&route).await {
-                Ok(Some(conn)) => {
+            let connected = if route.role == Role::Replica {
+                let abandon = route.node.abandon_token();
+                unless_abandoned(&abandon, self.connect(&route))
+                    .await
+                    .unwrap_or_else(|| Err(unresponsive()))
+                    .map(|conn| conn.map(|c| (c, abandon)))
+            } else {
+                self.connect(&route)
+                    .await
+                    .map(|conn| conn.map(|c| (c, route.node.abandon_token())))
+            };
+            match connected {
+                Ok(Some((conn, abandon))) => {
                     in_flight.connected();
-                    return Ok((route, in_flight, conn));
+                    return Ok((route, in_flight, conn, abandon));
                 }
                 Ok(None) => {}
                 Err(e) => self.failed(&route, e, false).await?,
@@ -489,6 +519,14 @@ impl<'a> Attempts<'a> {
             node: route.node.id.clone(),
         }
         .into_sqlx()
+    }
+
+    /// The health check gave up on the replica while this read waited on `conn`: closed
+    /// unread, and (nothing having been returned) free to run elsewhere.
+    fn abandoned_read(&self, mut conn: PoolConnection<Postgres>) -> sqlx::Error {
+        conn.close_on_drop();
+        drop(conn);
+        unresponsive()
     }
 
     fn count_error(&self) {
@@ -573,6 +611,8 @@ impl<'a> Attempts<'a> {
         let state = node.state();
         if failure == Failure::Connection && state.serves_reads() && node.transition(state, NodeState::Unhealthy) {
             // Don't wait for the health loop to notice: it brings the node back when it answers.
+            // The reads still waiting on it go elsewhere too, as when health marks it.
+            node.abandon_in_flight();
             tracing::warn!(target: "covet::health", node = %node.id, error = %err, "replica failed a query; marked unhealthy");
         }
         tracing::debug!(target: "covet::route", node = %node.id, ?failure, attempt = self.attempt, "retrying elsewhere");

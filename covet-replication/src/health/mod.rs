@@ -102,6 +102,11 @@ pub(crate) async fn round(manager: &ManagerInner) {
         // The router or a failover may have changed the state meanwhile: keep theirs.
         if next != prev && node.transition(prev, next) {
             report_change(node, prev, next, &sample);
+            // A replica that stopped answering checks holds its reads too (a hung server keeps
+            // its connections open): they go elsewhere now rather than when it wakes.
+            if node.role() == Role::Replica && matches!(next, NodeState::Unhealthy | NodeState::Down) {
+                node.abandon_in_flight();
+            }
         }
     }
     if let Some((node, timeline)) = adopt {

@@ -117,10 +117,11 @@ impl Node {
         self.abandon.load_full()
     }
 
-    /// Ends every statement running on this node now with an unknown outcome, without waiting
-    /// for its answer: a failover does it right before promoting another node, so that a paused
-    /// old primary that wakes up cannot acknowledge a write the new timeline does not have.
-    /// Statements that start later are not affected.
+    /// Ends every statement running on this node now, without waiting for its answer: a
+    /// failover does it to the old primary right before promoting another node (so that a
+    /// paused primary that wakes cannot acknowledge a write the new timeline lacks: the
+    /// outcome is unknown), health to a replica that stopped answering (its reads are retried
+    /// elsewhere). Statements that start later are not affected.
     pub fn abandon_in_flight(&self) {
         self.abandon.swap(Arc::default()).cancel();
     }
