@@ -429,3 +429,39 @@ async fn reads_after_a_segment_switch_still_reach_replicas() {
     }
     assert_eq!(on_primary, 0, "reads after the switch served by the primary");
 }
+
+/// `sqlx::Acquire::begin` ran a query of ours inside the user's transaction before the user's
+/// first statement, so `SET TRANSACTION ISOLATION LEVEL SERIALIZABLE` failed with 25001 where
+/// the same code works on `&PgPool`. Through the handle and a session alike, the transaction
+/// is the user's from its first statement, and its write is still read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlx_transaction_can_set_its_isolation_level_first() {
+    let cluster = cluster_with_table().await;
+    let db = connect(no_wait(&cluster)).await;
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    let session = db.session();
+    for (who, mut tx) in [
+        ("handle", sqlx::Acquire::begin(&db).await.unwrap()),
+        ("session", sqlx::Acquire::begin(&session).await.unwrap()),
+    ] {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            .execute(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(level, "serializable", "{who}");
+        let id = write(&mut *tx).await;
+        tx.commit().await.unwrap();
+        let seen = if who == "handle" {
+            sees(&db, id).await
+        } else {
+            sees(&session, id).await
+        };
+        assert!(seen, "{who}: the transaction's write was not read back");
+    }
+}

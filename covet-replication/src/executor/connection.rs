@@ -100,14 +100,16 @@ fn begin_primary(
 ) -> BoxFuture<'_, Result<sqlx::Transaction<'_, Postgres>, sqlx::Error>> {
     Box::pin(async move {
         let primary = pool.inner.primary_for_write().await;
-        let mut tx = primary.pool.begin().await?;
+        let mut conn = primary.pool.acquire().await?;
         if let Some(session) = session.filter(|s| s.tracks_writes()) {
-            let (pid, start): (i32, String) = sqlx::query_as("SELECT pg_backend_pid(), now()::text")
-                .fetch_one(&mut *tx)
+            // Before BEGIN: nothing of ours may run inside the user's transaction, whose first
+            // statement may have to be `SET TRANSACTION ISOLATION LEVEL ...`.
+            let (pid, since): (i32, String) = sqlx::query_as("SELECT pg_backend_pid(), clock_timestamp()::text")
+                .fetch_one(&mut *conn)
                 .await?;
-            session.add_untracked(pid, start);
+            session.add_untracked(pid, since);
         }
-        Ok(tx)
+        sqlx::Transaction::begin(conn, None).await
     })
 }
 

@@ -148,6 +148,9 @@ pub(crate) async fn record_write(session: &SessionState, primary: &sqlx::PgPool)
 
 /// Looks on the primary for the session's transactions begun through sqlx's `Acquire`: those
 /// that ended are settled with a position read after seeing that, which covers their commits.
+/// Each is known by its server process and a time read just before its `BEGIN`: a transaction
+/// begun since on that process is taken for it (a later one on the same pooled connection
+/// keeps reads on the primary a little longer, never shorter).
 /// One round trip, only while such a transaction is open; on error they stay open (reads stay
 /// on the primary).
 pub(crate) async fn settle_untracked(session: &SessionState, primary: &sqlx::PgPool) {
@@ -158,7 +161,7 @@ pub(crate) async fn settle_untracked(session: &SessionState, primary: &sqlx::PgP
     let (pids, starts): (Vec<i32>, Vec<String>) = open.iter().cloned().unzip();
     let answer: Result<(Vec<bool>, String), sqlx::Error> = sqlx::query_as(
         "SELECT array(SELECT EXISTS (SELECT 1 FROM pg_stat_activity a \
-           WHERE a.pid = t.pid AND a.xact_start = t.start::timestamptz) \
+           WHERE a.pid = t.pid AND a.xact_start >= t.start::timestamptz) \
            FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(pid, start, n) ORDER BY n), \
          pg_current_wal_insert_lsn()::text",
     )

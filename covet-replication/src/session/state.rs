@@ -30,7 +30,7 @@ pub(crate) struct SessionState {
     /// starts a new epoch, so a position read before it cannot lift it.
     pin: AtomicU64,
     /// Transactions begun through sqlx's `Acquire::begin`, which cannot report their commit:
-    /// (server process id, transaction start). Reads go to the primary until each is seen to
+    /// (server process id, a time just before its BEGIN). Reads go to the primary until each is seen to
     /// have ended and a position after its end is the watermark.
     untracked: Mutex<Vec<(i32, String)>>,
     has_untracked: AtomicBool,
@@ -99,7 +99,7 @@ impl SessionState {
         self.pin.load(Relaxed) & 1 == 1 || self.has_untracked()
     }
 
-    /// A transaction began through sqlx's `Acquire` on server process `pid` at `start`.
+    /// A transaction began through sqlx's `Acquire` on server process `pid`, not before `start`.
     pub fn add_untracked(&self, pid: i32, start: String) {
         let mut open = crate::sync::lock(&self.untracked);
         open.push((pid, start));
