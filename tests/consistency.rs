@@ -465,3 +465,129 @@ async fn a_sqlx_transaction_can_set_its_isolation_level_first() {
         assert!(seen, "{who}: the transaction's write was not read back");
     }
 }
+
+/// A monotonic session whose reads carry a target (`with_target`, the ORM's `.using()`) went
+/// backwards: 200 of 3,461 reads with one standby 1 s behind, because only untargeted reads kept
+/// to the session's replica. Targets that leave a choice keep to it now, and a node target
+/// elsewhere moves the floor first: 0 backwards, whatever the target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targeted_reads_in_a_session_never_go_backwards() {
+    use covet_replication::{Error, ReadPreference, Target, with_target};
+    let cluster = cluster_with_table().await;
+    cluster.set_apply_delay(1, Duration::from_secs(1)).await.unwrap();
+    // At the default health interval a cached replay position is up to 1 s old: as old as the
+    // lagging standby's data, which is what let a targeted read go back.
+    let mut config = test_config(&cluster);
+    config.health.interval = Duration::from_secs(1);
+    let db = connect(config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, mut conn) = (stop.clone(), cluster.connect(0).await.unwrap());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                sqlx::query("UPDATE counter SET v = v + 1")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut reads, mut backwards, mut not_caught_up) = (0, 0, 0);
+    let mut served = std::collections::HashMap::<String, usize>::new();
+    for round in 0..60 {
+        // A fresh session now and then: each starts from nothing and must still never go back.
+        let session = db.session();
+        let mut last = 0;
+        for i in 0..25 {
+            let target = match i % 5 {
+                0 | 1 => Target::Replica,
+                2 => Target::Preference(ReadPreference::ReplicaPreferred),
+                3 => Target::Region("local".into()),
+                _ => Target::Node(if round % 2 == 0 { "replica1" } else { "replica2" }.into()),
+            };
+            let read = with_target(target, async {
+                sqlx::query_as::<_, (i32, i32)>("SELECT v, inet_server_port() FROM counter")
+                    .fetch_one(&session)
+                    .await
+            })
+            .await;
+            match read {
+                Ok((v, port)) => {
+                    reads += 1;
+                    backwards += usize::from(v < last);
+                    last = last.max(v);
+                    *served.entry(node_name(&cluster, port)).or_default() += 1;
+                }
+                // Refusing is allowed; going back is not.
+                Err(e) if matches!(Error::from_sqlx(&e), Some(Error::NotCaughtUp { .. })) => not_caught_up += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    assert_eq!(
+        backwards, 0,
+        "of {reads} reads ({not_caught_up} not caught up), served by {served:?}"
+    );
+    assert!(reads >= 1_000, "{reads} reads, {not_caught_up} not caught up");
+    // Before, 723 of 1,500 went back, half served by the lagging replica1. Now it serves none
+    // (it never has what the sessions saw: a node target there is refused, not answered older)
+    // and the reads stay on replica2.
+    assert!(served.get("replica2").copied().unwrap_or(0) >= 1_000, "{served:?}");
+    assert!(not_caught_up > 0, "replica1 was asked for and refused: {not_caught_up}");
+}
+
+/// A session whose position is unknown (a token from another timeline: any token from before a
+/// failover) was served by the primary for reads targeted at a replica, contrary to "never
+/// the primary in its place". They are refused now, nothing sent; untargeted reads and
+/// primary targets go to the primary.
+#[tokio::test]
+async fn a_session_of_unknown_position_refuses_reads_kept_off_the_primary() {
+    use covet_replication::{Error, ReadPreference, Target, with_target};
+    let cluster = covet_tests::shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let token = db.session().token();
+    let parts: Vec<&str> = token.split('.').collect();
+    let timeline = u32::from_str_radix(parts[2], 16).unwrap();
+    let stale = format!("c1.{}.{:x}.{}", parts[1], timeline + 1, parts[3]);
+    let session = db.session_from_token(&stale).unwrap();
+    let before = db.counters();
+    for target in [
+        Target::Replica,
+        Target::Node("replica1".into()),
+        Target::Preference(ReadPreference::Replica),
+        Target::Region("us".into()),
+    ] {
+        let err = with_target(target.clone(), async {
+            sqlx::query_scalar::<_, i32>("SELECT inet_server_port()")
+                .fetch_one(&session)
+                .await
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(Error::from_sqlx(&err), Some(Error::SessionPositionUnknown { .. })),
+            "{target:?}: {err}"
+        );
+    }
+    assert_eq!(db.counters().to_primary, before.to_primary, "nothing was sent");
+    for target in [None, Some(Target::Primary), Some(Target::Region("eu".into()))] {
+        let port: i32 = match target {
+            None => sqlx::query_scalar("SELECT inet_server_port()")
+                .fetch_one(&session)
+                .await
+                .unwrap(),
+            Some(t) => with_target(t, async {
+                sqlx::query_scalar("SELECT inet_server_port()")
+                    .fetch_one(&session)
+                    .await
+            })
+            .await
+            .unwrap(),
+        };
+        assert_eq!(node_name(cluster, port), "primary");
+    }
+}

@@ -55,6 +55,15 @@ pub enum Error {
         /// The replica's position at the last check.
         replayed: crate::Lsn,
     },
+    /// A read targeted away from the primary in a session whose position is unknown (a write
+    /// whose position could not be read, a token from another timeline or from the future):
+    /// no replica can be shown to have it, and the primary does not serve it in the replica's
+    /// place. Nothing was sent. Read without the target, or start a new session.
+    #[error("the session's position is unknown, so a read targeted at {target} cannot be served; nothing was sent")]
+    SessionPositionUnknown {
+        /// The target.
+        target: String,
+    },
     /// A node id is already in use.
     #[error("a node with id {id:?} already exists")]
     DuplicateNode {

@@ -362,11 +362,9 @@ pub(crate) fn behind_session(
     node: &Node,
     lsn: Lsn,
 ) -> Result<(), Error> {
-    let primary_allowed = match target {
-        Some(Target::Replica | Target::Node(_) | Target::Preference(crate::ReadPreference::Replica)) => false,
-        Some(Target::Region(r)) => pool.inner.primary().config.region.as_deref() == Some(r.as_str()),
-        _ => true,
-    };
+    // A node target names a replica here: the primary would not have been checked.
+    let primary_allowed = !matches!(target, Some(Target::Node(_)))
+        && crate::routing::target_allows_primary(target, &pool.inner.primary());
     if !primary_allowed {
         return Err(Error::NotCaughtUp {
             node: node.id.clone(),

@@ -9,7 +9,7 @@ mod target;
 
 pub(crate) use catalog::Catalog;
 pub(crate) use retry::{Failure, backoff, classify_error};
-pub(crate) use router::{Constraints, Route, may_retry_elsewhere, route};
+pub(crate) use router::{Constraints, Route, may_retry_elsewhere, route, target_allows_primary};
 pub(crate) use stats::RouterStats;
 pub use stats::{ClassCounters, RouteReason, RouterCounters};
 pub(crate) use target::scoped as scoped_target;

@@ -160,7 +160,14 @@ async fn decide(
     };
     if let Some(s) = c.session {
         match s.level {
-            _ if s.pinned() => return Ok(Route::to(primary, RouteReason::Consistency)),
+            // Its position is unknown: only the primary has it, and a read kept off the
+            // primary is refused rather than served by it.
+            _ if s.pinned() => {
+                return match c.target.filter(|t| !target_allows_primary(Some(t), primary)) {
+                    Some(t) => Err(Error::SessionPositionUnknown { target: t.to_string() }),
+                    None => Ok(Route::to(primary, RouteReason::Consistency)),
+                };
+            }
             Consistency::Strong => return Ok(Route::to(primary, RouteReason::Consistency)),
             Consistency::WriteWindow(d) if s.since_last_write().is_some_and(|t| t < d) => {
                 return Ok(Route::to(primary, RouteReason::Consistency));
@@ -178,22 +185,31 @@ async fn decide(
         req.preference = Some(ReadPreference::ReplicaPreferred);
         reason = RouteReason::Hint;
     }
-    let min_lsn = c.session.and_then(SessionState::min_lsn);
     match c.target {
         None => {}
         Some(Target::Primary) => return Ok(Route::to(primary, RouteReason::Override)),
         Some(Target::Node(id)) => {
             let node = topology.find(id).ok_or_else(|| Error::UnknownNode { id: id.clone() })?;
-            return match node.state() {
-                s @ (NodeState::Down | NodeState::Draining) => Err(Error::NodeUnavailable {
+            if let s @ (NodeState::Down | NodeState::Draining) = node.state() {
+                return Err(Error::NodeUnavailable {
                     id: node.id.clone(),
                     state: s,
-                }),
-                _ => Ok(Route {
-                    check: behind(node, min_lsn),
-                    ..Route::to(node, RouteReason::Override)
-                }),
-            };
+                });
+            }
+            // A monotonic session reading elsewhere than its replica leaves it: the floor rises
+            // to what that replica may have shown (the primary's position), as when routing
+            // moves it.
+            if let Some(s) = c.session
+                && !Arc::ptr_eq(node, primary)
+                && s.sticky().is_some_and(|sticky| *sticky != node.id)
+                && !leave_sticky(m, topology, s).await
+            {
+                return Ok(Route::to(primary, RouteReason::Consistency));
+            }
+            return Ok(Route {
+                check: behind(node, c.session.and_then(SessionState::min_lsn)),
+                ..Route::to(node, RouteReason::Override)
+            });
         }
         Some(Target::Replica) => req.preference = Some(ReadPreference::Replica),
         Some(Target::Region(r)) => req.region = Some(r),
@@ -202,7 +218,9 @@ async fn decide(
     if c.target.is_some() {
         reason = RouteReason::Override;
     }
-    if let Some(s) = c.session.filter(|_| c.target.is_none())
+    // Targets that leave a choice (a replica, a region, a preference) keep a monotonic
+    // session on its replica too, when that replica meets them.
+    if let Some(s) = c.session
         && let Some(route) = sticky_route(m, topology, s, &req, reason).await?
     {
         return Ok(route);
@@ -270,6 +288,18 @@ async fn sticky_route(
             ..Route::to(node, reason)
         }));
     }
+    if leave_sticky(m, topology, s).await {
+        Ok(None)
+    } else {
+        // Without the position the guarantee cannot be kept on a replica.
+        Ok(Some(Route::to(&topology.primary, RouteReason::Consistency)))
+    }
+}
+
+/// Moves a monotonic session off its replica: whatever that replica had replayed, the next
+/// one must have too, so the floor rises to the primary's position now (a rare round trip, for
+/// an exact guarantee). False if that position could not be read.
+async fn leave_sticky(m: &ManagerInner, topology: &crate::topology::Topology, s: &SessionState) -> bool {
     m.consistency
         .switches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -277,10 +307,20 @@ async fn sticky_route(
         Ok(lsn) => {
             s.raise_floor(lsn);
             s.unstick();
-            Ok(None)
+            true
         }
-        // Without the position the guarantee cannot be kept on a replica.
-        Err(_) => Ok(Some(Route::to(&topology.primary, RouteReason::Consistency))),
+        Err(_) => false,
+    }
+}
+
+/// Whether a read with `target` may be served by the primary in its place: no target, one
+/// that names the primary or allows it, or a region the primary is in.
+pub(crate) fn target_allows_primary(target: Option<&Target>, primary: &Node) -> bool {
+    match target {
+        Some(Target::Replica | Target::Preference(ReadPreference::Replica)) => false,
+        Some(Target::Node(id)) => *id == primary.id.as_str(),
+        Some(Target::Region(r)) => primary.config.region.as_deref() == Some(r.as_str()),
+        _ => true,
     }
 }
 
