@@ -591,3 +591,93 @@ async fn a_session_of_unknown_position_refuses_reads_kept_off_the_primary() {
         assert_eq!(node_name(cluster, port), "primary");
     }
 }
+
+/// A write counts for its session and the handle however its statement ends. Taking the first
+/// row of an `INSERT ... RETURNING` stream and dropping it, a statement that fails after its
+/// COMMIT, a procedure that commits then raises, a future dropped mid-flight: the next read
+/// missed the row (25 of 25, served by a replica) while it was committed on the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_count_however_their_statement_ends() {
+    use futures::StreamExt;
+    let cluster = cluster_with_table().await;
+    cluster
+        .execute(
+            0,
+            "CREATE PROCEDURE commit_then_fail(marker int) LANGUAGE plpgsql AS $$ \
+             BEGIN INSERT INTO t (v) VALUES (marker); COMMIT; RAISE EXCEPTION 'after the commit'; END $$",
+        )
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let db = connect(no_wait(&cluster)).await;
+    // Standbys that replay nothing: a read that does not know about a write misses it.
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    async fn count(executor: impl sqlx::Executor<'_, Database = sqlx::Postgres>, marker: i32) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM t WHERE v = $1")
+            .bind(marker)
+            .fetch_one(executor)
+            .await
+            .unwrap()
+    }
+    let session = db.session();
+    let mut missed = Vec::new();
+    for round in 0..10 {
+        for (who, on_session) in [("handle", false), ("session", true)] {
+            let base = 1_000 * round + if on_session { 500 } else { 0 };
+            // 1. A stream dropped after its first row.
+            let marker = base + 1;
+            {
+                let query = sqlx::query_scalar::<_, i32>("INSERT INTO t (v) VALUES ($1) RETURNING id").bind(marker);
+                let mut rows = if on_session {
+                    query.fetch(&session)
+                } else {
+                    query.fetch(&db)
+                };
+                assert!(rows.next().await.unwrap().is_ok());
+            }
+            // 2. An error after the COMMIT, in one multi-statement text.
+            let sql = format!("INSERT INTO t (v) VALUES ({}); COMMIT; SELECT 1/0", base + 2);
+            let raw = sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
+            let failed = if on_session {
+                raw.execute(&session).await
+            } else {
+                raw.execute(&db).await
+            };
+            assert!(failed.is_err(), "{who}: the division by zero");
+            // 3. A procedure that commits, then raises.
+            let call = sqlx::query("CALL commit_then_fail($1)").bind(base + 3);
+            let failed = if on_session {
+                call.execute(&session).await
+            } else {
+                call.execute(&db).await
+            };
+            assert!(failed.is_err(), "{who}: the procedure raised");
+            // 4. A future dropped before it finished (a timeout that fired at once).
+            let slow = sqlx::query("INSERT INTO t (v) SELECT $1 FROM pg_sleep(0.05)").bind(base + 4);
+            let dropped = if on_session {
+                tokio::time::timeout(Duration::from_millis(5), slow.execute(&session)).await
+            } else {
+                tokio::time::timeout(Duration::from_millis(5), slow.execute(&db)).await
+            };
+            assert!(dropped.is_err(), "{who}: the timeout fired");
+            for (case, marker) in [
+                ("stream dropped", base + 1),
+                ("error after commit", base + 2),
+                ("procedure", base + 3),
+                ("future dropped", base + 4),
+            ] {
+                let seen = if on_session {
+                    count(&session, marker).await
+                } else {
+                    count(&db, marker).await
+                };
+                if seen != 1 {
+                    missed.push(format!("{who}, {case}: {seen} rows"));
+                }
+            }
+        }
+    }
+    assert_eq!(missed, Vec::<String>::new());
+}

@@ -3,6 +3,7 @@
 mod connection;
 mod statement;
 mod transaction;
+mod unsettled;
 
 pub use connection::NodeConnection;
 pub(crate) use statement::Statement;
@@ -29,6 +30,7 @@ use crate::pool::ReplicatedPool;
 use crate::routing::{Constraints, Failure, Route, Target, classify_error};
 use crate::session::{Session, SessionState};
 use crate::topology::{InFlight, Node, NodeId, NodeState, Role};
+use unsettled::Unsettled;
 
 type Rows = Either<PgQueryResult, PgRow>;
 
@@ -66,12 +68,13 @@ fn rows(
         let statement = statement?;
         let mut attempt = Attempts::new(&pool, session, &statement);
         loop {
-            let (route, mut in_flight, mut conn, abandon) = if span.is_disabled() {
+            let (route, mut in_flight, conn, abandon) = if span.is_disabled() {
                 attempt.open().await?
             } else {
                 attempt.open().instrument(span.clone()).await?
             };
-            let mut rows = conn.fetch_many(statement.clone());
+            let mut conn = Unsettled::new(conn, &route, attempt.session.as_ref());
+            let mut rows = (&mut *conn).fetch_many(statement.clone());
             let (mut abandoned, mut yielded) = (false, false);
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
@@ -97,7 +100,7 @@ fn rows(
             }
             drop(rows);
             if abandoned && route.role == Role::Replica {
-                let err = attempt.abandoned_read(conn);
+                let err = attempt.abandoned_read(conn.into_inner());
                 if yielded {
                     attempt.count_error();
                     Err(err)?;
@@ -107,10 +110,10 @@ fn rows(
                 continue;
             }
             in_flight.succeeded();
-            // The bookkeeping reads the primary's position on this connection: a pause there
-            // must not turn into a late acknowledgment either.
-            if abandoned || unless_abandoned(&abandon, attempt.succeeded(&route, &mut conn)).await.is_none() {
-                Err(attempt.abandoned(&route, conn))?;
+            if abandoned || !attempt.finish(&route, &mut conn, &abandon).await {
+                Err(attempt.abandoned(&route, conn.into_inner()))?;
+            } else {
+                conn.settled();
             }
             break;
         }
@@ -141,21 +144,20 @@ async fn optional_row(
     let statement = statement?;
     let mut attempt = Attempts::new(&pool, session, &statement);
     loop {
-        let (route, mut in_flight, mut conn, abandon) = attempt.open().await?;
-        match unless_abandoned(&abandon, conn.fetch_optional(statement.clone())).await {
+        let (route, mut in_flight, conn, abandon) = attempt.open().await?;
+        let mut conn = Unsettled::new(conn, &route, attempt.session.as_ref());
+        match unless_abandoned(&abandon, (&mut *conn).fetch_optional(statement.clone())).await {
             None if route.role == Role::Replica => {
-                let err = attempt.abandoned_read(conn);
+                let err = attempt.abandoned_read(conn.into_inner());
                 attempt.failed(&route, err, true).await?;
             }
-            None => return Err(attempt.abandoned(&route, conn)),
+            None => return Err(attempt.abandoned(&route, conn.into_inner())),
             Some(Ok(row)) => {
                 in_flight.succeeded();
-                if unless_abandoned(&abandon, attempt.succeeded(&route, &mut conn))
-                    .await
-                    .is_none()
-                {
-                    return Err(attempt.abandoned(&route, conn));
+                if !attempt.finish(&route, &mut conn, &abandon).await {
+                    return Err(attempt.abandoned(&route, conn.into_inner()));
                 }
+                conn.settled();
                 return Ok(row);
             }
             Some(Err(e)) => attempt.failed(&route, e, true).await?,
@@ -529,6 +531,18 @@ impl<'a> Attempts<'a> {
 
     fn count_error(&self) {
         self.pool.inner.stats.errors.fetch_add(1, Relaxed);
+    }
+
+    /// [`succeeded`](Self::succeeded); false if a failover abandoned the primary meanwhile:
+    /// the bookkeeping reads the primary's position on this connection, and a pause there must
+    /// not turn into a late acknowledgment. (A replica's read has been answered: whatever
+    /// health decides now changes nothing for it.)
+    async fn finish(&self, route: &Route, conn: &mut PgConnection, abandon: &CancellationToken) -> bool {
+        if route.role == Role::Replica {
+            self.succeeded(route, conn).await;
+            return true;
+        }
+        unless_abandoned(abandon, self.succeeded(route, conn)).await.is_some()
     }
 
     /// Bookkeeping after success: a write moves the session's watermark (read on the same

@@ -92,6 +92,9 @@ pub(crate) struct Constraints<'a> {
 /// [`Error::WriteOnReplica`] when a statement that needs the primary is targeted at a replica;
 /// [`Error::NoEligibleReplica`], [`Error::UnknownNode`], [`Error::NodeUnavailable`].
 pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
+    if let Some(s) = c.session.filter(|s| s.is_settling()) {
+        s.wait_settled(m.config.health.timeout).await;
+    }
     if let Some(s) = c.session.filter(|s| s.has_untracked()) {
         crate::session::settle_untracked(s, &m.primary().pool).await;
     }

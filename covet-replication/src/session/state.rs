@@ -1,6 +1,6 @@
 //! What a session remembers: its write watermark, its monotonic floor, its replica.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,10 @@ pub(crate) struct SessionState {
     /// have ended and a position after its end is the watermark.
     untracked: Mutex<Vec<(i32, String)>>,
     has_untracked: AtomicBool,
+    /// Writes whose statement ended abnormally and whose position is being read (see
+    /// `executor::unsettled`): reads wait for them, so that they see what those wrote.
+    settling: AtomicU32,
+    settled: tokio::sync::Notify,
 }
 
 impl SessionState {
@@ -48,6 +52,8 @@ impl SessionState {
             pin: AtomicU64::new(0),
             untracked: Mutex::new(Vec::new()),
             has_untracked: AtomicBool::new(false),
+            settling: AtomicU32::new(0),
+            settled: tokio::sync::Notify::new(),
         }
     }
 
@@ -87,6 +93,36 @@ impl SessionState {
     pub fn wrote_unknown(&self) {
         self.last_write_us.store(now_us(), Relaxed);
         self.pin();
+    }
+
+    /// A write's position is being read after its statement ended abnormally.
+    pub fn begin_settling(&self) {
+        self.settling.fetch_add(1, Relaxed);
+    }
+
+    /// That read is done (its position recorded, or the pin left in place).
+    pub fn end_settling(&self) {
+        self.settling.fetch_sub(1, Relaxed);
+        self.settled.notify_waiters();
+    }
+
+    /// Waits, up to `limit`, until no write of the session is settling; a read routed after
+    /// that sees their positions (or the pin they left).
+    pub async fn wait_settled(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.settling.load(Relaxed) > 0 {
+            let notified = self.settled.notified();
+            if self.settling.load(Relaxed) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+    }
+
+    pub fn is_settling(&self) -> bool {
+        self.settling.load(Relaxed) > 0
     }
 
     pub fn pin(&self) {
