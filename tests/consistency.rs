@@ -681,3 +681,90 @@ async fn writes_count_however_their_statement_ends() {
     }
     assert_eq!(missed, Vec::<String>::new());
 }
+
+/// A standby replaced at its address by an older copy of itself (restored from a snapshot, a
+/// pod rescheduled with an older volume) kept the position its predecessor had reported, since
+/// cached positions only went up: 40 of 40 token reads were stale while `status()` showed the
+/// old, higher position. A position holds only for the server incarnation that reported it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_restored_from_an_older_copy_is_not_trusted_with_its_old_position() {
+    // A short harness timeout: the restored copy is started but never streams.
+    let cluster = LocalCluster::builder()
+        .replicas(1)
+        .timeout(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
+    cluster
+        .execute(0, "CREATE TABLE t (id serial PRIMARY KEY, v int)")
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let data = cluster.dir().join("node1");
+    let snapshot = cluster.dir().join("node1.snapshot");
+    cluster.stop(1).await.unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&snapshot)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    cluster.start(1).await.unwrap();
+    let db = connect(test_config(&cluster)).await;
+    let session = db.session();
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(write(&session).await);
+    }
+    let token = session.token();
+    let wanted: covet_replication::Lsn = token
+        .rsplit('.')
+        .next()
+        .map(|l| covet_replication::Lsn(u64::from_str_radix(l, 16).unwrap()))
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        || "the health loop never saw replica1 replay the writes".into(),
+        || async { db.manager().node("replica1").unwrap().lsn >= wanted },
+    )
+    .await;
+    // The older copy comes back in its place, cut off from the primary (it stays behind).
+    cluster.stop(1).await.unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::rename(&snapshot, &data).unwrap();
+    let mut auto = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))
+        .unwrap();
+    std::io::Write::write_all(&mut auto, b"primary_conninfo = 'host=127.0.0.1 port=1'\n").unwrap();
+    let started = cluster.start(1).await;
+    assert!(
+        matches!(started, Err(covet_replication::testing::ClusterError::Timeout { .. })),
+        "it runs, and does not stream: {started:?}"
+    );
+    assert!(cluster.nodes()[1].running);
+    wait_state(
+        &db,
+        "replica1",
+        covet_replication::NodeState::Healthy,
+        Duration::from_secs(10),
+    )
+    .await;
+    let last = *ids.last().unwrap();
+    let mut stale = 0;
+    for _ in 0..40 {
+        let reader = db.session_from_token(&token).unwrap();
+        stale += usize::from(!sees(&reader, last).await);
+    }
+    assert_eq!(
+        stale,
+        0,
+        "of 40 token reads; replica1 now: {:?}",
+        db.manager().node("replica1")
+    );
+    assert!(
+        db.manager().node("replica1").unwrap().lsn < wanted,
+        "status shows what the copy has replayed"
+    );
+}

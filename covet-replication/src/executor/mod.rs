@@ -624,7 +624,7 @@ impl<'a> Attempts<'a> {
         if failure == Failure::Connection && state.serves_reads() && node.transition(state, NodeState::Unhealthy) {
             // Don't wait for the health loop to notice: it brings the node back when it answers.
             // The reads still waiting on it go elsewhere too, as when health marks it.
-            node.abandon_in_flight();
+            node.lost();
             tracing::warn!(target: "covet::health", node = %node.id, error = %err, "replica failed a query; marked unhealthy");
         }
         tracing::debug!(target: "covet::route", node = %node.id, ?failure, attempt = self.attempt, "retrying elsewhere");

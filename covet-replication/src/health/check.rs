@@ -23,6 +23,10 @@ pub(crate) struct Sample {
     pub read_only: bool,
     /// `synchronous_standby_names`.
     pub synchronous: String,
+    /// The server's incarnation: its system identifier and postmaster start time. A position
+    /// holds only for the incarnation that reported it (a standby restored from an older copy
+    /// comes back at the same address, further behind).
+    pub incarnation: u64,
     pub rtt: Duration,
 }
 
@@ -34,7 +38,13 @@ const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
     (SELECT system_identifier FROM pg_control_system())::text, \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
     current_setting('default_transaction_read_only') = 'on', \
-    current_setting('synchronous_standby_names')";
+    current_setting('synchronous_standby_names'), \
+    (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8";
+
+/// One number for (system identifier, postmaster start): equal for one server's lifetime.
+fn incarnation(system_id: u64, started_us: i64) -> u64 {
+    system_id.rotate_left(17) ^ started_us as u64
+}
 
 pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error> {
     let started = Instant::now();
@@ -47,8 +57,9 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         Option<String>,
         bool,
         String,
+        i64,
     );
-    let (in_recovery, lsn, receive, paused, system_id, timeline, read_only, synchronous): Row =
+    let (in_recovery, lsn, receive, paused, system_id, timeline, read_only, synchronous, started_us): Row =
         sqlx::query_as(CHECK_SQL).persistent(true).fetch_one(conn).await?;
     let rtt = started.elapsed();
     let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
@@ -61,6 +72,7 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         timeline: timeline.and_then(|t| u32::from_str_radix(&t, 16).ok()),
         read_only,
         synchronous,
+        incarnation: incarnation(system_id.parse().unwrap_or(0), started_us),
         rtt,
     })
 }

@@ -105,7 +105,7 @@ pub(crate) async fn round(manager: &ManagerInner) {
             // A replica that stopped answering checks holds its reads too (a hung server keeps
             // its connections open): they go elsewhere now rather than when it wakes.
             if node.role() == Role::Replica && matches!(next, NodeState::Unhealthy | NodeState::Down) {
-                node.abandon_in_flight();
+                node.lost();
             }
         }
     }
@@ -146,7 +146,7 @@ fn lock_history(manager: &ManagerInner) -> std::sync::MutexGuard<'_, crate::lag:
 /// Stores the replica's position and lag; returns whether it is above its limit.
 fn apply_lag(manager: &ManagerInner, node: &Node, s: &Sample, history: &crate::lag::WalHistory, now: Instant) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
-    node.observe_lsn(s.lsn);
+    node.observe_replay(s.incarnation, s.lsn);
     let (bytes, time) = history.lag(s.lsn, now);
     node.lag_bytes.store(bytes, Relaxed);
     node.lag_us

@@ -258,18 +258,30 @@ impl LocalClusterBuilder {
             };
             return hosts.iter().map(|h| bindable(h, port)).collect();
         }
-        hosts
-            .iter()
-            .enumerate()
-            .map(|(i, host)| match self.base_port {
+        // Each free port stays bound until all are chosen: released at once, the OS may hand
+        // the same one out again, and two nodes would share it.
+        let mut held = Vec::new();
+        let mut ports = Vec::with_capacity(hosts.len());
+        for (i, host) in hosts.iter().enumerate() {
+            ports.push(match self.base_port {
                 Some(base) => bindable(
                     host,
                     base.checked_add(i as u16)
                         .ok_or(ClusterError::PortInUse { port: base })?,
-                ),
-                None => free_port(std::slice::from_ref(host)),
-            })
-            .collect()
+                )?,
+                None => {
+                    let listener = TcpListener::bind((host.as_str(), 0))
+                        .map_err(ClusterError::io("binding a free loopback port"))?;
+                    let port = listener
+                        .local_addr()
+                        .map_err(ClusterError::io("reading a bound port"))?
+                        .port();
+                    held.push(listener);
+                    port
+                }
+            });
+        }
+        Ok(ports)
     }
 }
 

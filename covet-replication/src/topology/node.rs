@@ -58,6 +58,8 @@ pub(crate) struct Node {
     rtt_us: AtomicU64,
     /// Replay LSN (replicas) or current WAL LSN (primary) at the last check.
     pub lsn: AtomicU64,
+    /// The server incarnation `lsn` was reported by (see `health::check::Sample`; 0: none).
+    incarnation: AtomicU64,
     /// Replication lag at the last check.
     pub lag_bytes: AtomicU64,
     pub lag_us: AtomicU64,
@@ -103,6 +105,7 @@ impl Node {
             latency_at_us: AtomicU64::new(0),
             rtt_us: AtomicU64::new(0),
             lsn: AtomicU64::new(0),
+            incarnation: AtomicU64::new(0),
             lag_bytes: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
             counters: Default::default(),
@@ -192,6 +195,27 @@ impl Node {
         self.lsn.fetch_max(lsn.0, Relaxed);
     }
 
+    /// Records the position a health check saw on server incarnation `incarnation`. Within
+    /// one incarnation positions only move forward; a new one (restarted from another copy of
+    /// the data, perhaps an older one) starts from what it reports.
+    pub fn observe_replay(&self, incarnation: u64, lsn: Lsn) {
+        if self.incarnation.swap(incarnation, Relaxed) == incarnation {
+            self.lsn.fetch_max(lsn.0, Relaxed);
+        } else {
+            self.lsn.store(lsn.0, Relaxed);
+        }
+    }
+
+    /// The replica stopped answering (a check or a read's connection failed): its reads in
+    /// flight go elsewhere, and its cached position is forgotten, since whatever answers at its
+    /// address next may be another copy further behind (reads that need a position check it
+    /// on their connection until a health check reports one).
+    pub fn lost(&self) {
+        self.abandon_in_flight();
+        self.lsn.store(0, Relaxed);
+        self.incarnation.store(0, Relaxed);
+    }
+
     pub fn lag(&self) -> (u64, Duration) {
         (
             self.lag_bytes.load(Relaxed),
@@ -251,5 +275,35 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.node.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        let config = NodeConfig::from_url("postgres://u@127.0.0.1:1/db").unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(config.connect_options());
+        Node::new(config, pool, Role::Replica, NodeState::Healthy)
+    }
+
+    /// Positions only move forward within one server incarnation; a new one (a standby restored
+    /// from an older copy at the same address) starts from what it reports, and a replica that
+    /// stopped answering has no position until a check reports one.
+    #[tokio::test]
+    async fn a_position_holds_for_the_incarnation_that_reported_it() {
+        let n = node();
+        n.observe_replay(7, Lsn(100));
+        n.observe_replay(7, Lsn(90));
+        assert_eq!(n.replay_lsn(), Lsn(100), "same incarnation: never backwards");
+        n.observe_lsn(Lsn(120));
+        assert_eq!(n.replay_lsn(), Lsn(120));
+        n.observe_replay(8, Lsn(40));
+        assert_eq!(n.replay_lsn(), Lsn(40), "a new incarnation starts from its own report");
+        n.lost();
+        assert_eq!(n.replay_lsn(), Lsn::ZERO);
+        n.observe_replay(8, Lsn(50));
+        assert_eq!(n.replay_lsn(), Lsn(50));
     }
 }
