@@ -768,3 +768,43 @@ async fn a_standby_restored_from_an_older_copy_is_not_trusted_with_its_old_posit
         "status shows what the copy has replayed"
     );
 }
+
+/// A write on a primary connection the code still holds (`sqlx::Acquire::acquire(&db)`,
+/// `db.acquire(Target::Primary)`) counted only once the connection went back: a read through
+/// the handle meanwhile returned 0 rows from a lagging standby, where `PgPool` sees the row.
+/// Reads go to the primary from the moment such a connection is handed out, and back to the
+/// replicas once it is returned and they have replayed its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_held_primary_connection_is_read_back_at_once() {
+    let cluster = cluster_with_table().await;
+    let db = connect(no_wait(&cluster)).await;
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    let session = db.session();
+    let mut acquired = sqlx::Acquire::acquire(&db).await.unwrap();
+    let id = write(&mut *acquired).await;
+    assert!(sees(&db, id).await, "sqlx::Acquire: not read back while held");
+    let mut held = db.acquire(covet_replication::Target::Primary).await.unwrap();
+    let id = write(&mut *held).await;
+    assert!(sees(&db, id).await, "acquire(Primary): not read back while held");
+    let mut on_session = session.acquire(covet_replication::Target::Primary).await.unwrap();
+    let id = write(&mut *on_session).await;
+    assert!(sees(&session, id).await, "a session's held connection: not read back");
+    drop((acquired, held, on_session));
+    for i in cluster.replicas() {
+        cluster.resume_replay(i).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        || "reads never went back to the replicas".into(),
+        || async {
+            let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            node_name(&cluster, port) != "primary"
+        },
+    )
+    .await;
+}

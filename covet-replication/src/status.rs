@@ -39,6 +39,10 @@ pub struct ClusterStatus {
     pub recent_alerts: Vec<Alert>,
     /// Whether a failover or switchover is running now.
     pub failover_in_progress: bool,
+    /// Settings of the servers that work against what this handle is configured to do, one
+    /// sentence each (e.g. a standby whose `wal_retrieve_retry_interval` would slow an
+    /// automatic failover). `covet check` prints them.
+    pub warnings: Vec<String>,
     /// The latest failover events (failovers, switchovers, fencing, repointing), oldest first.
     pub recent_failovers: Vec<FailoverEvent>,
 }
@@ -81,7 +85,15 @@ pub struct NodeReport {
     pub pool_in_use: usize,
     /// Pool maximum.
     pub pool_max: u32,
+    /// A standby's `wal_retrieve_retry_interval` (None for the primary, or before a check).
+    #[serde(with = "humantime_serde")]
+    pub wal_retrieve_retry_interval: Option<std::time::Duration>,
 }
+
+/// Above this, a standby's `wal_retrieve_retry_interval` can hold up a promotion: a standby
+/// whose primary died sleeps that long between attempts, and `pg_promote` waits the sleep out
+/// (PostgreSQL's default, 5 s, made one failover in five take 5.5 s instead of 0.45 s).
+const SLOW_RETRIEVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ReplicatedPool {
     /// A snapshot of the cluster, this pool's routing and consistency counters, and recent
@@ -89,7 +101,7 @@ impl ReplicatedPool {
     pub fn status(&self) -> ClusterStatus {
         let inner = &self.inner;
         let topology = inner.topology.load();
-        let nodes = topology
+        let nodes: Vec<NodeReport> = topology
             .nodes()
             .map(|n| {
                 let (lag_bytes, lag) = n.lag();
@@ -113,12 +125,18 @@ impl ReplicatedPool {
                     pool_idle: idle,
                     pool_in_use: (size as usize).saturating_sub(idle),
                     pool_max: n.config.pool.max_connections,
+                    wal_retrieve_retry_interval: match n.retrieve_retry_ms.load(std::sync::atomic::Ordering::Relaxed) {
+                        0 => None,
+                        ms if n.role() == Role::Replica => Some(std::time::Duration::from_millis(u64::from(ms))),
+                        _ => None,
+                    },
                 }
             })
             .collect();
         let router = inner.stats.snapshot();
         let routed = router.to_primary + router.to_replica;
         let (system_id, timeline) = inner.identity.get();
+        let warnings = slow_retries(&nodes);
         ClusterStatus {
             system_id,
             timeline,
@@ -133,6 +151,7 @@ impl ReplicatedPool {
             parse_failures: inner.classifier.parse_failures(),
             recent_alerts: inner.lag_monitor.recent_alerts(),
             failover_in_progress: self.failover().in_progress(),
+            warnings,
             recent_failovers: {
                 let mut events = self.failover().history();
                 events.drain(..events.len().saturating_sub(RECENT_FAILOVERS));
@@ -140,6 +159,22 @@ impl ReplicatedPool {
             },
         }
     }
+}
+
+/// Standbys whose `wal_retrieve_retry_interval` can hold up an automatic failover. The library
+/// does not change it itself: the servers' settings belong to their operator (or HA manager).
+fn slow_retries(nodes: &[NodeReport]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let interval = n.wal_retrieve_retry_interval.filter(|i| *i > SLOW_RETRIEVE_RETRY)?;
+            Some(format!(
+                "{}: wal_retrieve_retry_interval is {interval:?}; a failover may wait that long for \
+                 pg_promote (set it to 1s or less on standbys)",
+                n.id
+            ))
+        })
+        .collect()
 }
 
 impl fmt::Display for ClusterStatus {
@@ -217,6 +252,9 @@ impl fmt::Display for ClusterStatus {
         )?;
         if self.failover_in_progress {
             write!(f, "\nfailover in progress")?;
+        }
+        for warning in &self.warnings {
+            write!(f, "\nwarning: {warning}")?;
         }
         if let Some(e) = self.recent_failovers.last() {
             write!(

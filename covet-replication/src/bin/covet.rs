@@ -139,8 +139,11 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
-            let bad: Vec<String> = db()
-                .await?
+            let db = db().await?;
+            for warning in db.status().warnings {
+                say!("warning: {warning}");
+            }
+            let bad: Vec<String> = db
                 .manager()
                 .nodes()
                 .into_iter()

@@ -15,9 +15,11 @@ use crate::topology::NodeId;
 /// A pooled connection to one node, from [`ReplicatedPool::acquire`] or sqlx's
 /// [`Acquire`](sqlx::Acquire). Use it like sqlx's: `sqlx::query(..).execute(&mut *conn)`.
 ///
-/// Whatever ran on a primary connection may have written: when it goes back to the pool, the
-/// session's reads go to the primary until its WAL position is read, then to replicas that
-/// have replayed that position (exact read-after-write, as for statements through the handle).
+/// Whatever runs on a primary connection may write: from the moment it is handed out, the
+/// session's reads go to the primary (as `PgPool` reads see a write on a held connection at
+/// once); when it goes back to the pool, its WAL position is read, and reads go to replicas
+/// that have replayed that position (exact read-after-write, as for statements through the
+/// handle).
 pub struct NodeConnection {
     conn: PoolConnection<Postgres>,
     node: NodeId,
@@ -32,6 +34,10 @@ impl NodeConnection {
         node: NodeId,
         writes: Option<(Arc<SessionState>, ReplicatedPool)>,
     ) -> Self {
+        if let Some((session, _)) = &writes {
+            // Existing code writes on a held connection and reads through the pool.
+            session.wrote_unknown();
+        }
         NodeConnection { conn, node, writes }
     }
 

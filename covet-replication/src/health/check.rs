@@ -27,6 +27,9 @@ pub(crate) struct Sample {
     /// holds only for the incarnation that reported it (a standby restored from an older copy
     /// comes back at the same address, further behind).
     pub incarnation: u64,
+    /// `wal_retrieve_retry_interval` in milliseconds: how long a standby whose primary died
+    /// sleeps between attempts, which a promotion may wait out.
+    pub retrieve_retry_ms: u32,
     pub rtt: Duration,
 }
 
@@ -39,7 +42,8 @@ const CHECK_SQL: &str = "SELECT pg_is_in_recovery(), \
     CASE WHEN pg_is_in_recovery() THEN NULL ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END, \
     current_setting('default_transaction_read_only') = 'on', \
     current_setting('synchronous_standby_names'), \
-    (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8";
+    (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8, \
+    (SELECT setting::int4 FROM pg_settings WHERE name = 'wal_retrieve_retry_interval')";
 
 /// One number for (system identifier, postmaster start): equal for one server's lifetime.
 fn incarnation(system_id: u64, started_us: i64) -> u64 {
@@ -58,8 +62,9 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         bool,
         String,
         i64,
+        Option<i32>,
     );
-    let (in_recovery, lsn, receive, paused, system_id, timeline, read_only, synchronous, started_us): Row =
+    let (in_recovery, lsn, receive, paused, system_id, timeline, read_only, synchronous, started_us, retry_ms): Row =
         sqlx::query_as(CHECK_SQL).persistent(true).fetch_one(conn).await?;
     let rtt = started.elapsed();
     let parse = |s: Option<String>| s.and_then(|s| s.parse::<Lsn>().ok());
@@ -73,6 +78,7 @@ pub(crate) async fn check(conn: &mut PgConnection) -> Result<Sample, sqlx::Error
         read_only,
         synchronous,
         incarnation: incarnation(system_id.parse().unwrap_or(0), started_us),
+        retrieve_retry_ms: retry_ms.and_then(|ms| u32::try_from(ms).ok()).unwrap_or(0),
         rtt,
     })
 }

@@ -147,6 +147,7 @@ fn lock_history(manager: &ManagerInner) -> std::sync::MutexGuard<'_, crate::lag:
 fn apply_lag(manager: &ManagerInner, node: &Node, s: &Sample, history: &crate::lag::WalHistory, now: Instant) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     node.observe_replay(s.incarnation, s.lsn);
+    node.retrieve_retry_ms.store(s.retrieve_retry_ms, Relaxed);
     let (bytes, time) = history.lag(s.lsn, now);
     node.lag_bytes.store(bytes, Relaxed);
     node.lag_us

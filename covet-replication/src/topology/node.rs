@@ -60,6 +60,8 @@ pub(crate) struct Node {
     pub lsn: AtomicU64,
     /// The server incarnation `lsn` was reported by (see `health::check::Sample`; 0: none).
     incarnation: AtomicU64,
+    /// The standby's `wal_retrieve_retry_interval` in ms at the last check (0: unknown).
+    pub retrieve_retry_ms: AtomicU32,
     /// Replication lag at the last check.
     pub lag_bytes: AtomicU64,
     pub lag_us: AtomicU64,
@@ -106,6 +108,7 @@ impl Node {
             rtt_us: AtomicU64::new(0),
             lsn: AtomicU64::new(0),
             incarnation: AtomicU64::new(0),
+            retrieve_retry_ms: AtomicU32::new(0),
             lag_bytes: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
             counters: Default::default(),
