@@ -808,3 +808,41 @@ async fn a_write_on_a_held_primary_connection_is_read_back_at_once() {
     )
     .await;
 }
+
+/// `Session::using(target)`: the session's target, with its promises. Targeting inside a
+/// session needed `with_target` or the ORM before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_targets_with_using_and_keeps_its_promises() {
+    use covet_replication::{Error, Target};
+    let cluster = cluster_with_table().await;
+    let db = connect(no_wait(&cluster)).await;
+    let session = db.session();
+    let cluster = &cluster;
+    let who = |s: covet_replication::Session| async move {
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&s)
+            .await
+            .unwrap();
+        node_name(cluster, port)
+    };
+    assert_eq!(who(session.using(Target::Primary)).await, "primary");
+    assert_eq!(who(session.using(Target::Node("replica2".into()))).await, "replica2");
+    assert!(who(session.using(Target::Replica)).await.starts_with("replica"));
+    // A write the replicas have not replayed: the session's read through a replica target is
+    // refused, and the same session untargeted reads it back (from the primary).
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    let id = write(&session).await;
+    let err = sqlx::query_scalar::<_, bool>("SELECT true FROM t WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&session.using(Target::Replica))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(Error::from_sqlx(&err), Some(Error::NotCaughtUp { .. })),
+        "{err}"
+    );
+    assert!(sees(&session, id).await);
+    assert!(sees(&session.using(Target::Primary), id).await);
+}

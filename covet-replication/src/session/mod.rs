@@ -61,6 +61,28 @@ impl Session {
         }
     }
 
+    /// This session, for statements sent to `target` (a [`Target`](crate::Target) or a
+    /// [`ReadPreference`](crate::ReadPreference)), as [`ReplicatedPool::using`] for the handle.
+    /// The session's promises still hold: one that needs a position a replica target has not
+    /// replayed gets [`NotCaughtUp`](crate::Error::NotCaughtUp), never the primary in its place.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: covet_replication::ReplicatedPool) -> Result<(), sqlx::Error> {
+    /// use covet_replication::Target;
+    /// let session = db.session();
+    /// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+    ///     .fetch_one(&session.using(Target::Primary))
+    ///     .await?;
+    /// # let _ = n; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn using(&self, target: impl Into<crate::Target>) -> Session {
+        Session {
+            pool: self.pool.using(target),
+            state: Arc::clone(&self.state),
+        }
+    }
+
     /// The session's consistency level.
     pub fn consistency(&self) -> Consistency {
         self.state.level
