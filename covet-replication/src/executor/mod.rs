@@ -9,6 +9,7 @@ pub use connection::NodeConnection;
 pub(crate) use statement::Statement;
 pub use transaction::Transaction;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -20,7 +21,7 @@ use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
 use sqlx::{Execute, Executor, PgConnection, Postgres, SqlStr};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::Instrument;
 
 use crate::config::Consistency;
@@ -74,11 +75,14 @@ fn rows(
                 attempt.open().instrument(span.clone()).await?
             };
             let mut conn = Unsettled::new(conn, &route, attempt.session.as_ref());
+            // One wait for the whole statement, polled again for each row (not made anew).
+            let gone = abandon.cancelled();
+            tokio::pin!(gone);
             let mut rows = (&mut *conn).fetch_many(statement.clone());
             let (mut abandoned, mut yielded) = (false, false);
             // Only a failure before the first result may be retried: after that the caller
             // has seen data.
-            match unless_abandoned(&abandon, rows.try_next()).await {
+            match unless_abandoned(gone.as_mut(), rows.try_next()).await {
                 None => abandoned = true,
                 Some(Err(e)) => { drop(rows); attempt.failed(&route, e, true).await?; continue; }
                 Some(Ok(first)) => {
@@ -86,7 +90,7 @@ fn rows(
                         yield first;
                         yielded = true;
                         loop {
-                            let Some(next) = unless_abandoned(&abandon, rows.try_next()).await else {
+                            let Some(next) = unless_abandoned(gone.as_mut(), rows.try_next()).await else {
                                 abandoned = true;
                                 break;
                             };
@@ -110,7 +114,7 @@ fn rows(
                 continue;
             }
             in_flight.succeeded();
-            if abandoned || !attempt.finish(&route, &mut conn, &abandon).await {
+            if abandoned || !attempt.finish(&route, &mut conn, gone.as_mut()).await {
                 Err(attempt.abandoned(&route, conn.into_inner()))?;
             } else {
                 conn.settled();
@@ -146,7 +150,9 @@ async fn optional_row(
     loop {
         let (route, mut in_flight, conn, abandon) = attempt.open().await?;
         let mut conn = Unsettled::new(conn, &route, attempt.session.as_ref());
-        match unless_abandoned(&abandon, (&mut *conn).fetch_optional(statement.clone())).await {
+        let gone = abandon.cancelled();
+        tokio::pin!(gone);
+        match unless_abandoned(gone.as_mut(), (&mut *conn).fetch_optional(statement.clone())).await {
             None if route.role == Role::Replica => {
                 let err = attempt.abandoned_read(conn.into_inner());
                 attempt.failed(&route, err, true).await?;
@@ -154,7 +160,7 @@ async fn optional_row(
             None => return Err(attempt.abandoned(&route, conn.into_inner())),
             Some(Ok(row)) => {
                 in_flight.succeeded();
-                if !attempt.finish(&route, &mut conn, &abandon).await {
+                if !attempt.finish(&route, &mut conn, gone.as_mut()).await {
                     return Err(attempt.abandoned(&route, conn.into_inner()));
                 }
                 conn.settled();
@@ -277,12 +283,12 @@ fn unresponsive() -> sqlx::Error {
     ))
 }
 
-/// `fut`, unless `abandon` (its node's, see `Node::abandon_in_flight`) is cancelled first
-/// (`None`).
-async fn unless_abandoned<F: Future>(abandon: &CancellationToken, fut: F) -> Option<F::Output> {
+/// `fut`, unless `gone` (the wait on its node's token, see `Node::abandon_in_flight`) ends
+/// first (`None`).
+async fn unless_abandoned<F: Future>(gone: Pin<&mut WaitForCancellationFuture<'_>>, fut: F) -> Option<F::Output> {
     tokio::select! {
         biased;
-        () = abandon.cancelled() => None,
+        () = gone => None,
         out = fut => Some(out),
     }
 }
@@ -474,8 +480,8 @@ impl<'a> Attempts<'a> {
             }
             let connected = if route.role == Role::Replica {
                 let abandon = route.node.abandon_token();
-                unless_abandoned(&abandon, self.connect(&route))
-                    .await
+                let connected = unless_abandoned(std::pin::pin!(abandon.cancelled()), self.connect(&route)).await;
+                connected
                     .unwrap_or_else(|| Err(unresponsive()))
                     .map(|conn| conn.map(|c| (c, abandon)))
             } else {
@@ -537,12 +543,17 @@ impl<'a> Attempts<'a> {
     /// the bookkeeping reads the primary's position on this connection, and a pause there must
     /// not turn into a late acknowledgment. (A replica's read has been answered: whatever
     /// health decides now changes nothing for it.)
-    async fn finish(&self, route: &Route, conn: &mut PgConnection, abandon: &CancellationToken) -> bool {
+    async fn finish(
+        &self,
+        route: &Route,
+        conn: &mut PgConnection,
+        gone: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> bool {
         if route.role == Role::Replica {
             self.succeeded(route, conn).await;
             return true;
         }
-        unless_abandoned(abandon, self.succeeded(route, conn)).await.is_some()
+        unless_abandoned(gone, self.succeeded(route, conn)).await.is_some()
     }
 
     /// Bookkeeping after success: a write moves the session's watermark (read on the same
