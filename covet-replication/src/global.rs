@@ -7,9 +7,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::config::ReplicationConfig;
+use crate::control::failover::FailoverManager;
+use crate::control::lag::LagMonitor;
 use crate::error::Error;
-use crate::failover::FailoverManager;
-use crate::lag::LagMonitor;
 use crate::manager::ReplicaManager;
 use crate::pool::ReplicatedPool;
 use crate::status::ClusterStatus;

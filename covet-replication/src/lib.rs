@@ -1,26 +1,23 @@
 #![doc = include_str!("lib.md")]
 #![deny(clippy::unwrap_used, clippy::print_stdout)]
 
-mod callbacks;
+// Layers, bottom up (docs/ARCHITECTURE.md): `core`, `config`, `classify` and `error` are the
+// shared vocabulary; `pg` holds the queries the library sends; `cluster` is the snapshot where
+// the `data` plane and the `control` plane meet (neither imports the other); the handle
+// (`pool`, `manager`, `status`, `global`) and the ORM sit on top.
 mod classify;
-mod clock;
+mod cluster;
 mod config;
+mod control;
+mod core;
+mod data;
 mod error;
-mod executor;
-mod failover;
 mod global;
-mod health;
-mod lag;
-mod lsn;
 mod manager;
 mod orm;
 mod pg;
 mod pool;
-mod routing;
-mod session;
 mod status;
-mod sync;
-mod topology;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -34,14 +31,16 @@ pub use config::{
     LagThresholds, NodeConfig, ParseReadPreferenceError, Password, PoolConfig, ReadPreference, ReplicationConfig,
     ReplicationConfigBuilder, RetryConfig, RoutingConfig, TlsMode, UnknownFunctionPolicy,
 };
+pub use control::failover::{FailoverEvent, FailoverKind, FailoverManager, Outcome, Step};
+pub use control::lag::{Alert, AlertKind, LagMonitor, LagStats, Severity};
+pub use core::{Lsn, NodeId, NodeState, ParseLsnError, Role};
 /// The `Model` derive; see the [`Model`](trait@Model) trait.
 pub use covet_replication_macros::Model;
-pub use error::Error;
-pub use executor::{NodeConnection, Transaction};
-pub use failover::{FailoverError, FailoverEvent, FailoverKind, FailoverManager, Outcome, Step};
+pub use data::executor::{NodeConnection, Transaction};
+pub use data::routing::{ClassCounters, RouteReason, RouterCounters, Target, with_target};
+pub use data::session::{CausalToken, ConsistencyCounters, Session, TokenError};
+pub use error::{Error, FailoverError};
 pub use global::{db, failover_manager, lag_monitor, replica_manager, replication_status, set_db, setup_replication};
-pub use lag::{Alert, AlertKind, LagMonitor, LagStats, Severity};
-pub use lsn::{Lsn, ParseLsnError};
 pub use manager::{NodeStatus, ReplicaManager};
 #[doc(hidden)]
 pub use orm::private as __private;
@@ -50,7 +49,4 @@ pub use orm::{
     QuerySet, ReadOnly, ReadWrite, Text, migrate, prelude,
 };
 pub use pool::ReplicatedPool;
-pub use routing::{ClassCounters, RouteReason, RouterCounters, Target, with_target};
-pub use session::{CausalToken, ConsistencyCounters, Session, TokenError};
 pub use status::{ClusterStatus, NodeReport};
-pub use topology::{NodeId, NodeState, Role};

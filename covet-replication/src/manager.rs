@@ -9,12 +9,12 @@ use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::classify::Classifier;
+use crate::cluster::{Identity, Node, NodeId, NodeState, Role, Topology};
 use crate::config::{NodeConfig, ReplicationConfig};
+use crate::control::lag::{LagMonitor, WalHistory};
+use crate::data::routing::{Catalog, RouterStats};
+use crate::data::session::{ConsistencyStats, SessionState};
 use crate::error::Error;
-use crate::lag::{LagMonitor, WalHistory};
-use crate::routing::{Catalog, RouterStats};
-use crate::session::{ConsistencyStats, SessionState};
-use crate::topology::{Identity, Node, NodeId, NodeState, Role, Topology};
 
 /// Primary WAL samples kept for lag estimation: an hour at the default 1 s interval.
 const WAL_HISTORY: usize = 3600;
@@ -33,7 +33,7 @@ pub(crate) struct ManagerInner {
     pub handle_session: Arc<SessionState>,
     pub consistency: ConsistencyStats,
     pub lag_monitor: LagMonitor,
-    pub failover: crate::failover::FailoverState,
+    pub failover: crate::control::failover::FailoverState,
     shutdown: CancellationToken,
 }
 
@@ -96,11 +96,11 @@ impl ManagerInner {
             handle_session: Arc::new(SessionState::new(config.consistency.handle, false)),
             consistency: ConsistencyStats::default(),
             lag_monitor: LagMonitor::new(config.lag),
-            failover: crate::failover::FailoverState::new(&config.failover),
+            failover: crate::control::failover::FailoverState::new(&config.failover),
             shutdown: CancellationToken::new(),
             config,
         });
-        crate::health::spawn(
+        crate::control::health::spawn(
             Arc::downgrade(&inner),
             inner.config.health.interval,
             inner.shutdown.child_token(),
@@ -177,8 +177,8 @@ impl ReplicaManager {
 
     /// Runs one health round now (the loop keeps its own schedule).
     pub async fn check_now(&self) {
-        crate::health::round(&self.inner).await;
-        crate::failover::after_health_round(&self.inner).await;
+        crate::control::health::round(&self.inner).await;
+        crate::control::failover::after_health_round(&self.inner).await;
     }
 
     /// The sqlx pool of a node, for work that must bypass routing.

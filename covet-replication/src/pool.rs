@@ -3,14 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::cluster::NodeId;
 use crate::config::{Consistency, ReadPreference, ReplicationConfig};
+use crate::core::Lsn;
+use crate::data::executor::{NodeConnection, Transaction};
+use crate::data::routing::{Constraints, RouteReason, RouterCounters, Target};
+use crate::data::session::{CausalToken, ConsistencyCounters, Session, SessionState, TokenError};
 use crate::error::Error;
-use crate::executor::{NodeConnection, Transaction};
-use crate::lsn::Lsn;
 use crate::manager::{ManagerInner, ReplicaManager};
-use crate::routing::{Constraints, RouteReason, RouterCounters, Target};
-use crate::session::{CausalToken, ConsistencyCounters, Session, SessionState, TokenError};
-use crate::topology::NodeId;
 
 /// A primary and its replicas behind one sqlx [`Executor`](sqlx::Executor).
 ///
@@ -136,7 +136,7 @@ impl ReplicatedPool {
     /// The session a statement through this handle belongs to: the enclosing
     /// [`Session::scope`], else the handle's own.
     pub(crate) fn effective_session(&self) -> Option<Arc<SessionState>> {
-        crate::session::scoped().or_else(|| Some(Arc::clone(&self.inner.handle_session)))
+        crate::data::session::scoped().or_else(|| Some(Arc::clone(&self.inner.handle_session)))
     }
 
     /// A new session at the configured level (`consistency.session`). No I/O, no lock.
@@ -176,7 +176,7 @@ impl ReplicatedPool {
     }
 
     /// The lag monitor: alerts, callbacks, statistics.
-    pub fn lag_monitor(&self) -> crate::lag::LagMonitor {
+    pub fn lag_monitor(&self) -> crate::control::lag::LagMonitor {
         self.inner.lag_monitor.clone()
     }
 
@@ -204,7 +204,7 @@ impl ReplicatedPool {
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?;
-        if let Some(session) = session.filter(|_| node.role() == crate::topology::Role::Replica) {
+        if let Some(session) = session.filter(|_| node.role() == crate::cluster::Role::Replica) {
             session.read_from(&node.id, node.replay_lsn());
         }
         Ok(Transaction::new(tx, node.id.clone(), None))
@@ -233,7 +233,7 @@ impl ReplicatedPool {
             source,
         })?;
         let writes = session
-            .filter(|s| s.tracks_writes() && node.role() == crate::topology::Role::Primary)
+            .filter(|s| s.tracks_writes() && node.role() == crate::cluster::Role::Primary)
             .map(|s| (s, self.clone()));
         Ok(NodeConnection::new(conn, node.id.clone(), writes))
     }
@@ -244,27 +244,27 @@ impl ReplicatedPool {
     /// The routing error the statement would get.
     pub async fn explain(&self, sql: &str) -> Result<(NodeId, RouteReason), Error> {
         let kind = self.inner.classifier.classify(sql);
-        let target = self.target.clone().or_else(crate::routing::scoped_target);
+        let target = self.target.clone().or_else(crate::data::routing::scoped_target);
         let session = self.effective_session();
         let c = Constraints {
             target: target.as_ref(),
             session: session.as_deref(),
             ..Constraints::default()
         };
-        let route = crate::routing::route(&self.inner, &kind, c).await?;
+        let route = crate::data::routing::route(&self.inner, &kind, c).await?;
         Ok((route.node.id.clone(), route.reason))
     }
 
     /// The node a read through this handle would use now, its session's replay check done.
-    async fn pick_for_read(&self, session: Option<&SessionState>) -> Result<Arc<crate::topology::Node>, Error> {
+    async fn pick_for_read(&self, session: Option<&SessionState>) -> Result<Arc<crate::cluster::Node>, Error> {
         let kind = self.inner.classifier.classify("SELECT 1");
-        let target = self.target.clone().or_else(crate::routing::scoped_target);
+        let target = self.target.clone().or_else(crate::data::routing::scoped_target);
         let c = Constraints {
             target: target.as_ref(),
             session,
             ..Constraints::default()
         };
-        let route = crate::routing::route(&self.inner, &kind, c).await?;
+        let route = crate::data::routing::route(&self.inner, &kind, c).await?;
         let Some(lsn) = route.check else { return Ok(route.node) };
         let node = route.node;
         let database = |source| Error::Database {
@@ -272,19 +272,19 @@ impl ReplicatedPool {
             source,
         };
         let mut conn = node.pool.acquire().await.map_err(database)?;
-        if crate::executor::caught_up(self, &node, &mut conn, lsn)
+        if crate::data::executor::caught_up(self, &node, &mut conn, lsn)
             .await
             .map_err(database)?
         {
             return Ok(node);
         }
-        crate::executor::behind_session(self, target.as_ref(), &node, lsn)?;
+        crate::data::executor::behind_session(self, target.as_ref(), &node, lsn)?;
         Ok(self.inner.primary())
     }
 
     /// Failovers and switchovers, and their audit trail.
-    pub fn failover(&self) -> crate::failover::FailoverManager {
-        crate::failover::FailoverManager {
+    pub fn failover(&self) -> crate::control::failover::FailoverManager {
+        crate::control::failover::FailoverManager {
             inner: Arc::clone(&self.inner),
         }
     }

@@ -4,12 +4,12 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::failover::FailoverEvent;
-use crate::lag::{Alert, LagStats};
+use crate::cluster::{NodeId, NodeState, Role};
+use crate::control::failover::FailoverEvent;
+use crate::control::lag::{Alert, LagStats};
+use crate::data::routing::RouterCounters;
+use crate::data::session::ConsistencyCounters;
 use crate::pool::ReplicatedPool;
-use crate::routing::RouterCounters;
-use crate::session::ConsistencyCounters;
-use crate::topology::{NodeId, NodeState, Role};
 
 /// Failover events a status report carries.
 const RECENT_FAILOVERS: usize = 10;

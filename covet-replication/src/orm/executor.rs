@@ -11,10 +11,10 @@ use sqlx::{Arguments, AssertSqlSafe};
 use super::sql::SqlBuf;
 use crate::classify::{QueryClass, QueryKind};
 use crate::config::Consistency;
-use crate::executor::Transaction;
+use crate::data::executor::Transaction;
+use crate::data::routing::Target;
+use crate::data::session::{Session, SessionState};
 use crate::pool::ReplicatedPool;
-use crate::routing::Target;
-use crate::session::{Session, SessionState};
 
 /// Whether a [`ModelQuery`] reads or writes, known from the method that built it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use super::expr::{Expr, Node};
 use super::model::Model;
 use super::sql::SqlBuf;
 use crate::config::Consistency;
-use crate::routing::Target;
+use crate::data::routing::Target;
 
 /// The state of a [`QuerySet`] that may read and write: the one `Model::objects()` returns.
 #[derive(Debug)]

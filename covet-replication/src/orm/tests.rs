@@ -12,7 +12,7 @@ use super::private::no_column;
 use super::sql::{escape_like, push_ident};
 use super::*;
 use crate::config::Consistency;
-use crate::routing::Target;
+use crate::data::routing::Target;
 
 #[derive(Debug, Clone, Default)]
 struct User {
@@ -428,8 +428,8 @@ mod at_level {
     use std::time::Duration;
 
     use super::super::executor::at_level;
-    use crate::lsn::Lsn;
-    use crate::session::SessionState;
+    use crate::core::Lsn;
+    use crate::data::session::SessionState;
     use crate::{Consistency, NodeId};
 
     /// A monotonic read-after-write session that wrote at 0/200 and read 0/300 on a replica.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sqlx::PgConnection;
 
 use crate::Error;
-use crate::topology::NodeId;
+use crate::cluster::NodeId;
 
 /// The oldest supported major.
 pub const MIN_MAJOR: u32 = 13;

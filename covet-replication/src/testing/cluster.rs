@@ -16,7 +16,7 @@ use super::basebackup;
 use super::binaries::{find_bindir, requested_major, server_major};
 use super::process::{self, RunAs};
 use super::registry;
-use crate::sync::lock;
+use crate::core::lock;
 
 /// How long any single wait of the harness may take before it gives up with [`ClusterError::Timeout`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

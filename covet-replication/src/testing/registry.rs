@@ -41,7 +41,7 @@ pub(crate) fn unregister(dir: &Path) {
 }
 
 fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    crate::sync::lock(&LIVE)
+    crate::core::lock(&LIVE)
 }
 
 extern "C" fn at_exit() {

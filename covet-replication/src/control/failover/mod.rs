@@ -1,0 +1,845 @@
+//! [`FailoverManager`]: replaces a dead primary with its best standby, or switches primaries
+//! on request, and keeps a former primary from ever taking writes again.
+//!
+//! A failover: confirm the primary is unreachable; survey the standbys (each must have lost its
+//! own connection to the primary, so a manager cut off from a live primary does nothing);
+//! elect the standby that received the most WAL; hold writes; `pg_promote` it; switch the
+//! topology (the old primary is *fenced*: never routed to); repoint the other standbys
+//! (`primary_conninfo` + reload, a replication slot created first) and wait until they stream
+//! from the new primary. Every step goes to the audit trail. A fenced node that comes back as a
+//! primary is made read-only and its sessions are ended; one that comes back as a standby of
+//! the cluster is readmitted as a replica.
+
+mod conninfo;
+mod elect;
+mod event;
+mod ops;
+
+pub use event::{FailoverEvent, FailoverKind, Outcome, Step};
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use elect::{Candidate, elect};
+use event::{AuditLog, Recorder};
+use ops::Survey;
+
+use crate::cluster::{Node, NodeId, NodeState, Role, SyncShortfall, Topology};
+use crate::core::Lsn;
+use crate::core::lock;
+use crate::error::{Error, FailoverError};
+use crate::manager::{ManagerInner, new_node};
+
+/// Failover state shared by the handles.
+#[derive(Debug)]
+pub(crate) struct FailoverState {
+    running: tokio::sync::Mutex<()>,
+    holding: AtomicBool,
+    gate: tokio::sync::watch::Sender<bool>,
+    /// Counts topology switches; primary connection waits end on a change.
+    switched: tokio::sync::watch::Sender<u64>,
+    last_automatic: Mutex<Option<Instant>>,
+    /// The last automatic attempt's abort reason: a repeat is not recorded again.
+    last_abort: Mutex<Option<String>>,
+    /// Standbys a failover could not repoint (down at the time), and when to try again.
+    stragglers: Mutex<Vec<Straggler>>,
+    audit: AuditLog,
+}
+
+impl FailoverState {
+    pub fn new(config: &crate::config::FailoverConfig) -> Self {
+        FailoverState {
+            running: tokio::sync::Mutex::new(()),
+            holding: AtomicBool::new(false),
+            gate: tokio::sync::watch::Sender::new(false),
+            switched: tokio::sync::watch::Sender::new(0),
+            last_automatic: Mutex::new(None),
+            last_abort: Mutex::new(None),
+            stragglers: Mutex::default(),
+            audit: AuditLog::new(config.audit_log.clone()),
+        }
+    }
+
+    /// Whether writes are being held for a new primary.
+    pub fn holding(&self) -> bool {
+        self.holding.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most `max`) until writes are no longer held.
+    pub async fn wait(&self, max: Duration) {
+        let mut rx = self.gate.subscribe();
+        let _ = tokio::time::timeout(max, rx.wait_for(|held| !held)).await;
+    }
+
+    /// Notified when a failover replaces the primary.
+    pub fn switches(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.switched.subscribe()
+    }
+
+    fn hold(&self) -> HoldWrites<'_> {
+        self.holding.store(true, Ordering::SeqCst);
+        self.gate.send_replace(true);
+        HoldWrites(self)
+    }
+}
+
+#[derive(Debug)]
+struct Straggler {
+    id: NodeId,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+/// Releases held writes when dropped, whatever way the failover ends.
+struct HoldWrites<'a>(&'a FailoverState);
+
+impl Drop for HoldWrites<'_> {
+    fn drop(&mut self) {
+        self.0.holding.store(false, Ordering::Release);
+        self.0.gate.send_replace(false);
+    }
+}
+
+/// Runs failovers and switchovers, and keeps their audit trail.
+///
+/// Obtained from [`ReplicatedPool::failover`](crate::ReplicatedPool::failover); cheap to clone.
+/// The database role needs the rights to promote and reconfigure servers: a superuser, or on
+/// PostgreSQL 15+ `EXECUTE` on `pg_promote` and `pg_reload_conf`, `ALTER SYSTEM` on
+/// `default_transaction_read_only` and `primary_conninfo`, and `pg_signal_backend`.
+///
+/// ```no_run
+/// # async fn demo(db: covet_replication::ReplicatedPool) -> Result<(), covet_replication::Error> {
+/// // Planned maintenance of the primary: move it to replica2 without losing a write.
+/// let event = db.failover().switchover(Some("replica2")).await?;
+/// println!("new primary {:?} in {:?}", event.new_primary, event.duration);
+/// for step in &event.steps {
+///     println!("{:>8?} {} {}", step.after, step.name, step.detail);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct FailoverManager {
+    pub(crate) inner: Arc<ManagerInner>,
+}
+
+impl FailoverManager {
+    /// Replaces a primary that cannot be reached with the best standby (or `target`), as an
+    /// automatic failover would, without waiting for the health loop.
+    ///
+    /// # Errors
+    /// [`Error::Failover`]: [`FailoverError::PrimaryAlive`] if the primary answers (use
+    /// [`switchover`](Self::switchover)), [`FailoverError::PrimaryStillStreaming`],
+    /// [`FailoverError::NotEnoughReplicas`], [`FailoverError::NoCandidate`],
+    /// [`FailoverError::TargetNotEligible`], [`FailoverError::DataLoss`], [`FailoverError::InProgress`],
+    /// or [`FailoverError::Step`] if promoting failed.
+    pub async fn failover(&self, target: Option<&str>) -> Result<FailoverEvent, Error> {
+        run(&self.inner, FailoverKind::Manual, target).await
+    }
+
+    /// Moves the primary role to a standby (`target`, else the best one) while the primary is
+    /// up, losing nothing: writes are held, the old primary is fenced (read-only, sessions
+    /// ended), the target replays everything it wrote, and only then is promoted. The old
+    /// primary stays fenced; to make it a standby, rebuild it from the new primary (e.g.
+    /// `pg_rewind` or a new base backup) and it is readmitted as a replica once it streams.
+    ///
+    /// # Errors
+    /// As [`failover`](Self::failover); [`FailoverError::CatchUp`] if the target did not catch up
+    /// in time (the old primary is unfenced and stays primary).
+    pub async fn switchover(&self, target: Option<&str>) -> Result<FailoverEvent, Error> {
+        run(&self.inner, FailoverKind::Switchover, target).await
+    }
+
+    /// Whether a failover or switchover is running.
+    pub fn in_progress(&self) -> bool {
+        self.inner.failover.running.try_lock().is_err()
+    }
+
+    /// The last 100 events, oldest first.
+    pub fn history(&self) -> Vec<FailoverEvent> {
+        self.inner.failover.audit.history()
+    }
+
+    /// Calls `callback` with every event (e.g. to page someone, or to power off a fenced node
+    /// for good). Each callback runs on its own task; a panicking one is logged.
+    pub fn register_event_callback<F, Fut>(&self, callback: F)
+    where
+        F: Fn(FailoverEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.failover.audit.callbacks.register(callback);
+    }
+}
+
+/// Called after every health round: repoints standbys that missed a failover, and fails over
+/// if the primary is down and that is allowed.
+pub(crate) async fn after_health_round(m: &Arc<ManagerInner>) {
+    repoint_stragglers(m).await;
+    let cfg = &m.config.failover;
+    let topology = m.topology.load_full();
+    if !cfg.automatic || topology.primary.state() != NodeState::Down || topology.replicas.is_empty() {
+        return;
+    }
+    if lock(&m.failover.last_automatic).is_some_and(|t| t.elapsed() < cfg.cooldown) {
+        return;
+    }
+    if run(m, FailoverKind::Automatic, None).await.is_ok() {
+        *lock(&m.failover.last_automatic) = Some(Instant::now());
+    }
+}
+
+async fn run(m: &Arc<ManagerInner>, kind: FailoverKind, target: Option<&str>) -> Result<FailoverEvent, Error> {
+    let state = &m.failover;
+    let Ok(_running) = state.running.try_lock() else {
+        return Err(FailoverError::InProgress.into());
+    };
+    let topology = m.topology.load_full();
+    let mut rec = Recorder::new(kind, topology.primary.id.clone());
+    let result = match kind {
+        FailoverKind::Switchover => switchover(m, &topology, target, &mut rec).await,
+        _ => failover(m, &topology, target, &mut rec).await,
+    };
+    let (outcome, error) = match &result {
+        Ok(()) => (Outcome::Completed, None),
+        Err(Stop::Check(e)) => (Outcome::Aborted, Some(e.to_string())),
+        Err(Stop::Failed(e)) => (Outcome::Failed, Some(e.to_string())),
+    };
+    let event = rec.finish(outcome, error.clone());
+    let repeat = {
+        let mut last = lock(&state.last_abort);
+        let repeat = kind == FailoverKind::Automatic && outcome == Outcome::Aborted && *last == error;
+        *last = if kind == FailoverKind::Automatic { error } else { None };
+        repeat
+    };
+    let event = if repeat {
+        tracing::debug!(target: "covet::failover", "automatic failover aborted again for the same reason");
+        event
+    } else {
+        state.audit.record(event)
+    };
+    match result {
+        Ok(()) => Ok(event),
+        Err(Stop::Check(e) | Stop::Failed(e)) => Err(e.into()),
+    }
+}
+
+/// How a failover stopped: a safety check that changed nothing, or a step that failed.
+enum Stop {
+    Check(FailoverError),
+    Failed(FailoverError),
+}
+
+fn step_failed<'a>(step: &'static str, node: &'a Node) -> impl FnOnce(String) -> Stop + use<'a> {
+    move |message| step_error(step, node, message)
+}
+
+/// The standbys that may take part: not being removed, not fenced.
+fn standbys(topology: &Topology) -> Vec<Arc<Node>> {
+    topology
+        .replicas
+        .iter()
+        .filter(|n| !matches!(n.state(), NodeState::Draining | NodeState::Fenced))
+        .cloned()
+        .collect()
+}
+
+/// Surveys every standby at once; records who answered.
+async fn survey_all(m: &ManagerInner, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec<(Arc<Node>, Survey)> {
+    let timeout = m.config.health.timeout;
+    let results = futures::future::join_all(nodes.iter().map(|n| ops::survey(n, timeout))).await;
+    let mut answered = Vec::new();
+    for (node, result) in nodes.iter().zip(results) {
+        match result {
+            Ok(s) => {
+                let detail = format!(
+                    "in recovery: {}, received {}, replayed {}, receiver: {}",
+                    s.in_recovery,
+                    s.received.unwrap_or(Lsn::ZERO),
+                    s.replayed.unwrap_or(Lsn::ZERO),
+                    s.receiver.as_deref().unwrap_or("none")
+                );
+                rec.step("survey", Some(&node.id), true, detail);
+                answered.push((Arc::clone(node), s));
+            }
+            Err(e) => rec.step("survey", Some(&node.id), false, e),
+        }
+    }
+    answered
+}
+
+/// Candidates from the survey, each with the reason it may not be promoted, if any.
+fn candidates(
+    m: &ManagerInner,
+    answered: &[(Arc<Node>, Survey)],
+    target: Option<&str>,
+    must_stream: bool,
+) -> Vec<Candidate> {
+    let (system_id, _) = m.identity.get();
+    answered
+        .iter()
+        .map(|(node, s)| {
+            let ineligible = if !s.in_recovery {
+                Some("not a standby".to_owned())
+            } else if system_id != 0 && s.system_id != system_id {
+                Some(format!(
+                    "system identifier {} is not the cluster's {system_id}",
+                    s.system_id
+                ))
+            } else if m.config.failover.exclude.iter().any(|x| x == node.id.as_str()) {
+                Some("excluded by failover.exclude".to_owned())
+            } else if target.is_some_and(|t| t != node.id.as_str()) {
+                Some("not the requested target".to_owned())
+            } else if must_stream && !s.streaming() {
+                Some("not streaming from the primary".to_owned())
+            } else {
+                None
+            };
+            Candidate {
+                id: node.id.clone(),
+                received: s.position(),
+                replayed: s.replayed.unwrap_or(Lsn::ZERO),
+                ineligible,
+            }
+        })
+        .collect()
+}
+
+/// A standby of `answered` that has left recovery since the survey.
+async fn promoted_meanwhile(m: &ManagerInner, answered: &[(Arc<Node>, Survey)]) -> Option<NodeId> {
+    let timeout = m.config.health.timeout;
+    let again = futures::future::join_all(answered.iter().map(|(n, _)| ops::survey(n, timeout))).await;
+    answered
+        .iter()
+        .zip(again)
+        .find(|(_, s)| s.as_ref().is_ok_and(|s| !s.in_recovery))
+        .map(|((n, _), _)| n.id.clone())
+}
+
+/// Elects among `cands`, turning "none" into the right error for a named target.
+fn choose(cands: &[Candidate], target: Option<&str>, rec: &mut Recorder) -> Result<NodeId, Stop> {
+    match elect(cands) {
+        Ok(c) => {
+            rec.step(
+                "elect",
+                Some(&c.id),
+                true,
+                format!("received {}, replayed {}", c.received, c.replayed),
+            );
+            Ok(c.id.clone())
+        }
+        Err(reasons) => {
+            let err = match target {
+                Some(t) => FailoverError::TargetNotEligible {
+                    node: t.to_owned(),
+                    reason: reasons
+                        .into_iter()
+                        .find(|(id, _)| id.as_str() == t)
+                        .map_or_else(|| "not a standby that answered".to_owned(), |(_, r)| r),
+                },
+                None => FailoverError::NoCandidate { reasons },
+            };
+            rec.step("elect", None, false, err.to_string());
+            Err(Stop::Check(err))
+        }
+    }
+}
+
+async fn failover(
+    m: &Arc<ManagerInner>,
+    topology: &Topology,
+    target: Option<&str>,
+    rec: &mut Recorder,
+) -> Result<(), Stop> {
+    let cfg = &m.config.failover;
+    let old = &topology.primary;
+    // 1. The primary must really be gone from here.
+    match ops::survey(old, m.config.health.timeout).await {
+        Ok(s) if !s.in_recovery => {
+            rec.step("confirm", Some(&old.id), false, "the primary answers as a primary");
+            return Err(Stop::Check(FailoverError::PrimaryAlive { node: old.id.clone() }));
+        }
+        Ok(_) => rec.step("confirm", Some(&old.id), true, "the old primary answers, in recovery"),
+        Err(e) => rec.step("confirm", Some(&old.id), true, format!("unreachable: {e}")),
+    }
+    // 2. ...and from the standbys: one still streaming proves the primary alive. Whatever
+    // address it streams from (the standbys may reach the primary by another name than we
+    // do), unless it is another standby that answered too (cascading replication: that one is
+    // judged by its own stream).
+    let answered = survey_all(m, &standbys(topology), rec).await;
+    let witnesses: Vec<NodeId> = answered
+        .iter()
+        .filter(|(_, s)| {
+            s.streaming()
+                && !answered
+                    .iter()
+                    .any(|(r, _)| s.streams_from(&r.config.host, r.config.port))
+        })
+        .map(|(n, _)| n.id.clone())
+        .collect();
+    if !witnesses.is_empty() {
+        return Err(Stop::Check(FailoverError::PrimaryStillStreaming { witnesses }));
+    }
+    if answered.len() < cfg.min_replicas.max(1) {
+        return Err(Stop::Check(FailoverError::NotEnoughReplicas {
+            answered: answered.len(),
+            required: cfg.min_replicas.max(1),
+        }));
+    }
+    // Under synchronous replication an acknowledged commit is on k of the standbys the primary
+    // names, perhaps only on those: an automatic failover waits until enough of them answer.
+    if rec.kind() == FailoverKind::Automatic
+        && let Some(rule) = m.identity.sync_rule()
+    {
+        let all = standbys(topology);
+        let heard: Vec<(&str, Option<&str>, bool)> = all
+            .iter()
+            .map(|n| {
+                let survey = answered.iter().find(|(a, _)| a.id == n.id).map(|(_, s)| s);
+                (
+                    n.id.as_str(),
+                    survey.and_then(|s| s.standby_name.as_deref()),
+                    survey.is_some(),
+                )
+            })
+            .collect();
+        if let Some(SyncShortfall { needed, missing }) = rule.shortfall(&heard) {
+            return Err(Stop::Check(FailoverError::SynchronousStandbyMissing {
+                missing,
+                needed,
+            }));
+        }
+    }
+    // Another manager may have promoted one already: follow it rather than make a second.
+    let (system_id, _) = m.identity.get();
+    let adopted = answered
+        .iter()
+        .find(|(_, s)| !s.in_recovery && (system_id == 0 || s.system_id == system_id));
+    let hold = m.failover.hold();
+    let (new, timeline) = if let Some((node, _)) = adopted {
+        let mut conn = ops::connect(node, m.config.health.timeout)
+            .await
+            .map_err(step_failed("adopt", node))?;
+        let tli = ops::timeline(&mut conn).await.map_err(step_failed("adopt", node))?;
+        rec.step(
+            "adopt",
+            Some(&node.id),
+            true,
+            format!("already promoted, timeline {tli}"),
+        );
+        (Arc::clone(node), tli)
+    } else {
+        // 3. Elect, and check what it would cost.
+        let cands = candidates(m, &answered, target, false);
+        let id = choose(&cands, target, rec)?;
+        let chosen = cands.iter().find(|c| c.id == id).map_or(Lsn::ZERO, |c| c.received);
+        let last_known = old.replay_lsn();
+        let loss = last_known.0.saturating_sub(chosen.0);
+        if let Some(limit) = cfg.max_data_loss_bytes
+            && loss > limit
+        {
+            return Err(Stop::Check(FailoverError::DataLoss {
+                node: id,
+                bytes: loss,
+                limit,
+            }));
+        }
+        let node = answered
+            .iter()
+            .find(|(n, _)| n.id == id)
+            .map(|(n, _)| Arc::clone(n))
+            .ok_or_else(|| Stop::Check(FailoverError::NoCandidate { reasons: Vec::new() }))?;
+        // Another manager may have promoted one meanwhile: look once more, right before.
+        if let Some(other) = promoted_meanwhile(m, &answered).await {
+            return Err(Stop::Check(FailoverError::PromotedElsewhere { node: other }));
+        }
+        // A paused old primary may wake and answer statements sent before it stopped: none of
+        // those answers may reach a caller once another node is primary.
+        let in_flight = old.in_flight.load(Ordering::SeqCst);
+        old.abandon_in_flight();
+        rec.step(
+            "abandon",
+            Some(&old.id),
+            true,
+            format!("{in_flight} statements in flight abandoned: their callers get OutcomeUnknown"),
+        );
+        let tli = promote(m, &node, rec).await?;
+        (node, tli)
+    };
+    switch(m, old, &new, timeline, rec);
+    rec.step(
+        "fence",
+        Some(&old.id),
+        true,
+        "fenced in the topology; made read-only if it comes back as a primary",
+    );
+    drop(hold);
+    repoint_all(m, &new, &answered, rec).await;
+    note_stragglers(m, topology, &new, rec);
+    Ok(())
+}
+
+async fn switchover(
+    m: &Arc<ManagerInner>,
+    topology: &Topology,
+    target: Option<&str>,
+    rec: &mut Recorder,
+) -> Result<(), Stop> {
+    let cfg = &m.config.failover;
+    let old = &topology.primary;
+    let timeout = m.config.health.timeout;
+    let mut old_conn = ops::connect(old, timeout).await.map_err(step_failed("connect", old))?;
+    let answered = survey_all(m, &standbys(topology), rec).await;
+    let cands = candidates(m, &answered, target, true);
+    let id = choose(&cands, target, rec)?;
+    let Some(node) = answered.iter().find(|(n, _)| n.id == id).map(|(n, _)| Arc::clone(n)) else {
+        return Err(Stop::Check(FailoverError::NoCandidate { reasons: Vec::new() }));
+    };
+    let mut target_conn = ops::connect(&node, timeout)
+        .await
+        .map_err(step_failed("connect", &node))?;
+    // Writes wait from here; those already running get a moment to finish before the fence.
+    let hold = m.failover.hold();
+    let drain_until = Instant::now() + cfg.hold_writes / 2;
+    while old.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // From the fence until pg_promote is sent, any failure must make the old primary writable
+    // again: otherwise the cluster is left without one.
+    let prepared = async {
+        let ended = ops::fence(&mut old_conn).await.map_err(step_failed("fence", old))?;
+        rec.step(
+            "fence",
+            Some(&old.id),
+            true,
+            format!("read-only; {} client sessions ended", ended.len()),
+        );
+        ops::quiesce(&mut old_conn, &ended, cfg.catchup_timeout)
+            .await
+            .map_err(step_failed("fence", old))?;
+        catch_up(&mut old_conn, &mut target_conn, &node, cfg.catchup_timeout, rec).await?;
+        ops::unfence(&mut target_conn)
+            .await
+            .map_err(step_failed("promote", &node))
+    }
+    .await;
+    if let Err(stop) = prepared {
+        let undone = ops::unfence(&mut old_conn).await;
+        rec.step(
+            "unfence",
+            Some(&old.id),
+            undone.is_ok(),
+            undone.err().unwrap_or_else(|| "writable again".into()),
+        );
+        return Err(stop);
+    }
+    // Sent: even if it reports a failure, the promotion may complete, so no unfencing now.
+    let timeline = ops::promote(&mut target_conn, cfg.promote_timeout)
+        .await
+        .map_err(step_failed("promote", &node))?;
+    rec.step(
+        "promote",
+        Some(&node.id),
+        true,
+        format!("primary on timeline {timeline}"),
+    );
+    rec.promoted(node.id.clone(), timeline);
+    switch(m, old, &node, timeline, rec);
+    drop(hold);
+    repoint_all(m, &node, &answered, rec).await;
+    note_stragglers(m, topology, &node, rec);
+    Ok(())
+}
+
+/// Waits until the target has replayed everything the fenced old primary flushed, reading the
+/// old primary's position again until it stops moving.
+async fn catch_up(
+    old: &mut sqlx::PgConnection,
+    target: &mut sqlx::PgConnection,
+    node: &Node,
+    timeout: Duration,
+    rec: &mut Recorder,
+) -> Result<(), Stop> {
+    let deadline = Instant::now() + timeout;
+    let mut needed = ops::flushed_lsn(old)
+        .await
+        .map_err(|e| step_error("catch_up", node, e))?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (caught_up, replayed) = ops::wait_replayed(target, needed, left)
+            .await
+            .map_err(|e| step_error("catch_up", node, e))?;
+        if !caught_up {
+            return Err(Stop::Check(FailoverError::CatchUp {
+                node: node.id.clone(),
+                needed,
+                replayed,
+            }));
+        }
+        let now = ops::flushed_lsn(old)
+            .await
+            .map_err(|e| step_error("catch_up", node, e))?;
+        if now == needed {
+            rec.step(
+                "catch_up",
+                Some(&node.id),
+                true,
+                format!("replayed {replayed} >= {needed}"),
+            );
+            return Ok(());
+        }
+        needed = now;
+    }
+}
+
+fn step_error(step: &'static str, node: &Node, message: String) -> Stop {
+    Stop::Failed(FailoverError::Step {
+        step,
+        node: node.id.clone(),
+        message,
+    })
+}
+
+async fn promote(m: &ManagerInner, node: &Node, rec: &mut Recorder) -> Result<u32, Stop> {
+    let cfg = &m.config.failover;
+    let mut conn = ops::connect(node, m.config.health.timeout)
+        .await
+        .map_err(step_failed("promote", node))?;
+    ops::unfence(&mut conn).await.map_err(step_failed("promote", node))?;
+    let timeline = ops::promote(&mut conn, cfg.promote_timeout)
+        .await
+        .map_err(step_failed("promote", node))?;
+    rec.step(
+        "promote",
+        Some(&node.id),
+        true,
+        format!("primary on timeline {timeline}"),
+    );
+    rec.promoted(node.id.clone(), timeline);
+    Ok(timeline)
+}
+
+/// The new topology: `new` is the primary (a node with a primary's pool), `old` is fenced.
+fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mut Recorder) {
+    let primary = new_node(&new.config, Role::Primary, NodeState::Healthy, m.config.health.timeout);
+    primary.observe_lsn(new.replay_lsn());
+    old.set_state(NodeState::Fenced);
+    m.topology.rcu(|t| {
+        let mut replicas: Vec<_> = t.replicas.iter().filter(|r| !Arc::ptr_eq(r, new)).cloned().collect();
+        if !replicas.iter().any(|r| Arc::ptr_eq(r, old)) {
+            replicas.push(Arc::clone(old));
+        }
+        Topology {
+            primary: Arc::clone(&primary),
+            replicas,
+        }
+    });
+    // After the swap: routes from the old snapshot still see it as the primary they sent to.
+    old.set_role(Role::Replica);
+    let (system_id, _) = m.identity.get();
+    m.identity.observe(system_id, Some(timeline));
+    m.failover.switched.send_modify(|n| *n += 1);
+    m.lag_monitor.forget(new.id.as_str());
+    // In-flight reads on the standby's pool finish; then it closes.
+    let (old_pool, new_pool) = (old.pool.clone(), new.pool.clone());
+    tokio::spawn(async move {
+        tokio::join!(old_pool.close(), new_pool.close());
+    });
+    rec.step(
+        "switch",
+        Some(&new.id),
+        true,
+        format!("writes go to {} now; {} fenced", new.id, old.id),
+    );
+}
+
+/// Points every other standby that answered at the new primary, all at once.
+async fn repoint_all(m: &ManagerInner, new: &Node, answered: &[(Arc<Node>, Survey)], rec: &mut Recorder) {
+    let cfg = &m.config.failover;
+    let timeout = m.config.health.timeout;
+    let others: Vec<&Arc<Node>> = answered
+        .iter()
+        .filter(|(n, s)| n.id != new.id && s.in_recovery)
+        .map(|(n, _)| n)
+        .collect();
+    let results = futures::future::join_all(others.iter().map(|standby| async {
+        let mut primary = ops::connect(new, timeout).await?;
+        let mut conn = ops::connect(standby, timeout).await?;
+        ops::repoint(
+            &mut conn,
+            &mut primary,
+            &new.config.host,
+            new.config.port,
+            cfg.repoint_timeout,
+        )
+        .await
+    }))
+    .await;
+    for (standby, result) in others.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                rec.step("repoint", Some(&standby.id), true, format!("streaming from {}", new.id));
+                rec.repointed(standby.id.clone());
+            }
+            Err(e) => rec.step("repoint", Some(&standby.id), false, e),
+        }
+    }
+}
+
+/// A replica answered as a writable primary on a newer timeline than the configured primary's
+/// (or the configured primary is gone, a standby, or fenced): another process or an operator
+/// promoted it. Follow: it becomes the primary, the old one is fenced.
+pub(crate) async fn adopt(m: &ManagerInner, node: &Arc<Node>, timeline: u32) {
+    let Ok(_running) = m.failover.running.try_lock() else {
+        return;
+    };
+    let topology = m.topology.load_full();
+    if !topology.replicas.iter().any(|r| Arc::ptr_eq(r, node)) {
+        return;
+    }
+    let old = &topology.primary;
+    let mut rec = Recorder::new(FailoverKind::Adopt, old.id.clone());
+    rec.step(
+        "adopt",
+        Some(&node.id),
+        true,
+        format!("answers as a primary on timeline {timeline}; {} does not", old.id),
+    );
+    rec.promoted(node.id.clone(), timeline);
+    switch(m, old, node, timeline, &mut rec);
+    m.failover.audit.record(rec.finish(Outcome::Completed, None));
+}
+
+/// Remembers the standbys a failover did not repoint, to repoint them once they answer.
+fn note_stragglers(m: &ManagerInner, topology: &Topology, new: &Node, rec: &Recorder) {
+    let now = Instant::now();
+    let missed = standbys(topology)
+        .into_iter()
+        .filter(|n| n.id != new.id && !rec.repointed_ids().contains(&n.id))
+        .map(|n| Straggler {
+            id: n.id.clone(),
+            next_try: now,
+            backoff: m.config.health.interval,
+        });
+    let mut stragglers = lock(&m.failover.stragglers);
+    stragglers.clear();
+    stragglers.extend(missed);
+}
+
+/// Tries to repoint each straggler that is due; backs off (up to a minute) on failure.
+async fn repoint_stragglers(m: &ManagerInner) {
+    let due: Vec<NodeId> = {
+        let now = Instant::now();
+        let stragglers = lock(&m.failover.stragglers);
+        stragglers
+            .iter()
+            .filter(|s| s.next_try <= now)
+            .map(|s| s.id.clone())
+            .collect()
+    };
+    if due.is_empty() {
+        return;
+    }
+    let Ok(_running) = m.failover.running.try_lock() else {
+        return;
+    };
+    let topology = m.topology.load_full();
+    let primary = &topology.primary;
+    let timeout = m.config.health.timeout;
+    for id in due {
+        let Some(node) = topology.replicas.iter().find(|n| n.id == id) else {
+            lock(&m.failover.stragglers).retain(|s| s.id != id);
+            continue;
+        };
+        let result = async {
+            let mut conn = ops::connect(node, timeout).await?;
+            let mut primary_conn = ops::connect(primary, timeout).await?;
+            let host = primary.config.host.as_str();
+            ops::repoint(&mut conn, &mut primary_conn, host, primary.config.port, timeout * 2).await
+        }
+        .await;
+        let mut stragglers = lock(&m.failover.stragglers);
+        match result {
+            Ok(()) => {
+                stragglers.retain(|s| s.id != id);
+                drop(stragglers);
+                let mut rec = Recorder::new(FailoverKind::Repoint, primary.id.clone());
+                rec.step("repoint", Some(&id), true, format!("streaming from {}", primary.id));
+                rec.repointed(id);
+                rec.promoted(primary.id.clone(), m.identity.get().1);
+                m.failover.audit.record(rec.finish(Outcome::Completed, None));
+            }
+            Err(e) => {
+                tracing::debug!(target: "covet::failover", node = %id, error = %e, "standby not repointed yet");
+                if let Some(s) = stragglers.iter_mut().find(|s| s.id == id) {
+                    s.next_try = Instant::now() + s.backoff;
+                    s.backoff = (s.backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+}
+
+/// A fenced node answered a health check. As a primary it is fenced again (if it takes
+/// writes); as a standby of this cluster it becomes a replica again: a new node with a
+/// replica's pool (the old one was closed), down until its checks succeed.
+pub(crate) async fn fenced_node_answered(
+    m: &ManagerInner,
+    node: &Arc<Node>,
+    in_recovery: bool,
+    read_only: bool,
+    system_id: u64,
+) {
+    if in_recovery {
+        let (cluster, _) = m.identity.get();
+        // Only once it streams from the current primary: a former primary restarted as a
+        // standby without being rebuilt cannot follow the new timeline and may still hold
+        // commits the cluster does not have.
+        let primary = m.primary();
+        let follows = system_id == cluster
+            && ops::survey(node, m.config.health.timeout)
+                .await
+                .is_ok_and(|s| s.streams_from(&primary.config.host, primary.config.port));
+        if follows {
+            let replica = new_node(&node.config, Role::Replica, NodeState::Down, m.config.health.timeout);
+            m.topology.rcu(|t| {
+                let mut t = Topology::clone(t);
+                for r in &mut t.replicas {
+                    if Arc::ptr_eq(r, node) {
+                        *r = Arc::clone(&replica);
+                    }
+                }
+                t
+            });
+            tracing::info!(target: "covet::failover", node = %node.id, "fenced node is a standby again: readmitted as a replica");
+        }
+        return;
+    }
+    if read_only || !m.config.failover.fence {
+        return;
+    }
+    let mut rec = Recorder::new(FailoverKind::Fence, node.id.clone());
+    let result = async {
+        let mut conn = ops::connect(node, m.config.health.timeout).await?;
+        if ops::is_fenced(&mut conn).await? {
+            return Ok(None);
+        }
+        ops::fence(&mut conn).await.map(|ended| Some(ended.len()))
+    }
+    .await;
+    match result {
+        Ok(None) => return,
+        Ok(Some(ended)) => rec.step(
+            "fence",
+            Some(&node.id),
+            true,
+            format!("came back as a primary: read-only now, {ended} client sessions ended"),
+        ),
+        Err(e) => rec.step("fence", Some(&node.id), false, e),
+    }
+    let failed = rec.any_failed();
+    m.failover.audit.record(rec.finish(
+        if failed { Outcome::Failed } else { Outcome::Completed },
+        failed.then(|| "could not fence a former primary that accepts writes".to_owned()),
+    ));
+}

@@ -1,0 +1,147 @@
+//! Connections handed out whole, and sqlx's `Acquire` for the handle and sessions.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, Postgres};
+
+use crate::cluster::NodeId;
+use crate::data::routing::Target;
+use crate::data::session::{Session, SessionState};
+use crate::pool::ReplicatedPool;
+
+/// A pooled connection to one node, from [`ReplicatedPool::acquire`] or sqlx's
+/// [`Acquire`](sqlx::Acquire). Use it like sqlx's: `sqlx::query(..).execute(&mut *conn)`.
+///
+/// Whatever runs on a primary connection may write: from the moment it is handed out, the
+/// session's reads go to the primary (as `PgPool` reads see a write on a held connection at
+/// once); when it goes back to the pool, its WAL position is read, and reads go to replicas
+/// that have replayed that position (exact read-after-write, as for statements through the
+/// handle).
+pub struct NodeConnection {
+    conn: PoolConnection<Postgres>,
+    node: NodeId,
+    /// The session whose watermark this connection's writes move, and the handle (whose
+    /// primary may have changed by the time it is returned).
+    writes: Option<(Arc<SessionState>, ReplicatedPool)>,
+}
+
+impl NodeConnection {
+    pub(crate) fn new(
+        conn: PoolConnection<Postgres>,
+        node: NodeId,
+        writes: Option<(Arc<SessionState>, ReplicatedPool)>,
+    ) -> Self {
+        if let Some((session, _)) = &writes {
+            // Existing code writes on a held connection and reads through the pool.
+            session.wrote_unknown();
+        }
+        NodeConnection { conn, node, writes }
+    }
+
+    /// The node it is connected to.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+}
+
+impl std::fmt::Debug for NodeConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConnection")
+            .field("node", &self.node)
+            .field("tracks_writes", &self.writes.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for NodeConnection {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for NodeConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for NodeConnection {
+    fn drop(&mut self) {
+        let Some((session, pool)) = self.writes.take() else {
+            return;
+        };
+        // Reads go to the primary from now until the position is known (Drop cannot wait).
+        session.wrote_unknown();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime
+                .spawn(async move { crate::data::session::record_write(&session, &pool.inner.primary().pool).await });
+        }
+    }
+}
+
+/// sqlx's `Acquire`, for `session`: a primary connection, as `PgPool` gives (code written
+/// for `Acquire`, and `Migrator::run`, may write on it).
+fn acquire_primary(
+    pool: &ReplicatedPool,
+    session: Option<Arc<SessionState>>,
+) -> BoxFuture<'_, Result<NodeConnection, sqlx::Error>> {
+    Box::pin(async move {
+        pool.acquire_in(session, Target::Primary)
+            .await
+            .map_err(|e| e.into_sqlx())
+    })
+}
+
+/// sqlx's `Acquire::begin`: a transaction on the primary. sqlx's `Transaction` cannot report
+/// its commit, so the session notes the transaction's server process and start (one more
+/// round trip) and reads from the primary until it is seen to have ended there (see
+/// `session::settle_untracked`); our own `begin()` has no such cost.
+fn begin_primary(
+    pool: &ReplicatedPool,
+    session: Option<Arc<SessionState>>,
+) -> BoxFuture<'_, Result<sqlx::Transaction<'_, Postgres>, sqlx::Error>> {
+    Box::pin(async move {
+        let primary = pool.inner.primary_for_write().await;
+        let mut conn = primary.pool.acquire().await?;
+        if let Some(session) = session.filter(|s| s.tracks_writes()) {
+            // Before BEGIN: nothing of ours may run inside the user's transaction, whose first
+            // statement may have to be `SET TRANSACTION ISOLATION LEVEL ...`.
+            let (pid, since): (i32, String) = sqlx::query_as("SELECT pg_backend_pid(), clock_timestamp()::text")
+                .fetch_one(&mut *conn)
+                .await?;
+            session.add_untracked(pid, since);
+        }
+        sqlx::Transaction::begin(conn, None).await
+    })
+}
+
+impl<'c> sqlx::Acquire<'c> for &'c ReplicatedPool {
+    type Database = Postgres;
+    type Connection = NodeConnection;
+
+    fn acquire(self) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
+        acquire_primary(self, self.effective_session())
+    }
+
+    fn begin(self) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
+        begin_primary(self, self.effective_session())
+    }
+}
+
+impl<'c> sqlx::Acquire<'c> for &'c Session {
+    type Database = Postgres;
+    type Connection = NodeConnection;
+
+    fn acquire(self) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
+        acquire_primary(&self.pool, Some(Arc::clone(&self.state)))
+    }
+
+    fn begin(self) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
+        begin_primary(&self.pool, Some(Arc::clone(&self.state)))
+    }
+}

@@ -1,0 +1,215 @@
+//! Sessions: read-your-writes from WAL positions, monotonic reads, and causal tokens.
+//!
+//! A session records the primary's WAL position after each of its writes (its watermark). A
+//! read may go to a replica only if that replica has replayed the watermark: the health loop's
+//! cached replay position decides when it can; otherwise the chosen replica is asked
+//! (`pg_last_wal_replay_lsn()`, on the connection the read then uses), waited for up to
+//! `consistency.max_wait`, and the read goes to the primary if it is still behind.
+
+mod state;
+mod stats;
+mod token;
+
+pub(crate) use state::SessionState;
+pub use stats::ConsistencyCounters;
+pub(crate) use stats::ConsistencyStats;
+pub use token::{CausalToken, TokenError};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::config::Consistency;
+use crate::core::Lsn;
+use crate::data::executor::Transaction;
+use crate::pool::ReplicatedPool;
+
+/// A unit of work with a consistency promise: typically one request or one user.
+///
+/// `&Session` is an sqlx `Executor`, like `&ReplicatedPool`. Creating one does no I/O and
+/// takes no lock; clones share the watermark.
+///
+/// ```no_run
+/// # async fn demo(db: covet_replication::ReplicatedPool) -> Result<(), sqlx::Error> {
+/// let session = db.session(); // ReadAfterWrite unless configured otherwise
+/// sqlx::query("UPDATE users SET name = $1 WHERE id = 1").bind("ana").execute(&session).await?;
+/// // A replica serves this only if it has replayed the update; else the primary does.
+/// let name: String = sqlx::query_scalar("SELECT name FROM users WHERE id = 1").fetch_one(&session).await?;
+/// assert_eq!(name, "ana");
+/// let token = session.token(); // for the next request, in a header or cookie
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub(crate) pool: ReplicatedPool,
+    pub(crate) state: Arc<SessionState>,
+}
+
+tokio::task_local! {
+    static SCOPED: Arc<SessionState>;
+}
+
+/// The session of the enclosing [`Session::scope`], if any.
+pub(crate) fn scoped() -> Option<Arc<SessionState>> {
+    SCOPED.try_with(Arc::clone).ok()
+}
+
+impl Session {
+    pub(crate) fn new(pool: ReplicatedPool, level: Consistency) -> Self {
+        Session {
+            pool,
+            state: Arc::new(SessionState::new(level, true)),
+        }
+    }
+
+    /// This session, for statements sent to `target` (a [`Target`](crate::Target) or a
+    /// [`ReadPreference`](crate::ReadPreference)), as [`ReplicatedPool::using`] for the handle.
+    /// The session's promises still hold: one that needs a position a replica target has not
+    /// replayed gets [`NotCaughtUp`](crate::Error::NotCaughtUp), never the primary in its place.
+    ///
+    /// ```no_run
+    /// # async fn demo(db: covet_replication::ReplicatedPool) -> Result<(), sqlx::Error> {
+    /// use covet_replication::Target;
+    /// let session = db.session();
+    /// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+    ///     .fetch_one(&session.using(Target::Primary))
+    ///     .await?;
+    /// # let _ = n; Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn using(&self, target: impl Into<crate::Target>) -> Session {
+        Session {
+            pool: self.pool.using(target),
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// The session's consistency level.
+    pub fn consistency(&self) -> Consistency {
+        self.state.level
+    }
+
+    /// The primary's WAL position after this session's latest write, if it wrote.
+    pub fn watermark(&self) -> Option<Lsn> {
+        self.state.watermark()
+    }
+
+    /// A compact token carrying this session's guarantee to another process:
+    /// [`ReplicatedPool::session_from_token`] continues it there.
+    pub fn token(&self) -> String {
+        let (system_id, timeline) = self.pool.inner.identity.get();
+        CausalToken {
+            system_id,
+            timeline,
+            lsn: self.state.causal_lsn(),
+        }
+        .to_string()
+    }
+
+    /// Begins a transaction on the primary; its commit counts as a write of this session.
+    ///
+    /// # Errors
+    /// The database error if no connection can be had or `BEGIN` fails.
+    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        self.pool.begin_in(Some(Arc::clone(&self.state))).await
+    }
+
+    /// A connection from the node `target` selects, for this session (see
+    /// [`ReplicatedPool::acquire`]): work on a primary connection counts as its write.
+    ///
+    /// # Errors
+    /// The routing error or the pool's.
+    pub async fn acquire(&self, target: impl Into<crate::Target>) -> Result<crate::NodeConnection, crate::Error> {
+        self.pool.acquire_in(Some(Arc::clone(&self.state)), target).await
+    }
+
+    /// Begins a read-only, repeatable-read transaction on a replica that has replayed this
+    /// session's writes (or on the primary if none has in time).
+    ///
+    /// # Errors
+    /// As [`ReplicatedPool::begin_read_only`].
+    pub async fn begin_read_only(&self) -> Result<Transaction, sqlx::Error> {
+        self.pool.begin_read_only_in(Some(Arc::clone(&self.state))).await
+    }
+
+    /// The pool this session routes through.
+    pub fn pool(&self) -> &ReplicatedPool {
+        &self.pool
+    }
+
+    /// Runs `fut` with this session as the one every statement sent through a plain
+    /// `ReplicatedPool` handle uses: request middleware sets it, handlers keep their `&db`.
+    pub async fn scope<F: Future>(&self, fut: F) -> F::Output {
+        SCOPED.scope(Arc::clone(&self.state), fut).await
+    }
+}
+
+/// The end of the primary's last WAL record: at or past the end of every write that completed
+/// before the call, committed or not yet flushed, and reachable by a standby's replay.
+pub(crate) async fn primary_lsn<'c, E>(executor: E) -> Result<Lsn, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
+    let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(executor)
+        .await?;
+    text.parse::<Lsn>()
+        .map(Lsn::record_end)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Moves `session`'s watermark past writes that completed on the primary before the call
+/// (commits included); if the position cannot be read, reads go to the primary until the next
+/// write.
+pub(crate) async fn record_write(session: &SessionState, primary: &sqlx::PgPool) {
+    let epoch = session.epoch();
+    match primary_lsn(primary).await {
+        Ok(lsn) => session.wrote_since(epoch, lsn),
+        Err(_) => session.wrote_unknown(),
+    }
+}
+
+/// Looks on the primary for the session's transactions begun through sqlx's `Acquire`: those
+/// that ended are settled with a position read after seeing that, which covers their commits.
+/// Each is known by its server process and a time read just before its `BEGIN`: a transaction
+/// begun since on that process is taken for it (a later one on the same pooled connection
+/// keeps reads on the primary a little longer, never shorter).
+/// One round trip, only while such a transaction is open; on error they stay open (reads stay
+/// on the primary).
+pub(crate) async fn settle_untracked(session: &SessionState, primary: &sqlx::PgPool) {
+    let open = session.untracked();
+    if open.is_empty() {
+        return;
+    }
+    let (pids, starts): (Vec<i32>, Vec<String>) = open.iter().cloned().unzip();
+    let answer: Result<(Vec<bool>, String), sqlx::Error> = sqlx::query_as(
+        "SELECT array(SELECT EXISTS (SELECT 1 FROM pg_stat_activity a \
+           WHERE a.pid = t.pid AND a.xact_start >= t.start::timestamptz) \
+           FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(pid, start, n) ORDER BY n), \
+         pg_current_wal_insert_lsn()::text",
+    )
+    .bind(&pids)
+    .bind(&starts)
+    .fetch_one(primary)
+    .await;
+    let Ok((still_open, lsn)) = answer else { return };
+    let Ok(lsn) = lsn.parse::<Lsn>().map(Lsn::record_end) else {
+        return;
+    };
+    let ended: Vec<(i32, String)> = open
+        .into_iter()
+        .zip(still_open)
+        .filter(|(_, open)| !open)
+        .map(|(t, _)| t)
+        .collect();
+    if !ended.is_empty() {
+        session.settled(&ended, lsn);
+    }
+}
+
+/// How far a standby has replayed (0/0 if it has replayed nothing yet).
+pub(crate) async fn replay_lsn(conn: &mut sqlx::PgConnection) -> Result<Lsn, sqlx::Error> {
+    let text: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
+        .fetch_one(conn)
+        .await?;
+    Ok(text.and_then(|t| t.parse().ok()).unwrap_or(Lsn::ZERO))
+}
