@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use covet_replication::testing::LocalCluster;
-use covet_replication::{Consistency, ReplicatedPool, ReplicationConfig, Session, TokenError};
+use covet_replication::{Consistency, ReplicatedPool, ReplicationConfig, Session, Target, TokenError};
 use covet_tests::{connect, eventually, node_name, test_config, wait_state};
 
 async fn cluster_with_table() -> LocalCluster {
@@ -533,11 +533,14 @@ async fn targeted_reads_in_a_session_never_go_backwards() {
         "of {reads} reads ({not_caught_up} not caught up), served by {served:?}"
     );
     assert!(reads >= 1_000, "{reads} reads, {not_caught_up} not caught up");
-    // Before, 723 of 1,500 went back, half served by the lagging replica1. Now it serves none
-    // (it never has what the sessions saw: a node target there is refused, not answered older)
-    // and the reads stay on replica2.
-    assert!(served.get("replica2").copied().unwrap_or(0) >= 1_000, "{served:?}");
+    // Before, 723 of 1,500 went back, half served by the lagging replica1. Now it serves only
+    // sessions that have seen nothing newer (a node target there is refused, not answered
+    // older), and the rest stay on replica2.
+    assert!(served.get("replica2").copied().unwrap_or(0) >= 700, "{served:?}");
     assert!(not_caught_up > 0, "replica1 was asked for and refused: {not_caught_up}");
+    // A refusal is not a failure of the node: replica1 was marked unhealthy by each of them,
+    // and served nothing at all, before.
+    assert!(served.get("replica1").copied().unwrap_or(0) > 0, "{served:?}");
 }
 
 /// A session whose position is unknown (a token from another timeline: any token from before a
@@ -622,7 +625,8 @@ async fn writes_count_however_their_statement_ends() {
             .unwrap()
     }
     let session = db.session();
-    let mut missed = Vec::new();
+    let primary = db.using(Target::Primary);
+    let (mut missed, mut dropped_writes) = (Vec::new(), 0);
     for round in 0..10 {
         for (who, on_session) in [("handle", false), ("session", true)] {
             let base = 1_000 * round + if on_session { 500 } else { 0 };
@@ -673,13 +677,25 @@ async fn writes_count_however_their_statement_ends() {
                 } else {
                     count(&db, marker).await
                 };
-                if seen != 1 {
-                    missed.push(format!("{who}, {case}: {seen} rows"));
+                // A timeout that fired before the statement was even sent (a slow acquire
+                // under load) wrote nothing: the primary says what was committed.
+                let committed = count(&primary, marker).await;
+                if case == "future dropped" {
+                    dropped_writes += committed;
+                } else {
+                    assert_eq!(committed, 1, "{who}, {case}: committed on the primary");
+                }
+                if seen != committed {
+                    missed.push(format!("{who}, {case}: {seen} rows, {committed} committed"));
                 }
             }
         }
     }
     assert_eq!(missed, Vec::<String>::new());
+    assert!(
+        dropped_writes >= 10,
+        "only {dropped_writes} of 20 dropped futures had sent their write"
+    );
 }
 
 /// A standby replaced at its address by an older copy of itself (restored from a snapshot, a

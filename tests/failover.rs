@@ -9,7 +9,7 @@ use covet_replication::testing::{LocalCluster, LocalClusterBuilder};
 use covet_replication::{
     Error, FailoverError, FailoverEvent, FailoverKind, NodeState, Outcome, ReplicatedPool, ReplicationConfig,
 };
-use covet_tests::{connect, eventually, node_name, shared_cluster, test_config};
+use covet_tests::{DEAD_PORT, connect, eventually, node_name, set_upstream, shared_cluster, test_config};
 use sqlx::Connection;
 
 /// An acknowledged write: its id, the port of the server that took it, when it was acknowledged.
@@ -97,18 +97,6 @@ async fn manual_failover(db: &ReplicatedPool) -> Result<FailoverEvent, Error> {
 }
 
 /// A port nothing listens on: a standby pointed there receives nothing more.
-const DEAD_PORT: u16 = 1;
-
-/// Points standby `i` at the server on `port` (`primary_conninfo` + reload).
-async fn set_upstream(cluster: &LocalCluster, i: usize, port: u16) {
-    let name = &cluster.nodes()[i].name;
-    let sql = format!(
-        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={name}'"
-    );
-    cluster.execute(i, &sql).await.unwrap();
-    cluster.execute(i, "SELECT pg_reload_conf()").await.unwrap();
-}
-
 /// How many of `ids` are in `table` on node `i`.
 async fn count_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) -> i64 {
     let mut conn = cluster.connect(i).await.unwrap();

@@ -310,3 +310,71 @@ async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
         "the reads in flight on it were retried: {abandoned_retries}"
     );
 }
+
+/// The health loop used to run failover inline: for the whole of a failover (up to
+/// promote_timeout + repoint_timeout) no node was probed, so a replica that died meanwhile kept
+/// its state until the failover ended. Failover runs on its own task now.
+///
+/// A slow failover for real: replica1 lost its upstream before the last writes, which
+/// replica2 and replica3 received; both are excluded from promotion, so replica1 is promoted
+/// and they, ahead of its timeline's fork, never stream from it: the repoint step waits its
+/// full timeout for them. replica3 is killed in the meantime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_keeps_probing_while_a_failover_runs() {
+    use covet_replication::{FailoverKind, Outcome};
+    use covet_tests::{DEAD_PORT, set_upstream};
+    use std::time::Instant;
+    let cluster = LocalCluster::builder().replicas(3).start().await.unwrap();
+    let mut config = test_config(&cluster);
+    config.health.timeout = Duration::from_millis(500);
+    config.failover.exclude = vec!["replica2".into(), "replica3".into()];
+    config.failover.repoint_timeout = Duration::from_secs(8);
+    let db = connect(config).await;
+    set_upstream(&cluster, 1, DEAD_PORT).await;
+    cluster
+        .execute(0, "CREATE TABLE after_cut AS SELECT g FROM generate_series(1, 1000) g")
+        .await
+        .unwrap();
+    cluster.kill(0).await.unwrap();
+    let started = Instant::now();
+    // The failover starts once health has seen the primary down.
+    while !db.failover().in_progress() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no failover started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster.kill(3).await.unwrap();
+    let killed = Instant::now();
+    let mut down_after = None;
+    while db.failover().in_progress() {
+        if down_after.is_none() && db.manager().node("replica3").unwrap().state == NodeState::Down {
+            down_after = Some(killed.elapsed());
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "the failover never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = killed.elapsed();
+    let event = db
+        .failover()
+        .history()
+        .into_iter()
+        .find(|e| e.kind == FailoverKind::Automatic)
+        .expect("an automatic failover event");
+    assert_eq!(event.outcome, Outcome::Completed, "{event:#?}");
+    assert_eq!(
+        event.new_primary.as_ref().map(|n| n.as_str()),
+        Some("replica1"),
+        "{event:#?}"
+    );
+    // The failover went on for seconds after the kill, and health saw replica3 go down long
+    // before it ended (failure_threshold checks 100 ms apart, each failing at once).
+    assert!(
+        took > Duration::from_secs(3),
+        "the failover ended {took:?} after the kill: {event:#?}"
+    );
+    let down_after = down_after
+        .unwrap_or_else(|| panic!("replica3 still not down when the failover ended, {took:?} after the kill"));
+    assert!(
+        down_after < Duration::from_secs(2),
+        "replica3 down {down_after:?} after the kill"
+    );
+}

@@ -98,3 +98,16 @@ pub async fn eventually<F: Future<Output = bool>>(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A port nothing listens on.
+pub const DEAD_PORT: u16 = 1;
+
+/// Points standby `i` at the server on `port` (`primary_conninfo` + reload).
+pub async fn set_upstream(cluster: &LocalCluster, i: usize, port: u16) {
+    let name = &cluster.nodes()[i].name;
+    let sql = format!(
+        "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={name}'"
+    );
+    cluster.execute(i, &sql).await.unwrap();
+    cluster.execute(i, "SELECT pg_reload_conf()").await.unwrap();
+}

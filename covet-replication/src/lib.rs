@@ -19,6 +19,8 @@ mod pg;
 mod pool;
 mod status;
 
+#[cfg(test)]
+mod layers_tests;
 #[cfg(feature = "testing")]
 pub mod testing;
 

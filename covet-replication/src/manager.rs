@@ -1,138 +1,21 @@
 //! [`ReplicaManager`]: the nodes, their pools and the loops that watch them.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
-use tokio_util::sync::CancellationToken;
 
-use crate::classify::Classifier;
-use crate::cluster::{Identity, Node, NodeId, NodeState, Role, Topology};
-use crate::config::{NodeConfig, ReplicationConfig};
-use crate::control::lag::{LagMonitor, WalHistory};
-use crate::data::routing::{Catalog, RouterStats};
-use crate::data::session::{ConsistencyStats, SessionState};
+use crate::cluster::{Node, NodeId, NodeState, Role, Topology, new_node};
+use crate::config::NodeConfig;
+use crate::control::Control;
 use crate::error::Error;
-
-/// Primary WAL samples kept for lag estimation: an hour at the default 1 s interval.
-const WAL_HISTORY: usize = 3600;
-
-/// Shared state behind every handle. Background loops hold it weakly.
-#[derive(Debug)]
-pub(crate) struct ManagerInner {
-    pub config: ReplicationConfig,
-    pub topology: ArcSwap<Topology>,
-    pub classifier: Classifier,
-    pub catalog: Catalog,
-    pub stats: RouterStats,
-    pub wal_history: Mutex<WalHistory>,
-    pub identity: Identity,
-    /// The plain handle's own session: its watermark is every write through any clone of it.
-    pub handle_session: Arc<SessionState>,
-    pub consistency: ConsistencyStats,
-    pub lag_monitor: LagMonitor,
-    pub failover: crate::control::failover::FailoverState,
-    shutdown: CancellationToken,
-}
-
-impl Drop for ManagerInner {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// A node with a new (lazy) pool configured for `role`.
-pub(crate) fn new_node(cfg: &NodeConfig, role: Role, state: NodeState, health_timeout: Duration) -> Arc<Node> {
-    Arc::new(Node::new(cfg.clone(), pool_for(cfg, role, health_timeout), role, state))
-}
-
-/// `health_timeout` bounds a replica's acquire: a replica that cannot hand out a connection
-/// that fast costs a retry elsewhere, not the pool's full acquire timeout.
-fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
-    let p = &cfg.pool;
-    let acquire_timeout = match role {
-        Role::Primary => p.acquire_timeout,
-        Role::Replica => p.acquire_timeout.min(health_timeout),
-    };
-    PgPoolOptions::new()
-        // A replica's dead connection fails its read, which is retried on another node, so the
-        // round trip sqlx spends testing each connection before handing it out buys nothing
-        // there. The primary's statements are never retried: keep the test. (Without the test
-        // and without a `before_acquire` hook, which we never set, the executor takes idle
-        // connections with `try_acquire`: see `executor::idle_connection`.)
-        .test_before_acquire(role == Role::Primary)
-        .min_connections(p.min_connections)
-        .max_connections(p.max_connections)
-        .acquire_timeout(acquire_timeout)
-        .idle_timeout(p.idle_timeout)
-        .max_lifetime(p.max_lifetime)
-        .connect_lazy_with(cfg.connect_options())
-}
-
-impl ManagerInner {
-    /// Builds the nodes (pools are lazy) and starts the health loop.
-    pub fn start(config: ReplicationConfig) -> Result<Arc<Self>, Error> {
-        config.validate()?;
-        let timeout = config.health.timeout;
-        let primary = new_node(&config.primary, Role::Primary, NodeState::Healthy, timeout);
-        let replicas = config
-            .replicas
-            .iter()
-            .map(|c| new_node(c, Role::Replica, NodeState::Healthy, timeout))
-            .collect();
-        let classifier =
-            Classifier::new(usize::try_from(config.routing.classifier_cache_capacity).unwrap_or(usize::MAX))
-                .with_read_only_functions(config.routing.read_only_functions.iter().cloned())
-                .with_write_functions(config.routing.write_functions.iter().cloned());
-        let inner = Arc::new(ManagerInner {
-            catalog: Catalog::new(&config.routing, config.health.timeout),
-            classifier,
-            topology: ArcSwap::from_pointee(Topology { primary, replicas }),
-            stats: RouterStats::default(),
-            wal_history: Mutex::new(WalHistory::new(WAL_HISTORY)),
-            identity: Identity::default(),
-            handle_session: Arc::new(SessionState::new(config.consistency.handle, false)),
-            consistency: ConsistencyStats::default(),
-            lag_monitor: LagMonitor::new(config.lag),
-            failover: crate::control::failover::FailoverState::new(&config.failover),
-            shutdown: CancellationToken::new(),
-            config,
-        });
-        crate::control::health::spawn(
-            Arc::downgrade(&inner),
-            inner.config.health.interval,
-            inner.shutdown.child_token(),
-        );
-        Ok(inner)
-    }
-
-    /// Stops the background loops.
-    pub fn stop(&self) {
-        self.shutdown.cancel();
-    }
-
-    pub fn primary(&self) -> Arc<Node> {
-        Arc::clone(&self.topology.load().primary)
-    }
-
-    /// The primary, once any failover running now has finished (or `failover.hold_writes` has
-    /// passed): writes wait for the new primary rather than fail on the old one.
-    pub async fn primary_for_write(&self) -> Arc<Node> {
-        if self.failover.holding() {
-            self.failover.wait(self.config.failover.hold_writes).await;
-        }
-        self.primary()
-    }
-}
 
 /// Owns one sqlx pool per node and the health loop; adds and removes replicas at run time.
 ///
 /// Obtained from [`ReplicatedPool::manager`](crate::ReplicatedPool::manager); cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ReplicaManager {
-    pub(crate) inner: Arc<ManagerInner>,
+    pub(crate) control: Arc<Control>,
 }
 
 /// A node as the manager sees it now.
@@ -167,23 +50,29 @@ pub struct NodeStatus {
 impl ReplicaManager {
     /// Every node, primary first.
     pub fn nodes(&self) -> Vec<NodeStatus> {
-        self.inner.topology.load().nodes().map(|n| status_of(n)).collect()
+        self.control
+            .cluster
+            .topology
+            .load()
+            .nodes()
+            .map(|n| status_of(n))
+            .collect()
     }
 
     /// One node by id.
     pub fn node(&self, id: &str) -> Option<NodeStatus> {
-        self.inner.topology.load().find(id).map(|n| status_of(n))
+        self.control.cluster.topology.load().find(id).map(|n| status_of(n))
     }
 
-    /// Runs one health round now (the loop keeps its own schedule).
+    /// Runs one health round now (the loop keeps its own schedule). Failover acts on what it
+    /// finds on its own task, as on every round: this never runs a failover itself.
     pub async fn check_now(&self) {
-        crate::control::health::round(&self.inner).await;
-        crate::control::failover::after_health_round(&self.inner).await;
+        crate::control::health::round(&self.control).await;
     }
 
     /// The sqlx pool of a node, for work that must bypass routing.
     pub fn pool(&self, id: &str) -> Option<PgPool> {
-        self.inner.topology.load().find(id).map(|n| n.pool.clone())
+        self.control.cluster.topology.load().find(id).map(|n| n.pool.clone())
     }
 
     /// Adds a replica at run time. It takes reads once a health check has seen it healthy.
@@ -191,12 +80,12 @@ impl ReplicaManager {
     /// # Errors
     /// [`Error::DuplicateNode`] if its id is taken; [`Error::Config`] if it is invalid.
     pub async fn add_replica(&self, config: NodeConfig) -> Result<(), Error> {
-        let topology = self.inner.topology.load_full();
+        let topology = self.control.cluster.topology.load_full();
         if topology.find(&config.id).is_some() {
             return Err(Error::DuplicateNode { id: config.id });
         }
         // Validate against the nodes there are now, not the ones configured at start.
-        let mut full = self.inner.config.clone();
+        let mut full = self.control.cluster.config.clone();
         full.replicas = topology
             .replicas
             .iter()
@@ -209,9 +98,9 @@ impl ReplicaManager {
             &config,
             Role::Replica,
             NodeState::Down,
-            self.inner.config.health.timeout,
+            self.control.cluster.config.health.timeout,
         );
-        self.inner.topology.rcu(|t| {
+        self.control.cluster.topology.rcu(|t| {
             let mut t = Topology::clone(t);
             t.replicas.push(Arc::clone(&node));
             t
@@ -228,7 +117,7 @@ impl ReplicaManager {
     /// [`Error::DrainTimeout`] if queries were still running after `timeout` (the pool is
     /// closed anyway, which waits for their connections).
     pub async fn remove_replica(&self, id: &str, timeout: Duration) -> Result<(), Error> {
-        let topology = self.inner.topology.load_full();
+        let topology = self.control.cluster.topology.load_full();
         let node = topology
             .find(id)
             .cloned()
@@ -240,7 +129,7 @@ impl ReplicaManager {
             });
         }
         node.set_state(NodeState::Draining);
-        self.inner.topology.rcu(|t| {
+        self.control.cluster.topology.rcu(|t| {
             let mut t = Topology::clone(t);
             t.replicas.retain(|r| !Arc::ptr_eq(r, &node));
             t
@@ -264,10 +153,8 @@ impl ReplicaManager {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         node.pool.close().await;
-        if let Some(conn) = node.check_conn.lock().await.take() {
-            let _ = sqlx::Connection::close(conn).await;
-        }
-        self.inner.lag_monitor.forget(node.id.as_str());
+        self.control.health.forget(&node.id).await;
+        self.control.lag_monitor.forget(node.id.as_str());
         tracing::info!(target: "covet::topology", node = %node.id, "replica removed");
         result
     }

@@ -99,8 +99,8 @@ impl ReplicatedPool {
     /// A snapshot of the cluster, this pool's routing and consistency counters, and recent
     /// alerts.
     pub fn status(&self) -> ClusterStatus {
-        let inner = &self.inner;
-        let topology = inner.topology.load();
+        let (data, control) = (&self.data.plane, &self.control);
+        let topology = data.cluster.topology.load();
         let nodes: Vec<NodeReport> = topology
             .nodes()
             .map(|n| {
@@ -117,7 +117,7 @@ impl ReplicatedPool {
                     lsn: n.replay_lsn(),
                     lag_bytes,
                     lag_seconds: lag.as_secs_f64(),
-                    lag_stats: inner.lag_monitor.stats(n.id.as_str()),
+                    lag_stats: control.lag_monitor.stats(n.id.as_str()),
                     latency_ms: n.latency().as_secs_f64() * 1e3,
                     rtt_ms: n.rtt().as_secs_f64() * 1e3,
                     in_flight: n.in_flight.load(std::sync::atomic::Ordering::Relaxed),
@@ -133,9 +133,9 @@ impl ReplicatedPool {
                 }
             })
             .collect();
-        let router = inner.stats.snapshot();
+        let router = data.stats.snapshot();
         let routed = router.to_primary + router.to_replica;
-        let (system_id, timeline) = inner.identity.get();
+        let (system_id, timeline) = data.cluster.identity.get();
         let warnings = slow_retries(&nodes);
         ClusterStatus {
             system_id,
@@ -147,9 +147,9 @@ impl ReplicatedPool {
             } else {
                 router.to_replica as f64 / routed as f64
             },
-            consistency: inner.consistency.snapshot(),
-            parse_failures: inner.classifier.parse_failures(),
-            recent_alerts: inner.lag_monitor.recent_alerts(),
+            consistency: data.consistency.snapshot(),
+            parse_failures: data.classifier.parse_failures(),
+            recent_alerts: control.lag_monitor.recent_alerts(),
             failover_in_progress: self.failover().in_progress(),
             warnings,
             recent_failovers: {

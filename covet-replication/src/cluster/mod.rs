@@ -1,13 +1,109 @@
-//! Who is in the cluster: nodes, their roles and states, and the snapshot the router reads.
+//! The cluster snapshot, where the data plane and the control plane meet: the nodes with their
+//! pools and health views, the topology (who is primary), the cluster's identity, and the write
+//! gate. The control plane writes it; the data plane reads it.
 
+mod gate;
 mod identity;
 mod node;
 
 pub use crate::core::{NodeId, NodeState, Role};
+pub(crate) use gate::WriteGate;
 pub(crate) use identity::{Identity, SyncShortfall};
 pub(crate) use node::{InFlight, Node};
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::{NodeConfig, ReplicationConfig};
+
+/// What both planes share. Built once per handle; the planes hold it in an `Arc`.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub config: ReplicationConfig,
+    pub topology: ArcSwap<Topology>,
+    pub identity: Identity,
+    pub gate: WriteGate,
+    /// Wakes the health loop for a round now (a failure the data plane reported).
+    pub wake: tokio::sync::Notify,
+}
+
+impl Cluster {
+    /// The configured nodes, each with a new (lazy) pool, healthy until checked.
+    pub fn new(config: ReplicationConfig) -> Self {
+        let timeout = config.health.timeout;
+        let primary = new_node(&config.primary, Role::Primary, NodeState::Healthy, timeout);
+        let replicas = config
+            .replicas
+            .iter()
+            .map(|c| new_node(c, Role::Replica, NodeState::Healthy, timeout))
+            .collect();
+        Cluster {
+            topology: ArcSwap::from_pointee(Topology { primary, replicas }),
+            identity: Identity::default(),
+            gate: WriteGate::default(),
+            wake: tokio::sync::Notify::new(),
+            config,
+        }
+    }
+
+    /// The data plane's one way to tell the control plane about a node: a statement's
+    /// connection to this replica failed. It takes no reads from now on, its reads in flight go
+    /// elsewhere, its cached position is forgotten, and the health loop judges it at once.
+    /// Returns false if it was reported already (or serves no reads anyway).
+    pub fn report_failure(&self, node: &Node) -> bool {
+        if !node.suspect() {
+            return false;
+        }
+        node.lost();
+        self.wake.notify_one();
+        true
+    }
+
+    pub fn primary(&self) -> Arc<Node> {
+        Arc::clone(&self.topology.load().primary)
+    }
+
+    /// The primary, once any failover running now has finished (or `failover.hold_writes` has
+    /// passed): writes wait for the new primary rather than fail on the old one.
+    pub async fn primary_for_write(&self) -> Arc<Node> {
+        if self.gate.holding() {
+            self.gate.wait(self.config.failover.hold_writes).await;
+        }
+        self.primary()
+    }
+}
+
+/// A node with a new (lazy) pool configured for `role`.
+pub(crate) fn new_node(cfg: &NodeConfig, role: Role, state: NodeState, health_timeout: Duration) -> Arc<Node> {
+    Arc::new(Node::new(cfg.clone(), pool_for(cfg, role, health_timeout), role, state))
+}
+
+/// `health_timeout` bounds a replica's acquire: a replica that cannot hand out a connection
+/// that fast costs a retry elsewhere, not the pool's full acquire timeout.
+fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
+    let p = &cfg.pool;
+    let acquire_timeout = match role {
+        Role::Primary => p.acquire_timeout,
+        Role::Replica => p.acquire_timeout.min(health_timeout),
+    };
+    PgPoolOptions::new()
+        // A replica's dead connection fails its read, which is retried on another node, so the
+        // round trip sqlx spends testing each connection before handing it out buys nothing
+        // there. The primary's statements are never retried: keep the test. (Without the test
+        // and without a `before_acquire` hook, which we never set, the executor takes idle
+        // connections with `try_acquire`: see `data::executor::idle_connection`.)
+        .test_before_acquire(role == Role::Primary)
+        .min_connections(p.min_connections)
+        .max_connections(p.max_connections)
+        .acquire_timeout(acquire_timeout)
+        .idle_timeout(p.idle_timeout)
+        .max_lifetime(p.max_lifetime)
+        .connect_lazy_with(cfg.connect_options())
+}
 
 /// The nodes a query can be routed to, swapped atomically when replicas are added or removed
 /// (readers hold a snapshot, so a query in flight keeps its node).

@@ -35,13 +35,12 @@ pub(crate) struct Node {
     /// Replication lag at the last check.
     pub lag_bytes: AtomicU64,
     pub lag_us: AtomicU64,
-    /// Consecutive check outcomes (health loop only).
-    pub counters: std::sync::Mutex<crate::control::health::Counters>,
     /// Metric handles, registered once: the hot path only increments.
     queries_metric: metrics::Counter,
     query_seconds_metric: metrics::Histogram,
-    /// The health loop's own connection, so checks never wait behind the pool.
-    pub check_conn: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    /// Set by the data plane when a statement's connection to this replica failed: it takes no
+    /// reads until the health loop, woken at once, has judged it (see `Cluster::report_failure`).
+    suspect: std::sync::atomic::AtomicBool,
     /// Cancelled by [`abandon_in_flight`](Self::abandon_in_flight); statements hold the token of
     /// the moment they started.
     abandon: arc_swap::ArcSwap<tokio_util::sync::CancellationToken>,
@@ -81,8 +80,7 @@ impl Node {
             retrieve_retry_ms: AtomicU32::new(0),
             lag_bytes: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
-            counters: Default::default(),
-            check_conn: tokio::sync::Mutex::new(None),
+            suspect: Default::default(),
             abandon: Default::default(),
         }
     }
@@ -110,8 +108,29 @@ impl Node {
         }
     }
 
+    /// The health loop's verdict.
     pub fn state(&self) -> NodeState {
         NodeState::from_u8(self.state.load(Relaxed))
+    }
+
+    /// What routing goes by: the health loop's verdict, or `Unhealthy` while a failure the data
+    /// plane reported waits for its judgment.
+    pub fn routing_state(&self) -> NodeState {
+        match self.state() {
+            s if s.serves_reads() && self.suspect.load(Relaxed) => NodeState::Unhealthy,
+            s => s,
+        }
+    }
+
+    /// The data plane's report (see `Cluster::report_failure`); false if already reported or
+    /// not serving reads.
+    pub(super) fn suspect(&self) -> bool {
+        self.state().serves_reads() && !self.suspect.swap(true, Relaxed)
+    }
+
+    /// Takes a report for the health loop to judge.
+    pub fn take_suspect(&self) -> bool {
+        self.suspect.swap(false, Relaxed)
     }
 
     /// After a failover: the promoted standby's replacement is a new node; the old primary

@@ -112,10 +112,8 @@ pub use failover::FailoverConfig;
 pub use health::HealthConfig;
 pub use lag::{LagByteThresholds, LagConfig, LagThresholds};
 pub use node::{NodeConfig, Password, PoolConfig, TlsMode};
-pub use routing::{ReadPreference, RetryConfig, RoutingConfig, UnknownFunctionPolicy};
-// The `FromStr` error of `ReadPreference`, for the crate root to re-export (unused until it does).
-#[allow(unused_imports)]
 pub use routing::ParseReadPreferenceError;
+pub use routing::{ReadPreference, RetryConfig, RoutingConfig, UnknownFunctionPolicy};
 
 /// The configuration of a replicated cluster: its primary, its hot standbys, health checking and
 /// routing.

@@ -5,3 +5,63 @@ pub(crate) mod callbacks;
 pub(crate) mod failover;
 pub(crate) mod health;
 pub(crate) mod lag;
+
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::Cluster;
+use failover::FailoverState;
+use health::Health;
+use lag::{LagMonitor, WalHistory};
+
+/// Primary WAL samples kept for lag estimation: an hour at the default 1 s interval.
+const WAL_HISTORY: usize = 3600;
+
+/// What the control plane keeps besides the cluster snapshot.
+#[derive(Debug)]
+pub(crate) struct Control {
+    pub cluster: Arc<Cluster>,
+    pub wal_history: Mutex<WalHistory>,
+    pub lag_monitor: LagMonitor,
+    pub failover: FailoverState,
+    pub health: Health,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Control {
+    /// Starts the control plane's tasks, the supervisor's job: the health loop, and the
+    /// failover task that acts on its rounds. They run until `shutdown` is cancelled.
+    pub fn start(cluster: Arc<Cluster>, shutdown: CancellationToken) -> Arc<Self> {
+        let config = &cluster.config;
+        let control = Arc::new(Control {
+            wal_history: Mutex::new(WalHistory::new(WAL_HISTORY)),
+            lag_monitor: LagMonitor::new(config.lag),
+            failover: FailoverState::new(&config.failover),
+            health: Health::default(),
+            shutdown,
+            tasks: TaskTracker::new(),
+            cluster,
+        });
+        let weak = Arc::downgrade(&control);
+        control
+            .tasks
+            .spawn(health::task(weak.clone(), control.shutdown.child_token()));
+        control.tasks.spawn(failover::task(
+            weak,
+            control.health.rounds(),
+            control.shutdown.child_token(),
+        ));
+        control.tasks.close();
+        control
+    }
+
+    /// Stops the tasks, waits for them to end, then closes the health loop's connections.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.tasks.wait().await;
+        self.health.close().await;
+    }
+}

@@ -5,8 +5,8 @@ mod failover;
 
 pub use failover::FailoverError;
 
-use crate::cluster::NodeId;
 use crate::config::{ConfigError, ReadPreference};
+use crate::core::NodeId;
 
 /// Everything that can go wrong in routing, managing nodes or talking to them.
 ///
@@ -39,7 +39,7 @@ pub enum Error {
         /// The node.
         id: NodeId,
         /// Its state.
-        state: crate::cluster::NodeState,
+        state: crate::core::NodeState,
     },
     /// A statement that needs the primary was explicitly targeted at a replica; nothing was sent.
     #[error("statement needs the primary ({reason}) but was targeted at {target}; it was not sent")]
@@ -56,9 +56,9 @@ pub enum Error {
         /// The replica.
         node: NodeId,
         /// The session's position.
-        needed: crate::Lsn,
+        needed: crate::core::Lsn,
         /// The replica's position at the last check.
-        replayed: crate::Lsn,
+        replayed: crate::core::Lsn,
     },
     /// A read targeted away from the primary in a session whose position is unknown (a write
     /// whose position could not be read, a token from another timeline or from the future):

@@ -11,6 +11,7 @@ use sqlx::{Arguments, AssertSqlSafe};
 use super::sql::SqlBuf;
 use crate::classify::{QueryClass, QueryKind};
 use crate::config::Consistency;
+use crate::data::Handle;
 use crate::data::executor::Transaction;
 use crate::data::routing::Target;
 use crate::data::session::{Session, SessionState};
@@ -135,16 +136,19 @@ pub(super) enum Via {
 impl Via {
     /// Through a plain handle: its own session, unless the read asks for another level.
     pub(super) fn pool(db: &ReplicatedPool, access: &Access) -> Via {
-        let routed = routed(db, access);
+        let routed = db.map_data(|h| routed(h, access));
         match read_level(access) {
             None => Via::Pool(routed),
             Some(level) => {
                 // The handle's session: the enclosing `Session::scope`'s, else the handle's own.
-                let state = match db.effective_session() {
+                let state = match db.data.effective_session() {
                     Some(source) => at_level(&source, level),
                     None => Arc::new(SessionState::new(level, false)),
                 };
-                Via::Session(Session { pool: routed, state })
+                Via::Session(Session {
+                    handle: routed.data,
+                    state,
+                })
             }
         }
     }
@@ -156,7 +160,7 @@ impl Via {
             Some(level) => at_level(&session.state, level),
         };
         Via::Session(Session {
-            pool: routed(&session.pool, access),
+            handle: routed(&session.handle, access),
             state,
         })
     }
@@ -186,7 +190,7 @@ fn read_level(access: &Access) -> Option<Consistency> {
 
 /// The handle a statement runs through: writes pinned to the primary, reads to the QuerySet's
 /// target (else the handle's own), and the class given so the executor skips the parser.
-pub(super) fn routed(db: &ReplicatedPool, access: &Access) -> ReplicatedPool {
+pub(super) fn routed(db: &Handle, access: &Access) -> Handle {
     let (db, class) = match access {
         Access::Write => (db.using(Target::Primary), QueryClass::Write),
         Access::Read {

@@ -2,7 +2,8 @@
 //!
 //! Where to find things: `model.rs` is the trait the derive implements and the instance
 //! operations; `column.rs` the typed column handles; `expr.rs` conditions; `queryset.rs` the
-//! builder and its terminals; `sql.rs` the one place SQL text is written (quoting, parameters);
+//! builder and its terminals; `sql.rs` writes the SQL text of QuerySets (quoting, parameters; `model.rs` and `queryset.rs`
+//! add the statements of instance operations and terminals through it);
 //! `executor.rs` how a built statement is run and routed; `migrate.rs` sqlx migrations on the
 //! primary. The guide is `model.md`, on the [`Model`] trait.
 

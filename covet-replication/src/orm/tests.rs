@@ -294,13 +294,13 @@ async fn orm_statements_skip_the_classifier_and_writes_pin_the_primary() {
     let config =
         crate::ReplicationConfig::from_urls("postgres://u@127.0.0.1:1/db", &["postgres://u@127.0.0.1:2/db"]).unwrap();
     let db = crate::ReplicatedPool::connect_lazy(config).unwrap();
-    let write = super::executor::routed(&db, &Access::Write);
+    let write = super::executor::routed(&db.data, &Access::Write);
     assert_eq!(write.target, Some(Target::Primary));
     assert_eq!(
         write.known_kind.as_ref().map(|k| k.class()),
         Some(crate::QueryClass::Write)
     );
-    let routed = super::executor::routed(&db.using(Target::Region("eu".into())), &read());
+    let routed = super::executor::routed(&db.using(Target::Region("eu".into())).data, &read());
     assert_eq!(
         routed.target,
         Some(Target::Region("eu".into())),
@@ -309,30 +309,30 @@ async fn orm_statements_skip_the_classifier_and_writes_pin_the_primary() {
     let kind = routed.known_kind.clone().unwrap();
     assert!(kind.is_replica_safe());
     let pinned = super::executor::routed(
-        &db,
+        &db.data,
         &Access::Read {
             target: Some(Target::Replica),
             consistency: None,
         },
     );
     assert_eq!(pinned.target, Some(Target::Replica));
-    assert!(db.known_kind.is_none() && db.using(Target::Primary).known_kind.is_none());
+    assert!(db.data.known_kind.is_none() && db.using(Target::Primary).data.known_kind.is_none());
 
     // Through a session: the same routing, the session's own state (so its watermark).
     let session = db.using(Target::Region("eu".into())).session();
-    let class = |s: &crate::Session| s.pool.known_kind.as_ref().map(|k| k.class());
+    let class = |s: &crate::Session| s.handle.known_kind.as_ref().map(|k| k.class());
     let Via::Session(write) = Via::session(&session, &Access::Write) else {
         panic!("a session")
     };
     assert_eq!(
-        (write.pool.target.clone(), class(&write)),
+        (write.handle.target.clone(), class(&write)),
         (Some(Target::Primary), Some(crate::QueryClass::Write))
     );
     assert!(Arc::ptr_eq(&write.state, &session.state));
     let Via::Session(reads) = Via::session(&session, &read()) else {
         panic!("a session")
     };
-    assert_eq!(reads.pool.target, Some(Target::Region("eu".into())));
+    assert_eq!(reads.handle.target, Some(Target::Region("eu".into())));
     assert_eq!(class(&reads), Some(crate::QueryClass::Read));
     assert!(Arc::ptr_eq(&reads.state, &session.state));
     let strong = Access::Read {

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::PgConnection;
 
-use crate::Error;
-use crate::cluster::NodeId;
+use crate::core::NodeId;
+use crate::error::Error;
 
 /// The oldest supported major.
 pub const MIN_MAJOR: u32 = 13;

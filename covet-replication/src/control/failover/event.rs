@@ -171,7 +171,8 @@ const HISTORY: usize = 100;
 /// Where finished events go: memory, the audit file, the log and the callbacks.
 pub(crate) struct AuditLog {
     history: Mutex<VecDeque<FailoverEvent>>,
-    next_id: Mutex<u64>,
+    /// Held from numbering an event to the end of its append: lines in id order.
+    next_id: tokio::sync::Mutex<u64>,
     file: Option<PathBuf>,
     pub callbacks: Callbacks<FailoverEvent>,
 }
@@ -188,19 +189,17 @@ impl AuditLog {
     pub fn new(file: Option<PathBuf>) -> Self {
         AuditLog {
             history: Mutex::default(),
-            next_id: Mutex::new(1),
+            next_id: tokio::sync::Mutex::new(1),
             file,
             callbacks: Callbacks::new("covet::failover"),
         }
     }
 
     /// Numbers and keeps the event, appends it to the audit file, and calls the callbacks.
-    pub fn record(&self, mut event: FailoverEvent) -> FailoverEvent {
-        {
-            let mut id = lock(&self.next_id);
-            event.id = *id;
-            *id += 1;
-        }
+    pub async fn record(&self, mut event: FailoverEvent) -> FailoverEvent {
+        let mut id = self.next_id.lock().await;
+        event.id = *id;
+        *id += 1;
         let outcome = match event.outcome {
             Outcome::Completed => "completed",
             Outcome::Aborted => "aborted",
@@ -214,11 +213,15 @@ impl AuditLog {
             tracing::error!(target: "covet::failover", id = event.id, kind = ?event.kind, outcome, old_primary = %event.old_primary, error, duration = ?event.duration, "failover event");
         }
         metrics::counter!("covet_failover_events_total", "outcome" => outcome).increment(1);
-        if let Some(path) = &self.file
-            && let Err(e) = append_line(path, &event)
-        {
-            tracing::error!(target: "covet::failover", path = %path.display(), error = %e, "could not write the audit log");
+        if let Some(path) = &self.file {
+            // A file write blocks: off the runtime's worker threads.
+            let (path, line) = (path.clone(), event.clone());
+            let written = tokio::task::spawn_blocking(move || append_line(&path, &line)).await;
+            if let Err(e) = written.map_err(std::io::Error::other).and_then(|r| r) {
+                tracing::error!(target: "covet::failover", path = %self.file.as_deref().unwrap_or(std::path::Path::new("")).display(), error = %e, "could not write the audit log");
+            }
         }
+        drop(id);
         {
             let mut history = lock(&self.history);
             if history.len() == HISTORY {

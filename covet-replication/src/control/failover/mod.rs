@@ -18,28 +18,29 @@ mod ops;
 pub use event::{FailoverEvent, FailoverKind, Outcome, Step};
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use elect::{Candidate, elect};
 use event::{AuditLog, Recorder};
 use ops::Survey;
 
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Control;
+use super::health::Round;
+use crate::cluster::new_node;
 use crate::cluster::{Node, NodeId, NodeState, Role, SyncShortfall, Topology};
 use crate::core::Lsn;
 use crate::core::lock;
 use crate::error::{Error, FailoverError};
-use crate::manager::{ManagerInner, new_node};
 
 /// Failover state shared by the handles.
 #[derive(Debug)]
 pub(crate) struct FailoverState {
     running: tokio::sync::Mutex<()>,
-    holding: AtomicBool,
-    gate: tokio::sync::watch::Sender<bool>,
-    /// Counts topology switches; primary connection waits end on a change.
-    switched: tokio::sync::watch::Sender<u64>,
     last_automatic: Mutex<Option<Instant>>,
     /// The last automatic attempt's abort reason: a repeat is not recorded again.
     last_abort: Mutex<Option<String>>,
@@ -52,36 +53,11 @@ impl FailoverState {
     pub fn new(config: &crate::config::FailoverConfig) -> Self {
         FailoverState {
             running: tokio::sync::Mutex::new(()),
-            holding: AtomicBool::new(false),
-            gate: tokio::sync::watch::Sender::new(false),
-            switched: tokio::sync::watch::Sender::new(0),
             last_automatic: Mutex::new(None),
             last_abort: Mutex::new(None),
             stragglers: Mutex::default(),
             audit: AuditLog::new(config.audit_log.clone()),
         }
-    }
-
-    /// Whether writes are being held for a new primary.
-    pub fn holding(&self) -> bool {
-        self.holding.load(Ordering::SeqCst)
-    }
-
-    /// Waits (at most `max`) until writes are no longer held.
-    pub async fn wait(&self, max: Duration) {
-        let mut rx = self.gate.subscribe();
-        let _ = tokio::time::timeout(max, rx.wait_for(|held| !held)).await;
-    }
-
-    /// Notified when a failover replaces the primary.
-    pub fn switches(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.switched.subscribe()
-    }
-
-    fn hold(&self) -> HoldWrites<'_> {
-        self.holding.store(true, Ordering::SeqCst);
-        self.gate.send_replace(true);
-        HoldWrites(self)
     }
 }
 
@@ -90,16 +66,6 @@ struct Straggler {
     id: NodeId,
     next_try: Instant,
     backoff: Duration,
-}
-
-/// Releases held writes when dropped, whatever way the failover ends.
-struct HoldWrites<'a>(&'a FailoverState);
-
-impl Drop for HoldWrites<'_> {
-    fn drop(&mut self) {
-        self.0.holding.store(false, Ordering::Release);
-        self.0.gate.send_replace(false);
-    }
 }
 
 /// Runs failovers and switchovers, and keeps their audit trail.
@@ -121,7 +87,7 @@ impl Drop for HoldWrites<'_> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct FailoverManager {
-    pub(crate) inner: Arc<ManagerInner>,
+    pub(crate) control: Arc<Control>,
 }
 
 impl FailoverManager {
@@ -135,7 +101,7 @@ impl FailoverManager {
     /// [`FailoverError::TargetNotEligible`], [`FailoverError::DataLoss`], [`FailoverError::InProgress`],
     /// or [`FailoverError::Step`] if promoting failed.
     pub async fn failover(&self, target: Option<&str>) -> Result<FailoverEvent, Error> {
-        run(&self.inner, FailoverKind::Manual, target).await
+        run(&self.control, FailoverKind::Manual, target).await
     }
 
     /// Moves the primary role to a standby (`target`, else the best one) while the primary is
@@ -148,17 +114,17 @@ impl FailoverManager {
     /// As [`failover`](Self::failover); [`FailoverError::CatchUp`] if the target did not catch up
     /// in time (the old primary is unfenced and stays primary).
     pub async fn switchover(&self, target: Option<&str>) -> Result<FailoverEvent, Error> {
-        run(&self.inner, FailoverKind::Switchover, target).await
+        run(&self.control, FailoverKind::Switchover, target).await
     }
 
     /// Whether a failover or switchover is running.
     pub fn in_progress(&self) -> bool {
-        self.inner.failover.running.try_lock().is_err()
+        self.control.failover.running.try_lock().is_err()
     }
 
     /// The last 100 events, oldest first.
     pub fn history(&self) -> Vec<FailoverEvent> {
-        self.inner.failover.audit.history()
+        self.control.failover.audit.history()
     }
 
     /// Calls `callback` with every event (e.g. to page someone, or to power off a fenced node
@@ -168,16 +134,52 @@ impl FailoverManager {
         F: Fn(FailoverEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.inner.failover.audit.callbacks.register(callback);
+        self.control.failover.audit.callbacks.register(callback);
     }
 }
 
-/// Called after every health round: repoints standbys that missed a failover, and fails over
-/// if the primary is down and that is allowed.
-pub(crate) async fn after_health_round(m: &Arc<ManagerInner>) {
+/// The failover task: acts on each health round as it ends, on a task of its own, so that a
+/// failover (up to promote_timeout + repoint_timeout) never stops the probing. Rounds that end
+/// while it acts are skipped but for the latest.
+pub(crate) async fn task(
+    control: Weak<Control>,
+    mut rounds: watch::Receiver<Option<Arc<Round>>>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            changed = rounds.changed() => if changed.is_err() { break },
+        }
+        let Some(round) = rounds.borrow_and_update().clone() else {
+            continue;
+        };
+        let Some(control) = control.upgrade() else { break };
+        after_health_round(&control, &round).await;
+    }
+    tracing::debug!(target: "covet::failover", "failover task stopped");
+}
+
+/// What a health round asks of failover: repoint standbys that missed one, re-fence a former
+/// primary that answers, follow a promotion made elsewhere, and fail over if the primary is
+/// down and that is allowed.
+async fn after_health_round(m: &Arc<Control>, round: &Round) {
     repoint_stragglers(m).await;
-    let cfg = &m.config.failover;
-    let topology = m.topology.load_full();
+    for (node, sample) in round.topology.nodes().zip(&round.samples) {
+        if let (NodeState::Fenced, Ok(s)) = (node.state(), sample) {
+            fenced_node_answered(m, node, s.in_recovery, s.read_only, s.system_id).await;
+        }
+    }
+    // A round taken before the topology changed says nothing about the new one.
+    let topology = m.cluster.topology.load_full();
+    if !Arc::ptr_eq(&topology, &round.topology) {
+        return;
+    }
+    if let Some((node, timeline)) = promoted_elsewhere(m, round) {
+        adopt(m, &node, timeline).await;
+        return;
+    }
+    let cfg = &m.cluster.config.failover;
     if !cfg.automatic || topology.primary.state() != NodeState::Down || topology.replicas.is_empty() {
         return;
     }
@@ -189,12 +191,35 @@ pub(crate) async fn after_health_round(m: &Arc<ManagerInner>) {
     }
 }
 
-async fn run(m: &Arc<ManagerInner>, kind: FailoverKind, target: Option<&str>) -> Result<FailoverEvent, Error> {
+/// A replica that answers as a writable primary on a newer timeline than the configured
+/// primary (or while that one is gone, a standby, or fenced): someone promoted it.
+fn promoted_elsewhere(m: &Control, round: &Round) -> Option<(Arc<Node>, u32)> {
+    let samples = &round.samples;
+    let primary = samples[0].as_ref().ok().filter(|s| !s.in_recovery && !s.read_only);
+    let (cluster, _) = m.cluster.identity.get();
+    round
+        .topology
+        .replicas
+        .iter()
+        .zip(&samples[1..])
+        .filter_map(|(node, sample)| {
+            let s = sample.as_ref().ok()?;
+            let timeline = s.timeline?;
+            let newer = primary.is_none_or(|p| p.timeline.is_some_and(|t| t < timeline));
+            let writable = !s.in_recovery && !s.read_only;
+            let member = cluster == 0 || s.system_id == cluster;
+            let usable = !matches!(node.state(), NodeState::Draining | NodeState::Fenced);
+            (newer && writable && member && usable).then(|| (Arc::clone(node), timeline))
+        })
+        .max_by_key(|(_, timeline)| *timeline)
+}
+
+async fn run(m: &Arc<Control>, kind: FailoverKind, target: Option<&str>) -> Result<FailoverEvent, Error> {
     let state = &m.failover;
     let Ok(_running) = state.running.try_lock() else {
         return Err(FailoverError::InProgress.into());
     };
-    let topology = m.topology.load_full();
+    let topology = m.cluster.topology.load_full();
     let mut rec = Recorder::new(kind, topology.primary.id.clone());
     let result = match kind {
         FailoverKind::Switchover => switchover(m, &topology, target, &mut rec).await,
@@ -216,7 +241,7 @@ async fn run(m: &Arc<ManagerInner>, kind: FailoverKind, target: Option<&str>) ->
         tracing::debug!(target: "covet::failover", "automatic failover aborted again for the same reason");
         event
     } else {
-        state.audit.record(event)
+        state.audit.record(event).await
     };
     match result {
         Ok(()) => Ok(event),
@@ -245,8 +270,8 @@ fn standbys(topology: &Topology) -> Vec<Arc<Node>> {
 }
 
 /// Surveys every standby at once; records who answered.
-async fn survey_all(m: &ManagerInner, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec<(Arc<Node>, Survey)> {
-    let timeout = m.config.health.timeout;
+async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec<(Arc<Node>, Survey)> {
+    let timeout = m.cluster.config.health.timeout;
     let results = futures::future::join_all(nodes.iter().map(|n| ops::survey(n, timeout))).await;
     let mut answered = Vec::new();
     for (node, result) in nodes.iter().zip(results) {
@@ -270,12 +295,12 @@ async fn survey_all(m: &ManagerInner, nodes: &[Arc<Node>], rec: &mut Recorder) -
 
 /// Candidates from the survey, each with the reason it may not be promoted, if any.
 fn candidates(
-    m: &ManagerInner,
+    m: &Control,
     answered: &[(Arc<Node>, Survey)],
     target: Option<&str>,
     must_stream: bool,
 ) -> Vec<Candidate> {
-    let (system_id, _) = m.identity.get();
+    let (system_id, _) = m.cluster.identity.get();
     answered
         .iter()
         .map(|(node, s)| {
@@ -286,7 +311,7 @@ fn candidates(
                     "system identifier {} is not the cluster's {system_id}",
                     s.system_id
                 ))
-            } else if m.config.failover.exclude.iter().any(|x| x == node.id.as_str()) {
+            } else if m.cluster.config.failover.exclude.iter().any(|x| x == node.id.as_str()) {
                 Some("excluded by failover.exclude".to_owned())
             } else if target.is_some_and(|t| t != node.id.as_str()) {
                 Some("not the requested target".to_owned())
@@ -306,8 +331,8 @@ fn candidates(
 }
 
 /// A standby of `answered` that has left recovery since the survey.
-async fn promoted_meanwhile(m: &ManagerInner, answered: &[(Arc<Node>, Survey)]) -> Option<NodeId> {
-    let timeout = m.config.health.timeout;
+async fn promoted_meanwhile(m: &Control, answered: &[(Arc<Node>, Survey)]) -> Option<NodeId> {
+    let timeout = m.cluster.config.health.timeout;
     let again = futures::future::join_all(answered.iter().map(|(n, _)| ops::survey(n, timeout))).await;
     answered
         .iter()
@@ -345,16 +370,11 @@ fn choose(cands: &[Candidate], target: Option<&str>, rec: &mut Recorder) -> Resu
     }
 }
 
-async fn failover(
-    m: &Arc<ManagerInner>,
-    topology: &Topology,
-    target: Option<&str>,
-    rec: &mut Recorder,
-) -> Result<(), Stop> {
-    let cfg = &m.config.failover;
+async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, rec: &mut Recorder) -> Result<(), Stop> {
+    let cfg = &m.cluster.config.failover;
     let old = &topology.primary;
     // 1. The primary must really be gone from here.
-    match ops::survey(old, m.config.health.timeout).await {
+    match ops::survey(old, m.cluster.config.health.timeout).await {
         Ok(s) if !s.in_recovery => {
             rec.step("confirm", Some(&old.id), false, "the primary answers as a primary");
             return Err(Stop::Check(FailoverError::PrimaryAlive { node: old.id.clone() }));
@@ -389,7 +409,7 @@ async fn failover(
     // Under synchronous replication an acknowledged commit is on k of the standbys the primary
     // names, perhaps only on those: an automatic failover waits until enough of them answer.
     if rec.kind() == FailoverKind::Automatic
-        && let Some(rule) = m.identity.sync_rule()
+        && let Some(rule) = m.cluster.identity.sync_rule()
     {
         let all = standbys(topology);
         let heard: Vec<(&str, Option<&str>, bool)> = all
@@ -411,13 +431,13 @@ async fn failover(
         }
     }
     // Another manager may have promoted one already: follow it rather than make a second.
-    let (system_id, _) = m.identity.get();
+    let (system_id, _) = m.cluster.identity.get();
     let adopted = answered
         .iter()
         .find(|(_, s)| !s.in_recovery && (system_id == 0 || s.system_id == system_id));
-    let hold = m.failover.hold();
+    let hold = m.cluster.gate.hold();
     let (new, timeline) = if let Some((node, _)) = adopted {
-        let mut conn = ops::connect(node, m.config.health.timeout)
+        let mut conn = ops::connect(node, m.cluster.config.health.timeout)
             .await
             .map_err(step_failed("adopt", node))?;
         let tli = ops::timeline(&mut conn).await.map_err(step_failed("adopt", node))?;
@@ -480,14 +500,14 @@ async fn failover(
 }
 
 async fn switchover(
-    m: &Arc<ManagerInner>,
+    m: &Arc<Control>,
     topology: &Topology,
     target: Option<&str>,
     rec: &mut Recorder,
 ) -> Result<(), Stop> {
-    let cfg = &m.config.failover;
+    let cfg = &m.cluster.config.failover;
     let old = &topology.primary;
-    let timeout = m.config.health.timeout;
+    let timeout = m.cluster.config.health.timeout;
     let mut old_conn = ops::connect(old, timeout).await.map_err(step_failed("connect", old))?;
     let answered = survey_all(m, &standbys(topology), rec).await;
     let cands = candidates(m, &answered, target, true);
@@ -499,7 +519,7 @@ async fn switchover(
         .await
         .map_err(step_failed("connect", &node))?;
     // Writes wait from here; those already running get a moment to finish before the fence.
-    let hold = m.failover.hold();
+    let hold = m.cluster.gate.hold();
     let drain_until = Instant::now() + cfg.hold_writes / 2;
     while old.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -600,9 +620,9 @@ fn step_error(step: &'static str, node: &Node, message: String) -> Stop {
     })
 }
 
-async fn promote(m: &ManagerInner, node: &Node, rec: &mut Recorder) -> Result<u32, Stop> {
-    let cfg = &m.config.failover;
-    let mut conn = ops::connect(node, m.config.health.timeout)
+async fn promote(m: &Control, node: &Node, rec: &mut Recorder) -> Result<u32, Stop> {
+    let cfg = &m.cluster.config.failover;
+    let mut conn = ops::connect(node, m.cluster.config.health.timeout)
         .await
         .map_err(step_failed("promote", node))?;
     ops::unfence(&mut conn).await.map_err(step_failed("promote", node))?;
@@ -620,11 +640,16 @@ async fn promote(m: &ManagerInner, node: &Node, rec: &mut Recorder) -> Result<u3
 }
 
 /// The new topology: `new` is the primary (a node with a primary's pool), `old` is fenced.
-fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mut Recorder) {
-    let primary = new_node(&new.config, Role::Primary, NodeState::Healthy, m.config.health.timeout);
+fn switch(m: &Control, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mut Recorder) {
+    let primary = new_node(
+        &new.config,
+        Role::Primary,
+        NodeState::Healthy,
+        m.cluster.config.health.timeout,
+    );
     primary.observe_lsn(new.replay_lsn());
     old.set_state(NodeState::Fenced);
-    m.topology.rcu(|t| {
+    m.cluster.topology.rcu(|t| {
         let mut replicas: Vec<_> = t.replicas.iter().filter(|r| !Arc::ptr_eq(r, new)).cloned().collect();
         if !replicas.iter().any(|r| Arc::ptr_eq(r, old)) {
             replicas.push(Arc::clone(old));
@@ -636,9 +661,9 @@ fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec
     });
     // After the swap: routes from the old snapshot still see it as the primary they sent to.
     old.set_role(Role::Replica);
-    let (system_id, _) = m.identity.get();
-    m.identity.observe(system_id, Some(timeline));
-    m.failover.switched.send_modify(|n| *n += 1);
+    let (system_id, _) = m.cluster.identity.get();
+    m.cluster.identity.observe(system_id, Some(timeline));
+    m.cluster.gate.switched();
     m.lag_monitor.forget(new.id.as_str());
     // In-flight reads on the standby's pool finish; then it closes.
     let (old_pool, new_pool) = (old.pool.clone(), new.pool.clone());
@@ -654,9 +679,9 @@ fn switch(m: &ManagerInner, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec
 }
 
 /// Points every other standby that answered at the new primary, all at once.
-async fn repoint_all(m: &ManagerInner, new: &Node, answered: &[(Arc<Node>, Survey)], rec: &mut Recorder) {
-    let cfg = &m.config.failover;
-    let timeout = m.config.health.timeout;
+async fn repoint_all(m: &Control, new: &Node, answered: &[(Arc<Node>, Survey)], rec: &mut Recorder) {
+    let cfg = &m.cluster.config.failover;
+    let timeout = m.cluster.config.health.timeout;
     let others: Vec<&Arc<Node>> = answered
         .iter()
         .filter(|(n, s)| n.id != new.id && s.in_recovery)
@@ -689,11 +714,11 @@ async fn repoint_all(m: &ManagerInner, new: &Node, answered: &[(Arc<Node>, Surve
 /// A replica answered as a writable primary on a newer timeline than the configured primary's
 /// (or the configured primary is gone, a standby, or fenced): another process or an operator
 /// promoted it. Follow: it becomes the primary, the old one is fenced.
-pub(crate) async fn adopt(m: &ManagerInner, node: &Arc<Node>, timeline: u32) {
+async fn adopt(m: &Control, node: &Arc<Node>, timeline: u32) {
     let Ok(_running) = m.failover.running.try_lock() else {
         return;
     };
-    let topology = m.topology.load_full();
+    let topology = m.cluster.topology.load_full();
     if !topology.replicas.iter().any(|r| Arc::ptr_eq(r, node)) {
         return;
     }
@@ -707,11 +732,11 @@ pub(crate) async fn adopt(m: &ManagerInner, node: &Arc<Node>, timeline: u32) {
     );
     rec.promoted(node.id.clone(), timeline);
     switch(m, old, node, timeline, &mut rec);
-    m.failover.audit.record(rec.finish(Outcome::Completed, None));
+    m.failover.audit.record(rec.finish(Outcome::Completed, None)).await;
 }
 
 /// Remembers the standbys a failover did not repoint, to repoint them once they answer.
-fn note_stragglers(m: &ManagerInner, topology: &Topology, new: &Node, rec: &Recorder) {
+fn note_stragglers(m: &Control, topology: &Topology, new: &Node, rec: &Recorder) {
     let now = Instant::now();
     let missed = standbys(topology)
         .into_iter()
@@ -719,7 +744,7 @@ fn note_stragglers(m: &ManagerInner, topology: &Topology, new: &Node, rec: &Reco
         .map(|n| Straggler {
             id: n.id.clone(),
             next_try: now,
-            backoff: m.config.health.interval,
+            backoff: m.cluster.config.health.interval,
         });
     let mut stragglers = lock(&m.failover.stragglers);
     stragglers.clear();
@@ -727,7 +752,7 @@ fn note_stragglers(m: &ManagerInner, topology: &Topology, new: &Node, rec: &Reco
 }
 
 /// Tries to repoint each straggler that is due; backs off (up to a minute) on failure.
-async fn repoint_stragglers(m: &ManagerInner) {
+async fn repoint_stragglers(m: &Control) {
     let due: Vec<NodeId> = {
         let now = Instant::now();
         let stragglers = lock(&m.failover.stragglers);
@@ -743,9 +768,9 @@ async fn repoint_stragglers(m: &ManagerInner) {
     let Ok(_running) = m.failover.running.try_lock() else {
         return;
     };
-    let topology = m.topology.load_full();
+    let topology = m.cluster.topology.load_full();
     let primary = &topology.primary;
-    let timeout = m.config.health.timeout;
+    let timeout = m.cluster.config.health.timeout;
     for id in due {
         let Some(node) = topology.replicas.iter().find(|n| n.id == id) else {
             lock(&m.failover.stragglers).retain(|s| s.id != id);
@@ -758,20 +783,18 @@ async fn repoint_stragglers(m: &ManagerInner) {
             ops::repoint(&mut conn, &mut primary_conn, host, primary.config.port, timeout * 2).await
         }
         .await;
-        let mut stragglers = lock(&m.failover.stragglers);
         match result {
             Ok(()) => {
-                stragglers.retain(|s| s.id != id);
-                drop(stragglers);
+                lock(&m.failover.stragglers).retain(|s| s.id != id);
                 let mut rec = Recorder::new(FailoverKind::Repoint, primary.id.clone());
                 rec.step("repoint", Some(&id), true, format!("streaming from {}", primary.id));
                 rec.repointed(id);
-                rec.promoted(primary.id.clone(), m.identity.get().1);
-                m.failover.audit.record(rec.finish(Outcome::Completed, None));
+                rec.promoted(primary.id.clone(), m.cluster.identity.get().1);
+                m.failover.audit.record(rec.finish(Outcome::Completed, None)).await;
             }
             Err(e) => {
                 tracing::debug!(target: "covet::failover", node = %id, error = %e, "standby not repointed yet");
-                if let Some(s) = stragglers.iter_mut().find(|s| s.id == id) {
+                if let Some(s) = lock(&m.failover.stragglers).iter_mut().find(|s| s.id == id) {
                     s.next_try = Instant::now() + s.backoff;
                     s.backoff = (s.backoff * 2).min(Duration::from_secs(60));
                 }
@@ -783,26 +806,25 @@ async fn repoint_stragglers(m: &ManagerInner) {
 /// A fenced node answered a health check. As a primary it is fenced again (if it takes
 /// writes); as a standby of this cluster it becomes a replica again: a new node with a
 /// replica's pool (the old one was closed), down until its checks succeed.
-pub(crate) async fn fenced_node_answered(
-    m: &ManagerInner,
-    node: &Arc<Node>,
-    in_recovery: bool,
-    read_only: bool,
-    system_id: u64,
-) {
+async fn fenced_node_answered(m: &Control, node: &Arc<Node>, in_recovery: bool, read_only: bool, system_id: u64) {
     if in_recovery {
-        let (cluster, _) = m.identity.get();
+        let (cluster, _) = m.cluster.identity.get();
         // Only once it streams from the current primary: a former primary restarted as a
         // standby without being rebuilt cannot follow the new timeline and may still hold
         // commits the cluster does not have.
-        let primary = m.primary();
+        let primary = m.cluster.primary();
         let follows = system_id == cluster
-            && ops::survey(node, m.config.health.timeout)
+            && ops::survey(node, m.cluster.config.health.timeout)
                 .await
                 .is_ok_and(|s| s.streams_from(&primary.config.host, primary.config.port));
         if follows {
-            let replica = new_node(&node.config, Role::Replica, NodeState::Down, m.config.health.timeout);
-            m.topology.rcu(|t| {
+            let replica = new_node(
+                &node.config,
+                Role::Replica,
+                NodeState::Down,
+                m.cluster.config.health.timeout,
+            );
+            m.cluster.topology.rcu(|t| {
                 let mut t = Topology::clone(t);
                 for r in &mut t.replicas {
                     if Arc::ptr_eq(r, node) {
@@ -815,12 +837,12 @@ pub(crate) async fn fenced_node_answered(
         }
         return;
     }
-    if read_only || !m.config.failover.fence {
+    if read_only || !m.cluster.config.failover.fence {
         return;
     }
     let mut rec = Recorder::new(FailoverKind::Fence, node.id.clone());
     let result = async {
-        let mut conn = ops::connect(node, m.config.health.timeout).await?;
+        let mut conn = ops::connect(node, m.cluster.config.health.timeout).await?;
         if ops::is_fenced(&mut conn).await? {
             return Ok(None);
         }
@@ -838,8 +860,11 @@ pub(crate) async fn fenced_node_answered(
         Err(e) => rec.step("fence", Some(&node.id), false, e),
     }
     let failed = rec.any_failed();
-    m.failover.audit.record(rec.finish(
-        if failed { Outcome::Failed } else { Outcome::Completed },
-        failed.then(|| "could not fence a former primary that accepts writes".to_owned()),
-    ));
+    m.failover
+        .audit
+        .record(rec.finish(
+            if failed { Outcome::Failed } else { Outcome::Completed },
+            failed.then(|| "could not fence a former primary that accepts writes".to_owned()),
+        ))
+        .await;
 }

@@ -83,7 +83,7 @@ pub(crate) fn lagging(
 pub(crate) fn role_ok(role: Role, in_recovery: bool) -> bool {
     match role {
         Role::Primary => !in_recovery,
-        _ => in_recovery,
+        Role::Replica => in_recovery,
     }
 }
 

@@ -1,59 +1,174 @@
-//! The health loop: one round trip per node per interval, driving node states and lag.
+//! The health loop: one round trip per node per interval (and at once when the data plane
+//! reports a failed node), driving node states and lag. Each round's findings go out on a
+//! channel; the failover task acts on them, so a long failover never stops the probing.
 
-mod check;
 mod decide;
 
-pub(crate) use decide::Counters;
 use decide::lagging;
 
-use std::sync::{Arc, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Node, NodeState, Role};
+use super::Control;
+use crate::cluster::{Node, NodeId, NodeState, Role, Topology};
 use crate::core::lock;
-use crate::manager::ManagerInner;
-use check::Sample;
-use decide::{Observed, decide, role_ok};
+use crate::pg::Sample;
+use decide::{Counters, Observed, decide, role_ok};
 
 /// `tokio::time::interval` panics on zero; configs are validated, this guards the rest.
 pub(crate) fn safe_interval(d: Duration) -> Duration {
     d.max(Duration::from_millis(10))
 }
 
-/// Spawns the loop. It holds the manager weakly: dropping the last pool handle stops it.
-pub(crate) fn spawn(
-    manager: Weak<ManagerInner>,
-    interval: Duration,
-    token: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(safe_interval(interval));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => break,
-                _ = tick.tick() => {
-                    let Some(manager) = manager.upgrade() else { break };
-                    round(&manager).await;
-                    crate::control::failover::after_health_round(&manager).await;
-                }
-            }
-        }
-        tracing::debug!(target: "covet::health", "health loop stopped");
-    })
+/// Why a node's check failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProbeError {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    #[error("health check timed out after {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Unsupported(#[from] crate::error::Error),
 }
 
-/// Checks every node once, concurrently, and applies the results.
-pub(crate) async fn round(manager: &ManagerInner) {
-    let topology = manager.topology.load_full();
-    let cfg = &manager.config.health;
+/// What one round found: every node of `topology`, primary first, with its check.
+#[derive(Debug)]
+pub(crate) struct Round {
+    pub topology: Arc<Topology>,
+    pub samples: Vec<Result<Sample, ProbeError>>,
+}
+
+/// The health loop's own state: per node, its check connection (so checks never wait behind
+/// the pool) and its consecutive outcomes.
+#[derive(Debug)]
+pub(crate) struct Health {
+    probes: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<Probe>>>>,
+    rounds: watch::Sender<Option<Arc<Round>>>,
+}
+
+#[derive(Debug)]
+struct Probe {
+    /// The node object it belongs to: a node replaced by a new one (a failover's new primary,
+    /// a readmitted replica) starts afresh.
+    node: Weak<Node>,
+    conn: Option<PgConnection>,
+    counters: Counters,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            probes: Mutex::default(),
+            rounds: watch::Sender::new(None),
+        }
+    }
+}
+
+impl Health {
+    /// Each round, as it ends.
+    pub fn rounds(&self) -> watch::Receiver<Option<Arc<Round>>> {
+        self.rounds.subscribe()
+    }
+
+    fn probe_of(&self, node: &Arc<Node>) -> Arc<tokio::sync::Mutex<Probe>> {
+        let mut probes = lock(&self.probes);
+        let fresh = || {
+            Arc::new(tokio::sync::Mutex::new(Probe {
+                node: Arc::downgrade(node),
+                conn: None,
+                counters: Counters::default(),
+            }))
+        };
+        let entry = probes.entry(node.id.clone()).or_insert_with(fresh);
+        let same = entry
+            .try_lock()
+            .map_or(true, |p| std::ptr::eq(p.node.as_ptr(), Arc::as_ptr(node)));
+        if !same {
+            *entry = fresh();
+        }
+        Arc::clone(entry)
+    }
+
+    /// Drops the state of nodes no longer in `topology`.
+    fn retain(&self, topology: &Topology) {
+        lock(&self.probes).retain(|id, _| topology.find(id.as_str()).is_some());
+    }
+
+    /// Closes the check connection of the node `id` (it is being removed).
+    pub async fn forget(&self, id: &NodeId) {
+        let probe = lock(&self.probes).remove(id);
+        if let Some(conn) = match probe {
+            Some(p) => p.lock().await.conn.take(),
+            None => None,
+        } {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Closes every check connection.
+    pub async fn close(&self) {
+        let probes: Vec<_> = lock(&self.probes).drain().map(|(_, p)| p).collect();
+        for probe in probes {
+            if let Some(conn) = probe.lock().await.conn.take() {
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+/// The loop. It holds the control plane weakly, and stops with `token`.
+pub(crate) async fn task(control: Weak<Control>, token: CancellationToken) {
+    let Some((interval, cluster)) = control
+        .upgrade()
+        .map(|c| (c.cluster.config.health.interval, Arc::clone(&c.cluster)))
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(safe_interval(interval));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = tick.tick() => {}
+            // A failure the data plane reported: judge the node now, not at the next tick.
+            _ = cluster.wake.notified() => {}
+        }
+        let Some(control) = control.upgrade() else { break };
+        round(&control).await;
+    }
+    tracing::debug!(target: "covet::health", "health loop stopped");
+}
+
+/// Checks every node once, concurrently, applies the results and publishes them.
+pub(crate) async fn round(manager: &Control) -> Arc<Round> {
+    let topology = manager.cluster.topology.load_full();
+    let cfg = &manager.cluster.config.health;
+    // Failures the data plane reported: those nodes are unhealthy from now (probed on a new
+    // connection) until a check says otherwise.
+    for node in topology.nodes() {
+        let state = node.state();
+        if node.take_suspect() && state.serves_reads() {
+            node.transition(state, NodeState::Unhealthy);
+        }
+    }
+    let health = &manager.health;
+    let probes: Vec<_> = topology.nodes().map(|n| health.probe_of(n)).collect();
     // The primary first: a replica sampled after it has had the time to replay what the
     // primary reported, so an idle cluster reads as zero lag rather than as a race.
-    let primary = probe(&topology.primary, cfg.timeout).await;
-    let replicas = futures::future::join_all(topology.replicas.iter().map(|node| probe(node, cfg.timeout))).await;
+    let primary = probe(&topology.primary, &probes[0], cfg.timeout).await;
+    let replicas = futures::future::join_all(
+        topology
+            .replicas
+            .iter()
+            .zip(&probes[1..])
+            .map(|(node, p)| probe(node, p, cfg.timeout)),
+    )
+    .await;
     let samples: Vec<_> = std::iter::once(primary).chain(replicas).collect();
     let now = Instant::now();
     // The primary first: its position is what replica lag is measured against.
@@ -63,25 +178,22 @@ pub(crate) async fn round(manager: &ManagerInner) {
     {
         lock_history(manager).record(now, s.lsn);
         primary.observe_lsn(s.lsn);
-        manager.identity.observe(s.system_id, s.timeline);
-        manager.identity.observe_synchronous(&s.synchronous);
+        manager.cluster.identity.observe(s.system_id, s.timeline);
+        manager.cluster.identity.observe_synchronous(&s.synchronous);
     }
-    let adopt = promoted_elsewhere(manager, &topology, &samples);
-    for (node, sample) in topology.nodes().zip(samples) {
+    for ((node, sample), probe) in topology.nodes().zip(&samples).zip(&probes) {
+        // A fenced node is the failover's to judge.
         if node.state() == NodeState::Fenced {
-            if let Ok(s) = &sample {
-                crate::control::failover::fenced_node_answered(manager, node, s.in_recovery, s.read_only, s.system_id)
-                    .await;
-            }
             continue;
         }
-        let observed = match &sample {
+        let mut probe = probe.lock().await;
+        let counters = &mut probe.counters;
+        let observed = match sample {
             Err(_) => Observed::Failed,
             Ok(s) => {
                 node.record_rtt(s.rtt);
                 let over = node.role() == Role::Replica && apply_lag(manager, node, s, &lock_history(manager), now);
-                let mut counters = lock(&node.counters);
-                let readmit_after = manager.config.lag.readmit_after;
+                let readmit_after = manager.cluster.config.lag.readmit_after;
                 let lagging = lagging(node.state(), over, &mut counters.below_since, now, readmit_after);
                 Observed::Answered {
                     role_ok: role_ok(node.role(), s.in_recovery),
@@ -91,18 +203,15 @@ pub(crate) async fn round(manager: &ManagerInner) {
             }
         };
         let prev = node.state();
-        let next = {
-            let mut counters = lock(&node.counters);
-            decide(prev, &mut counters, observed, cfg)
-        };
+        let next = decide(prev, counters, observed, cfg);
         let id = node.id.to_string();
         metrics::gauge!("covet_node_up", "node" => id.clone()).set(f64::from(u8::from(sample.is_ok())));
-        if let Ok(s) = &sample {
+        if let Ok(s) = sample {
             metrics::gauge!("covet_node_rtt_seconds", "node" => id).set(s.rtt.as_secs_f64());
         }
-        // The router or a failover may have changed the state meanwhile: keep theirs.
+        // A failover or a removal may have changed the state meanwhile: keep theirs.
         if next != prev && node.transition(prev, next) {
-            report_change(node, prev, next, &sample);
+            report_change(node, prev, next, sample);
             // A replica that stopped answering checks holds its reads too (a hung server keeps
             // its connections open): they go elsewhere now rather than when it wakes.
             if node.role() == Role::Replica && matches!(next, NodeState::Unhealthy | NodeState::Down) {
@@ -110,43 +219,19 @@ pub(crate) async fn round(manager: &ManagerInner) {
             }
         }
     }
-    if let Some((node, timeline)) = adopt {
-        crate::control::failover::adopt(manager, &node, timeline).await;
-    }
+    health.retain(&manager.cluster.topology.load());
+    let round = Arc::new(Round { topology, samples });
+    health.rounds.send_replace(Some(Arc::clone(&round)));
+    round
 }
 
-/// A replica that answers as a writable primary on a newer timeline than the configured
-/// primary (or while that one is gone, a standby, or fenced): someone promoted it.
-fn promoted_elsewhere(
-    manager: &ManagerInner,
-    topology: &crate::cluster::Topology,
-    samples: &[Result<Sample, String>],
-) -> Option<(Arc<Node>, u32)> {
-    let primary = samples[0].as_ref().ok().filter(|s| !s.in_recovery && !s.read_only);
-    let (cluster, _) = manager.identity.get();
-    topology
-        .replicas
-        .iter()
-        .zip(&samples[1..])
-        .filter_map(|(node, sample)| {
-            let s = sample.as_ref().ok()?;
-            let timeline = s.timeline?;
-            let newer = primary.is_none_or(|p| p.timeline.is_some_and(|t| t < timeline));
-            let writable = !s.in_recovery && !s.read_only;
-            let member = cluster == 0 || s.system_id == cluster;
-            let usable = !matches!(node.state(), NodeState::Draining | NodeState::Fenced);
-            (newer && writable && member && usable).then(|| (Arc::clone(node), timeline))
-        })
-        .max_by_key(|(_, timeline)| *timeline)
-}
-
-fn lock_history(manager: &ManagerInner) -> std::sync::MutexGuard<'_, crate::control::lag::WalHistory> {
+fn lock_history(manager: &Control) -> std::sync::MutexGuard<'_, crate::control::lag::WalHistory> {
     lock(&manager.wal_history)
 }
 
 /// Stores the replica's position and lag; returns whether it is above its limit.
 fn apply_lag(
-    manager: &ManagerInner,
+    manager: &Control,
     node: &Node,
     s: &Sample,
     history: &crate::control::lag::WalHistory,
@@ -163,13 +248,13 @@ fn apply_lag(
     let id = node.id.to_string();
     metrics::gauge!("covet_replica_lag_seconds", "node" => id.clone()).set(time.as_secs_f64());
     metrics::gauge!("covet_replica_lag_bytes", "node" => id).set(bytes as f64);
-    let routing = &manager.config.routing;
+    let routing = &manager.cluster.config.routing;
     let max_lag = node.config.max_lag.unwrap_or(routing.max_lag);
     time > max_lag || routing.max_lag_bytes.is_some_and(|max| bytes > max)
 }
 
-fn report_change(node: &Node, prev: NodeState, next: NodeState, sample: &Result<Sample, String>) {
-    let error = sample.as_ref().err().map(String::as_str).unwrap_or("");
+fn report_change(node: &Node, prev: NodeState, next: NodeState, sample: &Result<Sample, ProbeError>) {
+    let error = sample.as_ref().err().map(ToString::to_string).unwrap_or_default();
     if matches!(next, NodeState::Healthy | NodeState::Degraded) {
         tracing::info!(target: "covet::health", node = %node.id, from = %prev, to = %next, "node state changed");
     } else {
@@ -178,23 +263,24 @@ fn report_change(node: &Node, prev: NodeState, next: NodeState, sample: &Result<
 }
 
 /// One check on the node's dedicated connection, reconnecting if needed, within `timeout`.
-/// A node the data path marked unhealthy is checked on a new connection: what failed there
-/// may be new connections (a pg_hba reject, a dropped database), which an open one hides.
-async fn probe(node: &Arc<Node>, timeout: Duration) -> Result<Sample, String> {
-    let mut slot = node.check_conn.lock().await;
+/// A node marked unhealthy is checked on a new connection: what failed there may be new
+/// connections (a pg_hba reject, a dropped database), which an open one hides.
+async fn probe(node: &Node, probe: &tokio::sync::Mutex<Probe>, timeout: Duration) -> Result<Sample, ProbeError> {
+    let mut probe = probe.lock().await;
+    let slot = &mut probe.conn;
     if node.state() == NodeState::Unhealthy {
         *slot = None;
     }
     let result = tokio::time::timeout(timeout, async {
         if slot.is_none() {
             let opts = node.pool.connect_options();
-            let conn = sqlx::PgConnection::connect_with(&opts).await?;
-            crate::pg::version::check(&node.id, &conn).map_err(crate::Error::into_sqlx)?;
+            let conn = PgConnection::connect_with(&opts).await?;
+            crate::pg::version::check(&node.id, &conn)?;
             *slot = Some(conn);
         }
         match slot.as_mut() {
-            Some(conn) => check::check(conn).await,
-            None => Err(sqlx::Error::PoolClosed),
+            Some(conn) => Ok(crate::pg::check(conn).await?),
+            None => Err(ProbeError::Sql(sqlx::Error::PoolClosed)),
         }
     })
     .await;
@@ -202,11 +288,11 @@ async fn probe(node: &Arc<Node>, timeout: Duration) -> Result<Sample, String> {
         Ok(Ok(sample)) => Ok(sample),
         Ok(Err(e)) => {
             *slot = None;
-            Err(e.to_string())
+            Err(e)
         }
         Err(_) => {
             *slot = None;
-            Err(format!("health check timed out after {timeout:?}"))
+            Err(ProbeError::Timeout(timeout))
         }
     }
 }

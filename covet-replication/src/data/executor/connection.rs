@@ -8,11 +8,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres};
 
 use crate::cluster::NodeId;
+use crate::data::Handle;
 use crate::data::routing::Target;
-use crate::data::session::{Session, SessionState};
-use crate::pool::ReplicatedPool;
+use crate::data::session::SessionState;
 
-/// A pooled connection to one node, from [`ReplicatedPool::acquire`] or sqlx's
+/// A pooled connection to one node, from [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire) or sqlx's
 /// [`Acquire`](sqlx::Acquire). Use it like sqlx's: `sqlx::query(..).execute(&mut *conn)`.
 ///
 /// Whatever runs on a primary connection may write: from the moment it is handed out, the
@@ -25,14 +25,14 @@ pub struct NodeConnection {
     node: NodeId,
     /// The session whose watermark this connection's writes move, and the handle (whose
     /// primary may have changed by the time it is returned).
-    writes: Option<(Arc<SessionState>, ReplicatedPool)>,
+    writes: Option<(Arc<SessionState>, Handle)>,
 }
 
 impl NodeConnection {
     pub(crate) fn new(
         conn: PoolConnection<Postgres>,
         node: NodeId,
-        writes: Option<(Arc<SessionState>, ReplicatedPool)>,
+        writes: Option<(Arc<SessionState>, Handle)>,
     ) -> Self {
         if let Some((session, _)) = &writes {
             // Existing code writes on a held connection and reads through the pool.
@@ -78,18 +78,19 @@ impl Drop for NodeConnection {
         // Reads go to the primary from now until the position is known (Drop cannot wait).
         session.wrote_unknown();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime
-                .spawn(async move { crate::data::session::record_write(&session, &pool.inner.primary().pool).await });
+            runtime.spawn(
+                async move { crate::data::session::record_write(&session, &pool.cluster().primary().pool).await },
+            );
         }
     }
 }
 
 /// sqlx's `Acquire`, for `session`: a primary connection, as `PgPool` gives (code written
 /// for `Acquire`, and `Migrator::run`, may write on it).
-fn acquire_primary(
-    pool: &ReplicatedPool,
+pub(crate) fn acquire_primary<'c>(
+    pool: Handle,
     session: Option<Arc<SessionState>>,
-) -> BoxFuture<'_, Result<NodeConnection, sqlx::Error>> {
+) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
     Box::pin(async move {
         pool.acquire_in(session, Target::Primary)
             .await
@@ -101,12 +102,12 @@ fn acquire_primary(
 /// its commit, so the session notes the transaction's server process and start (one more
 /// round trip) and reads from the primary until it is seen to have ended there (see
 /// `session::settle_untracked`); our own `begin()` has no such cost.
-fn begin_primary(
-    pool: &ReplicatedPool,
+pub(crate) fn begin_primary<'c>(
+    pool: Handle,
     session: Option<Arc<SessionState>>,
-) -> BoxFuture<'_, Result<sqlx::Transaction<'_, Postgres>, sqlx::Error>> {
+) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
     Box::pin(async move {
-        let primary = pool.inner.primary_for_write().await;
+        let primary = pool.cluster().primary_for_write().await;
         let mut conn = primary.pool.acquire().await?;
         if let Some(session) = session.filter(|s| s.tracks_writes()) {
             // Before BEGIN: nothing of ours may run inside the user's transaction, whose first
@@ -120,28 +121,31 @@ fn begin_primary(
     })
 }
 
-impl<'c> sqlx::Acquire<'c> for &'c ReplicatedPool {
-    type Database = Postgres;
-    type Connection = NodeConnection;
+/// sqlx's `Acquire` for a handle type (as sqlx's `impl_acquire!`): `$parts` turns `self` into
+/// the data handle and the session its work belongs to.
+macro_rules! impl_acquire {
+    ($ty:ty, |$this:ident| $parts:expr) => {
+        impl<'c> ::sqlx::Acquire<'c> for &'c $ty {
+            type Database = ::sqlx::Postgres;
+            type Connection = $crate::data::executor::NodeConnection;
 
-    fn acquire(self) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
-        acquire_primary(self, self.effective_session())
-    }
+            fn acquire(
+                self,
+            ) -> ::futures::future::BoxFuture<'c, Result<$crate::data::executor::NodeConnection, ::sqlx::Error>> {
+                let $this = self;
+                let (handle, session) = $parts;
+                $crate::data::executor::acquire_primary(handle, session)
+            }
 
-    fn begin(self) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
-        begin_primary(self, self.effective_session())
-    }
+            fn begin(
+                self,
+            ) -> ::futures::future::BoxFuture<'c, Result<::sqlx::Transaction<'c, ::sqlx::Postgres>, ::sqlx::Error>>
+            {
+                let $this = self;
+                let (handle, session) = $parts;
+                $crate::data::executor::begin_primary(handle, session)
+            }
+        }
+    };
 }
-
-impl<'c> sqlx::Acquire<'c> for &'c Session {
-    type Database = Postgres;
-    type Connection = NodeConnection;
-
-    fn acquire(self) -> BoxFuture<'c, Result<NodeConnection, sqlx::Error>> {
-        acquire_primary(&self.pool, Some(Arc::clone(&self.state)))
-    }
-
-    fn begin(self) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
-        begin_primary(&self.pool, Some(Arc::clone(&self.state)))
-    }
-}
+pub(crate) use impl_acquire;

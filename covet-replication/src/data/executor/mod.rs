@@ -1,4 +1,4 @@
-//! `impl Executor for &ReplicatedPool` and `&Session`: route, run, and retry where that is safe.
+//! sqlx's `Executor` for the handle and sessions: route, run, and retry where that is safe.
 
 mod connection;
 mod statement;
@@ -6,6 +6,7 @@ mod transaction;
 mod unsettled;
 
 pub use connection::NodeConnection;
+pub(crate) use connection::{acquire_primary, begin_primary, impl_acquire};
 pub(crate) use statement::Statement;
 pub use transaction::Transaction;
 
@@ -20,20 +21,20 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
-use sqlx::{Execute, Executor, PgConnection, Postgres, SqlStr};
+use sqlx::{Executor, PgConnection, Postgres, SqlStr};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::Instrument;
 
-use crate::cluster::{InFlight, Node, NodeId, NodeState, Role};
+use crate::cluster::{InFlight, Node, NodeId, Role};
 use crate::config::Consistency;
 use crate::core::Lsn;
+use crate::data::Handle;
 use crate::data::routing::{Constraints, Failure, Route, Target, classify_error};
-use crate::data::session::{Session, SessionState};
+use crate::data::session::SessionState;
 use crate::error::Error;
-use crate::pool::ReplicatedPool;
 use unsettled::Unsettled;
 
-type Rows = Either<PgQueryResult, PgRow>;
+pub(crate) type Rows = Either<PgQueryResult, PgRow>;
 
 /// The per-query span: debug level, so the hot path pays nothing unless a subscriber asks.
 fn query_span() -> tracing::Span {
@@ -47,8 +48,8 @@ fn query_span() -> tracing::Span {
 }
 
 /// Both executors share this: the pool, a per-call target, and the session.
-fn fetch_many<'e>(
-    pool: ReplicatedPool,
+pub(crate) fn fetch_many<'e>(
+    pool: Handle,
     session: Option<Arc<SessionState>>,
     statement: Result<Statement, sqlx::Error>,
 ) -> BoxStream<'e, Result<Rows, sqlx::Error>> {
@@ -60,7 +61,7 @@ fn fetch_many<'e>(
 
 /// The rows of one statement, retried elsewhere while no row has been seen.
 fn rows(
-    pool: ReplicatedPool,
+    pool: Handle,
     session: Option<Arc<SessionState>>,
     statement: Result<Statement, sqlx::Error>,
     span: tracing::Span,
@@ -124,8 +125,8 @@ fn rows(
     }
 }
 
-fn fetch_optional<'e>(
-    pool: ReplicatedPool,
+pub(crate) fn fetch_optional<'e>(
+    pool: Handle,
     session: Option<Arc<SessionState>>,
     statement: Result<Statement, sqlx::Error>,
 ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>> {
@@ -141,7 +142,7 @@ fn fetch_optional<'e>(
 
 /// At most one row of one statement, retried where that is safe.
 async fn optional_row(
-    pool: ReplicatedPool,
+    pool: Handle,
     session: Option<Arc<SessionState>>,
     statement: Result<Statement, sqlx::Error>,
 ) -> Result<Option<PgRow>, sqlx::Error> {
@@ -171,107 +172,92 @@ async fn optional_row(
     }
 }
 
-impl<'p> Executor<'p> for &'_ ReplicatedPool {
-    type Database = Postgres;
+/// sqlx's `Executor` for a handle type (as sqlx's `impl_executor_for_pool_connection!`):
+/// `$parts` turns `self` into the data handle and the session its statements belong to.
+macro_rules! impl_executor {
+    ($ty:ty, |$this:ident| $parts:expr) => {
+        impl<'h> ::sqlx::Executor<'h> for &'_ $ty {
+            type Database = ::sqlx::Postgres;
 
-    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Rows, sqlx::Error>>
-    where
-        'p: 'e,
-        E: 'q + Execute<'q, Postgres>,
-    {
-        fetch_many(self.clone(), self.effective_session(), Statement::from_execute(query))
-    }
+            fn fetch_many<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> ::futures::stream::BoxStream<'e, Result<$crate::data::executor::Rows, ::sqlx::Error>>
+            where
+                'h: 'e,
+                E: 'q + ::sqlx::Execute<'q, ::sqlx::Postgres>,
+            {
+                let $this = self;
+                let (handle, session) = $parts;
+                $crate::data::executor::fetch_many(
+                    handle,
+                    session,
+                    $crate::data::executor::Statement::from_execute(query),
+                )
+            }
 
-    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
-    where
-        'p: 'e,
-        E: 'q + Execute<'q, Postgres>,
-    {
-        fetch_optional(self.clone(), self.effective_session(), Statement::from_execute(query))
-    }
+            fn fetch_optional<'e, 'q: 'e, E>(
+                self,
+                query: E,
+            ) -> ::futures::future::BoxFuture<'e, Result<Option<::sqlx::postgres::PgRow>, ::sqlx::Error>>
+            where
+                'h: 'e,
+                E: 'q + ::sqlx::Execute<'q, ::sqlx::Postgres>,
+            {
+                let $this = self;
+                let (handle, session) = $parts;
+                $crate::data::executor::fetch_optional(
+                    handle,
+                    session,
+                    $crate::data::executor::Statement::from_execute(query),
+                )
+            }
 
-    fn prepare_with<'e>(
-        self,
-        sql: SqlStr,
-        parameters: &'e [PgTypeInfo],
-    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
-    where
-        'p: 'e,
-    {
-        prepare_on_primary(self, sql, parameters)
-    }
+            fn prepare_with<'e>(
+                self,
+                sql: ::sqlx::SqlStr,
+                parameters: &'e [::sqlx::postgres::PgTypeInfo],
+            ) -> ::futures::future::BoxFuture<'e, Result<::sqlx::postgres::PgStatement, ::sqlx::Error>>
+            where
+                'h: 'e,
+            {
+                let $this = self;
+                let (handle, _) = $parts;
+                $crate::data::executor::prepare_on_primary(&handle, sql, parameters)
+            }
 
-    #[doc(hidden)]
-    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
-    where
-        'p: 'e,
-    {
-        describe_on_primary(self, sql)
-    }
+            #[doc(hidden)]
+            fn describe<'e>(
+                self,
+                sql: ::sqlx::SqlStr,
+            ) -> ::futures::future::BoxFuture<'e, Result<::sqlx::Describe<::sqlx::Postgres>, ::sqlx::Error>>
+            where
+                'h: 'e,
+            {
+                let $this = self;
+                let (handle, _) = $parts;
+                $crate::data::executor::describe_on_primary(&handle, sql)
+            }
+        }
+    };
 }
-
-impl<'s> Executor<'s> for &'_ Session {
-    type Database = Postgres;
-
-    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Rows, sqlx::Error>>
-    where
-        's: 'e,
-        E: 'q + Execute<'q, Postgres>,
-    {
-        fetch_many(
-            self.pool.clone(),
-            Some(Arc::clone(&self.state)),
-            Statement::from_execute(query),
-        )
-    }
-
-    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
-    where
-        's: 'e,
-        E: 'q + Execute<'q, Postgres>,
-    {
-        fetch_optional(
-            self.pool.clone(),
-            Some(Arc::clone(&self.state)),
-            Statement::from_execute(query),
-        )
-    }
-
-    fn prepare_with<'e>(
-        self,
-        sql: SqlStr,
-        parameters: &'e [PgTypeInfo],
-    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
-    where
-        's: 'e,
-    {
-        prepare_on_primary(&self.pool, sql, parameters)
-    }
-
-    #[doc(hidden)]
-    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
-    where
-        's: 'e,
-    {
-        describe_on_primary(&self.pool, sql)
-    }
-}
+pub(crate) use impl_executor;
 
 /// Statement metadata is the same on every node; the primary always has the schema.
-fn prepare_on_primary<'e>(
-    pool: &ReplicatedPool,
+pub(crate) fn prepare_on_primary<'e>(
+    pool: &Handle,
     sql: SqlStr,
     parameters: &'e [PgTypeInfo],
 ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>> {
-    let pool = pool.inner.primary().pool.clone();
+    let pool = pool.cluster().primary().pool.clone();
     Box::pin(async move { pool.acquire().await?.prepare_with(sql, parameters).await })
 }
 
-fn describe_on_primary<'e>(
-    pool: &ReplicatedPool,
+pub(crate) fn describe_on_primary<'e>(
+    pool: &Handle,
     sql: SqlStr,
 ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
-    let pool = pool.inner.primary().pool.clone();
+    let pool = pool.cluster().primary().pool.clone();
     Box::pin(async move { pool.acquire().await?.describe(sql).await })
 }
 
@@ -295,7 +281,7 @@ async fn unless_abandoned<F: Future>(gone: Pin<&mut WaitForCancellationFuture<'_
 
 /// A connection from `node`. Waiting for a replica is bounded by the health-check timeout, so a
 /// dead replica costs a retry, not the pool's full acquire timeout.
-async fn acquire(pool: &ReplicatedPool, route: &Route) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+async fn acquire(pool: &Handle, route: &Route) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     let node = &route.node;
     if let Some(conn) = idle_connection(&node.pool) {
         return Ok(conn);
@@ -305,7 +291,7 @@ async fn acquire(pool: &ReplicatedPool, route: &Route) -> Result<PoolConnection<
     if route.role == Role::Primary {
         // A dead primary's pool keeps trying to connect until its acquire timeout; a failover
         // that replaces it ends the wait (nothing was sent, so the statement can go on).
-        let mut switched = pool.inner.failover.switches();
+        let mut switched = pool.cluster().gate.switches();
         return Box::pin(async move {
             tokio::select! {
                 biased;
@@ -332,13 +318,13 @@ fn idle_connection(pool: &sqlx::PgPool) -> Option<PoolConnection<Postgres>> {
 /// Waits (up to `consistency.max_wait`) until the replica behind `conn` has replayed `lsn`.
 /// Each answer also refreshes the node's cached position for everyone else.
 pub(crate) async fn caught_up(
-    pool: &ReplicatedPool,
+    pool: &Handle,
     node: &Node,
     conn: &mut PgConnection,
     lsn: Lsn,
 ) -> Result<bool, sqlx::Error> {
-    let cfg = &pool.inner.config.consistency;
-    let stats = &pool.inner.consistency;
+    let cfg = &pool.cluster().config.consistency;
+    let stats = &pool.plane.consistency;
     let started = Instant::now();
     loop {
         stats.replay_checks.fetch_add(1, Relaxed);
@@ -364,15 +350,10 @@ pub(crate) async fn caught_up(
 /// A replica did not replay the session's position in time: an error if `target` keeps the
 /// read off the primary (never the primary in its place), else the primary may serve it
 /// (counted as a fallback).
-pub(crate) fn behind_session(
-    pool: &ReplicatedPool,
-    target: Option<&Target>,
-    node: &Node,
-    lsn: Lsn,
-) -> Result<(), Error> {
+pub(crate) fn behind_session(pool: &Handle, target: Option<&Target>, node: &Node, lsn: Lsn) -> Result<(), Error> {
     // A node target names a replica here: the primary would not have been checked.
     let primary_allowed = !matches!(target, Some(Target::Node(_)))
-        && crate::data::routing::target_allows_primary(target, &pool.inner.primary());
+        && crate::data::routing::target_allows_primary(target, &pool.cluster().primary());
     if !primary_allowed {
         return Err(Error::NotCaughtUp {
             node: node.id.clone(),
@@ -380,13 +361,13 @@ pub(crate) fn behind_session(
             replayed: node.replay_lsn(),
         });
     }
-    pool.inner.consistency.fallbacks.fetch_add(1, Relaxed);
+    pool.plane.consistency.fallbacks.fetch_add(1, Relaxed);
     Ok(())
 }
 
 /// The attempts of one statement: routing, and what a failure allows next.
 struct Attempts<'a> {
-    pool: &'a ReplicatedPool,
+    pool: &'a Handle,
     session: Option<Arc<SessionState>>,
     statement: &'a Statement,
     kind: crate::classify::QueryKind,
@@ -401,13 +382,13 @@ struct Attempts<'a> {
 }
 
 impl<'a> Attempts<'a> {
-    fn new(pool: &'a ReplicatedPool, session: Option<Arc<SessionState>>, statement: &'a Statement) -> Self {
+    fn new(pool: &'a Handle, session: Option<Arc<SessionState>>, statement: &'a Statement) -> Self {
         Attempts {
             kind: pool
                 .known_kind
                 .clone()
-                .unwrap_or_else(|| pool.inner.classifier.classify(statement.as_str())),
-            target: pool.target.clone().or_else(crate::data::routing::scoped_target),
+                .unwrap_or_else(|| pool.plane.classifier.classify(statement.as_str())),
+            target: pool.target(),
             pool,
             session,
             statement,
@@ -429,7 +410,7 @@ impl<'a> Attempts<'a> {
             consistency_fallback: self.consistency_fallback,
             session: self.session.as_deref(),
         };
-        let inner = &self.pool.inner;
+        let inner = &*self.pool.plane;
         match crate::data::routing::route(inner, &self.kind, constraints).await {
             Ok(route) => {
                 inner
@@ -470,7 +451,7 @@ impl<'a> Attempts<'a> {
         loop {
             let route = self.route().await?;
             let mut in_flight = route.node.start_query();
-            if route.role == Role::Primary && self.pool.inner.failover.holding() && !self.stepped_back {
+            if route.role == Role::Primary && self.pool.cluster().gate.holding() && !self.stepped_back {
                 // A switchover began after routing: it waits for queries in flight, so
                 // step back (once) and wait for the new primary instead.
                 drop(in_flight);
@@ -536,7 +517,7 @@ impl<'a> Attempts<'a> {
     }
 
     fn count_error(&self) {
-        self.pool.inner.stats.errors.fetch_add(1, Relaxed);
+        self.pool.plane.stats.errors.fetch_add(1, Relaxed);
     }
 
     /// [`succeeded`](Self::succeeded); false if a failover abandoned the primary meanwhile:
@@ -585,7 +566,7 @@ impl<'a> Attempts<'a> {
         }
         if session.monotonic || session.level != Consistency::Eventual {
             self.pool
-                .inner
+                .plane
                 .consistency
                 .read(session.level, session.watermark().is_some(), on_replica);
         }
@@ -594,7 +575,7 @@ impl<'a> Attempts<'a> {
     /// Decides whether `err` on `route` allows another attempt (after a backoff); returns the
     /// error otherwise. `sent`: the statement may have reached the server.
     async fn failed(&mut self, route: &Route, err: sqlx::Error, sent: bool) -> Result<(), sqlx::Error> {
-        let inner = &self.pool.inner;
+        let inner = &*self.pool.plane;
         let failure = match classify_error(&err) {
             // No connection, so nothing was sent: whatever the server refused us with (a
             // pg_hba reject, a database that does not exist there), another node may serve it.
@@ -605,10 +586,12 @@ impl<'a> Attempts<'a> {
         if !sent && route.role == Role::Primary && failure == Failure::Connection {
             // No connection to the primary, so nothing was sent: if a failover replaced it
             // meanwhile, the statement goes to the new one.
-            if inner.failover.holding() {
-                inner.failover.wait(inner.config.failover.hold_writes).await;
+            if inner.cluster.gate.holding() {
+                inner.cluster.gate.wait(inner.cluster.config.failover.hold_writes).await;
             }
-            if !Arc::ptr_eq(&inner.primary(), node) && self.attempt < inner.config.routing.retry.max_attempts {
+            if !Arc::ptr_eq(&inner.cluster.primary(), node)
+                && self.attempt < inner.cluster.config.routing.retry.max_attempts
+            {
                 inner.stats.retries.fetch_add(1, Relaxed);
                 return Ok(());
             }
@@ -626,16 +609,16 @@ impl<'a> Attempts<'a> {
             inner.stats.retries.fetch_add(1, Relaxed);
             return Ok(());
         }
-        let retry = &inner.config.routing.retry;
+        let retry = &inner.cluster.config.routing.retry;
         if self.attempt >= retry.max_attempts || matches!(self.target, Some(Target::Node(_))) {
             self.count_error();
             return Err(err);
         }
-        let state = node.state();
-        if failure == Failure::Connection && state.serves_reads() && node.transition(state, NodeState::Unhealthy) {
-            // Don't wait for the health loop to notice: it brings the node back when it answers.
-            // The reads still waiting on it go elsewhere too, as when health marks it.
-            node.lost();
+        // Don't wait for the health loop's next round: it judges the node now, and brings it
+        // back when it answers. Our own refusals (a replica behind the session) say nothing
+        // about the node's health.
+        let ours = Error::from_sqlx(&err).is_some();
+        if failure == Failure::Connection && !ours && inner.cluster.report_failure(node) {
             tracing::warn!(target: "covet::health", node = %node.id, error = %err, "replica failed a query; marked unhealthy");
         }
         tracing::debug!(target: "covet::route", node = %node.id, ?failure, attempt = self.attempt, "retrying elsewhere");
@@ -654,10 +637,14 @@ mod tests {
     /// a point select's latency). Waiting for a connection lives on the heap instead.
     #[tokio::test]
     async fn a_statements_future_stays_small() {
-        let config =
-            crate::ReplicationConfig::from_urls("postgres://u@127.0.0.1:1/db", &["postgres://u@127.0.0.1:2/db"])
-                .unwrap();
-        let db = crate::ReplicatedPool::connect_lazy(config).unwrap();
+        let config = crate::config::ReplicationConfig::from_urls(
+            "postgres://u@127.0.0.1:1/db",
+            &["postgres://u@127.0.0.1:2/db"],
+        )
+        .unwrap();
+        let cluster = std::sync::Arc::new(crate::cluster::Cluster::new(config));
+        let shutdown = tokio_util::sync::CancellationToken::new().drop_guard();
+        let db = crate::data::Handle::new(crate::data::Plane::new(cluster, shutdown));
         let statement = || super::Statement::from_execute(sqlx::query("SELECT 1"));
         let one = super::optional_row(db.clone(), db.effective_session(), statement());
         let size = std::mem::size_of_val(&one);

@@ -8,9 +8,9 @@ use crate::cluster::{Node, NodeId, NodeState, Role};
 use crate::config::Consistency;
 use crate::config::ReadPreference;
 use crate::core::Lsn;
+use crate::data::Plane;
 use crate::data::session::SessionState;
 use crate::error::Error;
-use crate::manager::ManagerInner;
 
 use super::select::{Candidate, FastRand, NoNode, Pick, ReadRequest, select};
 use super::{RouteReason, Target};
@@ -45,7 +45,7 @@ impl Candidate for Arc<Node> {
         self.id.as_str()
     }
     fn state(&self) -> NodeState {
-        Node::state(self)
+        Node::routing_state(self)
     }
     fn region(&self) -> Option<&str> {
         self.config.region.as_deref()
@@ -91,24 +91,24 @@ pub(crate) struct Constraints<'a> {
 /// # Errors
 /// [`Error::WriteOnReplica`] when a statement that needs the primary is targeted at a replica;
 /// [`Error::NoEligibleReplica`], [`Error::UnknownNode`], [`Error::NodeUnavailable`].
-pub(crate) async fn route(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
+pub(crate) async fn route(m: &Plane, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
     if let Some(s) = c.session.filter(|s| s.is_settling()) {
-        s.wait_settled(m.config.health.timeout).await;
+        s.wait_settled(m.cluster.config.health.timeout).await;
     }
     if let Some(s) = c.session.filter(|s| s.has_untracked()) {
-        crate::data::session::settle_untracked(s, &m.primary().pool).await;
+        crate::data::session::settle_untracked(s, &m.cluster.primary().pool).await;
     }
     let route = route_once(m, kind, c).await?;
     // During a failover, what needs the primary waits for the new one.
-    if route.role == Role::Primary && m.failover.holding() {
-        m.failover.wait(m.config.failover.hold_writes).await;
+    if route.role == Role::Primary && m.cluster.gate.holding() {
+        m.cluster.gate.wait(m.cluster.config.failover.hold_writes).await;
         return route_once(m, kind, c).await;
     }
     Ok(route)
 }
 
-async fn route_once(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
-    let topology = m.topology.load();
+async fn route_once(m: &Plane, kind: &QueryKind, c: Constraints<'_>) -> Result<Route, Error> {
+    let topology = m.cluster.topology.load();
     let mut route = decide(m, &topology, kind, c).await?;
     // The role in this snapshot, not the node's now: a failover may change the node's role
     // while the statement runs, and whether it may be retried depends on where it was sent.
@@ -121,7 +121,7 @@ async fn route_once(m: &ManagerInner, kind: &QueryKind, c: Constraints<'_>) -> R
 }
 
 async fn decide(
-    m: &ManagerInner,
+    m: &Plane,
     topology: &crate::cluster::Topology,
     kind: &QueryKind,
     c: Constraints<'_>,
@@ -154,7 +154,7 @@ async fn decide(
     if c.consistency_fallback {
         return Ok(Route::to(primary, RouteReason::Consistency));
     }
-    let routing = &m.config.routing;
+    let routing = &m.cluster.config.routing;
     let mut req = ReadRequest {
         preferred_region: routing.preferred_region.as_deref(),
         preferred_datacenter: routing.preferred_datacenter.as_deref(),
@@ -238,7 +238,7 @@ async fn decide(
         // No replica is known to be far enough: ask one (the cache may just be old), among
         // those whose measured lag leaves a chance of catching up within the wait.
         req.min_lsn = None;
-        let chance = m.config.consistency.max_wait + m.config.health.interval;
+        let chance = m.cluster.config.consistency.max_wait + m.cluster.config.health.interval;
         req.max_staleness = Some(req.max_staleness.map_or(chance, |d| d.min(chance)));
         if let Ok(Pick::Replica(i)) = select(primary, &topology.replicas, &req, default, &mut FastRand) {
             picked = Ok(Pick::Replica(i));
@@ -277,7 +277,7 @@ fn behind(node: &Node, min_lsn: Option<Lsn>) -> Option<Lsn> {
 /// session's floor rises to the primary's position now: whatever the old replica had replayed,
 /// the next one must have too (a rare round trip, for an exact guarantee).
 async fn sticky_route(
-    m: &ManagerInner,
+    m: &Plane,
     topology: &crate::cluster::Topology,
     s: &SessionState,
     req: &ReadRequest<'_>,
@@ -302,7 +302,7 @@ async fn sticky_route(
 /// Moves a monotonic session off its replica: whatever that replica had replayed, the next
 /// one must have too, so the floor rises to the primary's position now (a rare round trip, for
 /// an exact guarantee). False if that position could not be read.
-async fn leave_sticky(m: &ManagerInner, topology: &crate::cluster::Topology, s: &SessionState) -> bool {
+async fn leave_sticky(m: &Plane, topology: &crate::cluster::Topology, s: &SessionState) -> bool {
     m.consistency
         .switches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

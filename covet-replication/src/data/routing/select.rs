@@ -82,7 +82,8 @@ impl Rng for FastRand {
     }
 }
 
-/// Picks a node for a read. `primary_usable` says whether the primary can take queries now.
+/// Picks a node for a read: the primary when the preference says so (and it can take
+/// queries), else an eligible replica by rule 2.
 pub(crate) fn select<C: Candidate>(
     primary: &C,
     replicas: &[C],
@@ -108,8 +109,8 @@ pub(crate) fn select<C: Candidate>(
                 _ => Err(NoNode::NoEligibleReplica),
             }
         }
-        // ReplicaPreferred and anything added later: replicas first, the primary as fallback.
-        _ => match replica() {
+        // Replicas first, the primary as fallback.
+        ReadPreference::ReplicaPreferred => match replica() {
             Some(i) => Ok(Pick::Replica(i)),
             None if primary_in_region => Ok(Pick::FallbackPrimary),
             None => Err(NoNode::NoEligibleReplica),

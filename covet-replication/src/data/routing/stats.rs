@@ -97,7 +97,7 @@ impl RouterStats {
             QueryClass::Write => 1,
             QueryClass::TransactionControl => 2,
             QueryClass::SessionState => 3,
-            _ => 4,
+            QueryClass::Unknown => 4,
         };
         self.by_class[class].fetch_add(1, Relaxed);
         if to_primary { &self.to_primary } else { &self.to_replica }.fetch_add(1, Relaxed);

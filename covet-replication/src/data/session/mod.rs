@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use crate::config::Consistency;
 use crate::core::Lsn;
+use crate::data::Handle;
 use crate::data::executor::Transaction;
-use crate::pool::ReplicatedPool;
 
 /// A unit of work with a consistency promise: typically one request or one user.
 ///
@@ -40,9 +40,12 @@ use crate::pool::ReplicatedPool;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Session {
-    pub(crate) pool: ReplicatedPool,
+    pub(crate) handle: Handle,
     pub(crate) state: Arc<SessionState>,
 }
+
+crate::data::executor::impl_executor!(Session, |s| (s.handle.clone(), Some(Arc::clone(&s.state))));
+crate::data::executor::impl_acquire!(Session, |s| (s.handle.clone(), Some(Arc::clone(&s.state))));
 
 tokio::task_local! {
     static SCOPED: Arc<SessionState>;
@@ -54,15 +57,15 @@ pub(crate) fn scoped() -> Option<Arc<SessionState>> {
 }
 
 impl Session {
-    pub(crate) fn new(pool: ReplicatedPool, level: Consistency) -> Self {
+    pub(crate) fn new(handle: Handle, level: Consistency) -> Self {
         Session {
-            pool,
+            handle,
             state: Arc::new(SessionState::new(level, true)),
         }
     }
 
-    /// This session, for statements sent to `target` (a [`Target`](crate::Target) or a
-    /// [`ReadPreference`](crate::ReadPreference)), as [`ReplicatedPool::using`] for the handle.
+    /// This session, for statements sent to `target` (a [`Target`](crate::data::routing::Target) or a
+    /// [`ReadPreference`](crate::ReadPreference)), as [`ReplicatedPool::using`](crate::ReplicatedPool::using) for the handle.
     /// The session's promises still hold: one that needs a position a replica target has not
     /// replayed gets [`NotCaughtUp`](crate::Error::NotCaughtUp), never the primary in its place.
     ///
@@ -76,9 +79,9 @@ impl Session {
     /// # let _ = n; Ok(()) }
     /// ```
     #[must_use]
-    pub fn using(&self, target: impl Into<crate::Target>) -> Session {
+    pub fn using(&self, target: impl Into<crate::data::routing::Target>) -> Session {
         Session {
-            pool: self.pool.using(target),
+            handle: self.handle.using(target.into()),
             state: Arc::clone(&self.state),
         }
     }
@@ -94,9 +97,9 @@ impl Session {
     }
 
     /// A compact token carrying this session's guarantee to another process:
-    /// [`ReplicatedPool::session_from_token`] continues it there.
+    /// [`ReplicatedPool::session_from_token`](crate::ReplicatedPool::session_from_token) continues it there.
     pub fn token(&self) -> String {
-        let (system_id, timeline) = self.pool.inner.identity.get();
+        let (system_id, timeline) = self.handle.cluster().identity.get();
         CausalToken {
             system_id,
             timeline,
@@ -110,30 +113,30 @@ impl Session {
     /// # Errors
     /// The database error if no connection can be had or `BEGIN` fails.
     pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
-        self.pool.begin_in(Some(Arc::clone(&self.state))).await
+        self.handle.begin_in(Some(Arc::clone(&self.state))).await
     }
 
     /// A connection from the node `target` selects, for this session (see
-    /// [`ReplicatedPool::acquire`]): work on a primary connection counts as its write.
+    /// [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire)): work on a primary connection counts as its write.
     ///
     /// # Errors
     /// The routing error or the pool's.
-    pub async fn acquire(&self, target: impl Into<crate::Target>) -> Result<crate::NodeConnection, crate::Error> {
-        self.pool.acquire_in(Some(Arc::clone(&self.state)), target).await
+    pub async fn acquire(
+        &self,
+        target: impl Into<crate::data::routing::Target>,
+    ) -> Result<crate::data::executor::NodeConnection, crate::error::Error> {
+        self.handle
+            .acquire_in(Some(Arc::clone(&self.state)), target.into())
+            .await
     }
 
     /// Begins a read-only, repeatable-read transaction on a replica that has replayed this
     /// session's writes (or on the primary if none has in time).
     ///
     /// # Errors
-    /// As [`ReplicatedPool::begin_read_only`].
+    /// As [`ReplicatedPool::begin_read_only`](crate::ReplicatedPool::begin_read_only).
     pub async fn begin_read_only(&self) -> Result<Transaction, sqlx::Error> {
-        self.pool.begin_read_only_in(Some(Arc::clone(&self.state))).await
-    }
-
-    /// The pool this session routes through.
-    pub fn pool(&self) -> &ReplicatedPool {
-        &self.pool
+        self.handle.begin_read_only_in(Some(Arc::clone(&self.state))).await
     }
 
     /// Runs `fut` with this session as the one every statement sent through a plain

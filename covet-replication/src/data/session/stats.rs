@@ -23,7 +23,7 @@ fn index(level: Consistency) -> usize {
         Consistency::ReadAfterWrite => 1,
         Consistency::BoundedStaleness(_) => 2,
         Consistency::Strong => 3,
-        _ => 4,
+        Consistency::WriteWindow(_) => 4,
     }
 }
 
