@@ -8,7 +8,7 @@ mod node;
 
 pub use crate::core::{NodeId, NodeState, Role};
 pub(crate) use gate::WriteGate;
-pub(crate) use identity::{Identity, SyncShortfall};
+pub(crate) use identity::{Identity, SyncRule, SyncShortfall};
 pub(crate) use node::{InFlight, Node};
 
 use std::sync::Arc;

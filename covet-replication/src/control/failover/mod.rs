@@ -14,6 +14,7 @@ mod conninfo;
 mod elect;
 mod event;
 mod ops;
+mod plan;
 
 pub use event::{FailoverEvent, FailoverKind, Outcome, Step};
 
@@ -22,7 +23,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use elect::{Candidate, elect};
 use event::{AuditLog, Recorder};
 use ops::Survey;
 
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::Control;
 use super::health::Round;
 use crate::cluster::new_node;
-use crate::cluster::{Node, NodeId, NodeState, Role, SyncShortfall, Topology};
+use crate::cluster::{Node, NodeId, NodeState, Role, Topology};
 use crate::core::Lsn;
 use crate::core::lock;
 use crate::error::{Error, FailoverError};
@@ -270,12 +270,13 @@ fn standbys(topology: &Topology) -> Vec<Arc<Node>> {
 }
 
 /// Surveys every standby at once; records who answered.
-async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec<(Arc<Node>, Survey)> {
+async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec<(Arc<Node>, Option<Survey>)> {
     let timeout = m.cluster.config.health.timeout;
     let results = futures::future::join_all(nodes.iter().map(|n| ops::survey(n, timeout))).await;
-    let mut answered = Vec::new();
-    for (node, result) in nodes.iter().zip(results) {
-        match result {
+    nodes
+        .iter()
+        .zip(results)
+        .map(|(node, result)| match result {
             Ok(s) => {
                 let detail = format!(
                     "in recovery: {}, received {}, replayed {}, receiver: {}",
@@ -285,206 +286,123 @@ async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec
                     s.receiver.as_deref().unwrap_or("none")
                 );
                 rec.step("survey", Some(&node.id), true, detail);
-                answered.push((Arc::clone(node), s));
+                (Arc::clone(node), Some(s))
             }
-            Err(e) => rec.step("survey", Some(&node.id), false, e),
-        }
-    }
-    answered
-}
-
-/// Candidates from the survey, each with the reason it may not be promoted, if any.
-fn candidates(
-    m: &Control,
-    answered: &[(Arc<Node>, Survey)],
-    target: Option<&str>,
-    must_stream: bool,
-) -> Vec<Candidate> {
-    let (system_id, _) = m.cluster.identity.get();
-    answered
-        .iter()
-        .map(|(node, s)| {
-            let ineligible = if !s.in_recovery {
-                Some("not a standby".to_owned())
-            } else if system_id != 0 && s.system_id != system_id {
-                Some(format!(
-                    "system identifier {} is not the cluster's {system_id}",
-                    s.system_id
-                ))
-            } else if m.cluster.config.failover.exclude.iter().any(|x| x == node.id.as_str()) {
-                Some("excluded by failover.exclude".to_owned())
-            } else if target.is_some_and(|t| t != node.id.as_str()) {
-                Some("not the requested target".to_owned())
-            } else if must_stream && !s.streaming() {
-                Some("not streaming from the primary".to_owned())
-            } else {
-                None
-            };
-            Candidate {
-                id: node.id.clone(),
-                received: s.position(),
-                replayed: s.replayed.unwrap_or(Lsn::ZERO),
-                ineligible,
+            Err(e) => {
+                rec.step("survey", Some(&node.id), false, e);
+                (Arc::clone(node), None)
             }
         })
         .collect()
 }
 
-/// A standby of `answered` that has left recovery since the survey.
-async fn promoted_meanwhile(m: &Control, answered: &[(Arc<Node>, Survey)]) -> Option<NodeId> {
-    let timeout = m.cluster.config.health.timeout;
-    let again = futures::future::join_all(answered.iter().map(|(n, _)| ops::survey(n, timeout))).await;
-    answered
+/// The standbys that answered.
+fn answered(surveyed: &[(Arc<Node>, Option<Survey>)]) -> Vec<(Arc<Node>, Survey)> {
+    surveyed
         .iter()
-        .zip(again)
-        .find(|(_, s)| s.as_ref().is_ok_and(|s| !s.in_recovery))
-        .map(|((n, _), _)| n.id.clone())
+        .filter_map(|(n, s)| Some((Arc::clone(n), s.clone()?)))
+        .collect()
 }
 
-/// Elects among `cands`, turning "none" into the right error for a named target.
-fn choose(cands: &[Candidate], target: Option<&str>, rec: &mut Recorder) -> Result<NodeId, Stop> {
-    match elect(cands) {
-        Ok(c) => {
-            rec.step(
-                "elect",
-                Some(&c.id),
-                true,
-                format!("received {}, replayed {}", c.received, c.replayed),
-            );
-            Ok(c.id.clone())
-        }
-        Err(reasons) => {
-            let err = match target {
-                Some(t) => FailoverError::TargetNotEligible {
-                    node: t.to_owned(),
-                    reason: reasons
-                        .into_iter()
-                        .find(|(id, _)| id.as_str() == t)
-                        .map_or_else(|| "not a standby that answered".to_owned(), |(_, r)| r),
-                },
-                None => FailoverError::NoCandidate { reasons },
-            };
-            rec.step("elect", None, false, err.to_string());
-            Err(Stop::Check(err))
-        }
+fn as_standby<'a>(node: &'a Node, survey: Option<&'a Survey>) -> plan::Standby<'a> {
+    plan::Standby {
+        id: &node.id,
+        host: &node.config.host,
+        port: node.config.port,
+        survey,
     }
+}
+
+/// The node the plan named, among those that answered.
+fn node_of(answered: &[(Arc<Node>, Survey)], id: &NodeId) -> Result<Arc<Node>, Stop> {
+    answered
+        .iter()
+        .find(|(n, _)| n.id == *id)
+        .map(|(n, _)| Arc::clone(n))
+        .ok_or_else(|| Stop::Check(FailoverError::NoCandidate { reasons: Vec::new() }))
 }
 
 async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, rec: &mut Recorder) -> Result<(), Stop> {
-    let cfg = &m.cluster.config.failover;
     let old = &topology.primary;
-    // 1. The primary must really be gone from here.
-    match ops::survey(old, m.cluster.config.health.timeout).await {
-        Ok(s) if !s.in_recovery => {
-            rec.step("confirm", Some(&old.id), false, "the primary answers as a primary");
-            return Err(Stop::Check(FailoverError::PrimaryAlive { node: old.id.clone() }));
-        }
+    let timeout = m.cluster.config.health.timeout;
+    // 1. The primary must really be gone from here...
+    let old_survey = ops::survey(old, timeout).await;
+    if let Err(e) = plan::confirm(&old.id, old_survey.as_ref().ok()) {
+        rec.step("confirm", Some(&old.id), false, "the primary answers as a primary");
+        return Err(Stop::Check(e));
+    }
+    match &old_survey {
         Ok(_) => rec.step("confirm", Some(&old.id), true, "the old primary answers, in recovery"),
         Err(e) => rec.step("confirm", Some(&old.id), true, format!("unreachable: {e}")),
     }
-    // 2. ...and from the standbys: one still streaming proves the primary alive. Whatever
-    // address it streams from (the standbys may reach the primary by another name than we
-    // do), unless it is another standby that answered too (cascading replication: that one is
-    // judged by its own stream).
-    let answered = survey_all(m, &standbys(topology), rec).await;
-    let witnesses: Vec<NodeId> = answered
-        .iter()
-        .filter(|(_, s)| {
-            s.streaming()
-                && !answered
-                    .iter()
-                    .any(|(r, _)| s.streams_from(&r.config.host, r.config.port))
-        })
-        .map(|(n, _)| n.id.clone())
-        .collect();
-    if !witnesses.is_empty() {
-        return Err(Stop::Check(FailoverError::PrimaryStillStreaming { witnesses }));
-    }
-    if answered.len() < cfg.min_replicas.max(1) {
-        return Err(Stop::Check(FailoverError::NotEnoughReplicas {
-            answered: answered.len(),
-            required: cfg.min_replicas.max(1),
-        }));
-    }
-    // Under synchronous replication an acknowledged commit is on k of the standbys the primary
-    // names, perhaps only on those: an automatic failover waits until enough of them answer.
-    if rec.kind() == FailoverKind::Automatic
-        && let Some(rule) = m.cluster.identity.sync_rule()
-    {
-        let all = standbys(topology);
-        let heard: Vec<(&str, Option<&str>, bool)> = all
-            .iter()
-            .map(|n| {
-                let survey = answered.iter().find(|(a, _)| a.id == n.id).map(|(_, s)| s);
-                (
-                    n.id.as_str(),
-                    survey.and_then(|s| s.standby_name.as_deref()),
-                    survey.is_some(),
-                )
-            })
-            .collect();
-        if let Some(SyncShortfall { needed, missing }) = rule.shortfall(&heard) {
-            return Err(Stop::Check(FailoverError::SynchronousStandbyMissing {
-                missing,
-                needed,
-            }));
-        }
-    }
-    // Another manager may have promoted one already: follow it rather than make a second.
+    // 2. ...and from the standbys; then elect, and check what it would cost.
+    let surveyed = survey_all(m, &standbys(topology), rec).await;
     let (system_id, _) = m.cluster.identity.get();
-    let adopted = answered
-        .iter()
-        .find(|(_, s)| !s.in_recovery && (system_id == 0 || s.system_id == system_id));
-    let hold = m.cluster.gate.hold();
-    let (new, timeline) = if let Some((node, _)) = adopted {
-        let mut conn = ops::connect(node, m.cluster.config.health.timeout)
-            .await
-            .map_err(step_failed("adopt", node))?;
-        let tli = ops::timeline(&mut conn).await.map_err(step_failed("adopt", node))?;
-        rec.step(
-            "adopt",
-            Some(&node.id),
-            true,
-            format!("already promoted, timeline {tli}"),
-        );
-        (Arc::clone(node), tli)
-    } else {
-        // 3. Elect, and check what it would cost.
-        let cands = candidates(m, &answered, target, false);
-        let id = choose(&cands, target, rec)?;
-        let chosen = cands.iter().find(|c| c.id == id).map_or(Lsn::ZERO, |c| c.received);
-        let last_known = old.replay_lsn();
-        let loss = last_known.0.saturating_sub(chosen.0);
-        if let Some(limit) = cfg.max_data_loss_bytes
-            && loss > limit
-        {
-            return Err(Stop::Check(FailoverError::DataLoss {
-                node: id,
-                bytes: loss,
-                limit,
-            }));
+    let sync = m.cluster.identity.sync_rule();
+    let facts: Vec<plan::Standby<'_>> = surveyed.iter().map(|(n, s)| as_standby(n, s.as_ref())).collect();
+    let decided = plan::plan(&plan::Facts {
+        kind: rec.kind(),
+        target,
+        standbys: &facts,
+        system_id,
+        sync: sync.as_ref(),
+        old_position: old.replay_lsn(),
+        config: &m.cluster.config.failover,
+    });
+    let answered = answered(&surveyed);
+    let hold;
+    let (new, timeline) = match decided {
+        Err(e) => {
+            if matches!(
+                e,
+                FailoverError::NoCandidate { .. } | FailoverError::TargetNotEligible { .. }
+            ) {
+                rec.step("elect", None, false, e.to_string());
+            }
+            return Err(Stop::Check(e));
         }
-        let node = answered
-            .iter()
-            .find(|(n, _)| n.id == id)
-            .map(|(n, _)| Arc::clone(n))
-            .ok_or_else(|| Stop::Check(FailoverError::NoCandidate { reasons: Vec::new() }))?;
-        // Another manager may have promoted one meanwhile: look once more, right before.
-        if let Some(other) = promoted_meanwhile(m, &answered).await {
-            return Err(Stop::Check(FailoverError::PromotedElsewhere { node: other }));
+        Ok(plan::Plan::Adopt(id)) => {
+            let node = node_of(&answered, &id)?;
+            hold = m.cluster.gate.hold();
+            let mut conn = ops::connect(&node, timeout)
+                .await
+                .map_err(step_failed("adopt", &node))?;
+            let tli = ops::timeline(&mut conn).await.map_err(step_failed("adopt", &node))?;
+            rec.step(
+                "adopt",
+                Some(&node.id),
+                true,
+                format!("already promoted, timeline {tli}"),
+            );
+            (node, tli)
         }
-        // A paused old primary may wake and answer statements sent before it stopped: none of
-        // those answers may reach a caller once another node is primary.
-        let in_flight = old.in_flight.load(Ordering::SeqCst);
-        old.abandon_in_flight();
-        rec.step(
-            "abandon",
-            Some(&old.id),
-            true,
-            format!("{in_flight} statements in flight abandoned: their callers get OutcomeUnknown"),
-        );
-        let tli = promote(m, &node, rec).await?;
-        (node, tli)
+        Ok(plan::Plan::Promote(chosen)) => {
+            rec.step(
+                "elect",
+                Some(&chosen.id),
+                true,
+                format!("received {}, replayed {}", chosen.received, chosen.replayed),
+            );
+            let node = node_of(&answered, &chosen.id)?;
+            hold = m.cluster.gate.hold();
+            // Another manager may have promoted one meanwhile: look once more, right before.
+            let again = futures::future::join_all(answered.iter().map(|(n, _)| ops::survey(n, timeout))).await;
+            let ids: Vec<&NodeId> = answered.iter().map(|(n, _)| &n.id).collect();
+            let again: Vec<Option<Survey>> = again.into_iter().map(Result::ok).collect();
+            plan::still_unpromoted(&ids, &again).map_err(Stop::Check)?;
+            // A paused old primary may wake and answer statements sent before it stopped: none
+            // of those answers may reach a caller once another node is primary.
+            let in_flight = old.in_flight.load(Ordering::SeqCst);
+            old.abandon_in_flight();
+            rec.step(
+                "abandon",
+                Some(&old.id),
+                true,
+                format!("{in_flight} statements in flight abandoned: their callers get OutcomeUnknown"),
+            );
+            let tli = promote(m, &node, rec).await?;
+            (node, tli)
+        }
     };
     switch(m, old, &new, timeline, rec);
     rec.step(
@@ -509,12 +427,21 @@ async fn switchover(
     let old = &topology.primary;
     let timeout = m.cluster.config.health.timeout;
     let mut old_conn = ops::connect(old, timeout).await.map_err(step_failed("connect", old))?;
-    let answered = survey_all(m, &standbys(topology), rec).await;
-    let cands = candidates(m, &answered, target, true);
-    let id = choose(&cands, target, rec)?;
-    let Some(node) = answered.iter().find(|(n, _)| n.id == id).map(|(n, _)| Arc::clone(n)) else {
-        return Err(Stop::Check(FailoverError::NoCandidate { reasons: Vec::new() }));
-    };
+    let answered = answered(&survey_all(m, &standbys(topology), rec).await);
+    let facts: Vec<plan::Standby<'_>> = answered.iter().map(|(n, s)| as_standby(n, Some(s))).collect();
+    let pairs: Vec<_> = facts.iter().zip(&answered).map(|(f, (_, s))| (f, s)).collect();
+    let (system_id, _) = m.cluster.identity.get();
+    let chosen = plan::choose(&pairs, target, true, system_id, &cfg.exclude).map_err(|e| {
+        rec.step("elect", None, false, e.to_string());
+        Stop::Check(e)
+    })?;
+    rec.step(
+        "elect",
+        Some(&chosen.id),
+        true,
+        format!("received {}, replayed {}", chosen.received, chosen.replayed),
+    );
+    let node = node_of(&answered, &chosen.id)?;
     let mut target_conn = ops::connect(&node, timeout)
         .await
         .map_err(step_failed("connect", &node))?;
