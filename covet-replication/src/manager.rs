@@ -1,11 +1,11 @@
 //! [`ReplicaManager`]: the nodes, their pools and the loops that watch them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::cluster::{Node, NodeId, NodeState, Role, Topology, new_node};
+use crate::cluster::{Node, NodeId, NodeState, Role};
 use crate::config::NodeConfig;
 use crate::control::Control;
 use crate::error::Error;
@@ -80,33 +80,7 @@ impl ReplicaManager {
     /// # Errors
     /// [`Error::DuplicateNode`] if its id is taken; [`Error::Config`] if it is invalid.
     pub async fn add_replica(&self, config: NodeConfig) -> Result<(), Error> {
-        let topology = self.control.cluster.topology.load_full();
-        if topology.find(&config.id).is_some() {
-            return Err(Error::DuplicateNode { id: config.id });
-        }
-        // Validate against the nodes there are now, not the ones configured at start.
-        let mut full = self.control.cluster.config.clone();
-        full.replicas = topology
-            .replicas
-            .iter()
-            .map(|r| r.config.clone())
-            .chain([config.clone()])
-            .collect();
-        full.validate()?;
-        // Down until checked: a new node must prove itself before it takes reads.
-        let node = new_node(
-            &config,
-            Role::Replica,
-            NodeState::Down,
-            self.control.cluster.config.health.timeout,
-        );
-        self.control.cluster.topology.rcu(|t| {
-            let mut t = Topology::clone(t);
-            t.replicas.push(Arc::clone(&node));
-            t
-        });
-        tracing::info!(target: "covet::topology", node = %node.id, "replica added");
-        Ok(())
+        self.control.add_replica(config)
     }
 
     /// Removes a replica: it takes no new queries, in-flight ones finish (up to `timeout`),
@@ -117,46 +91,7 @@ impl ReplicaManager {
     /// [`Error::DrainTimeout`] if queries were still running after `timeout` (the pool is
     /// closed anyway, which waits for their connections).
     pub async fn remove_replica(&self, id: &str, timeout: Duration) -> Result<(), Error> {
-        let topology = self.control.cluster.topology.load_full();
-        let node = topology
-            .find(id)
-            .cloned()
-            .ok_or_else(|| Error::UnknownNode { id: id.into() })?;
-        if node.role() == Role::Primary {
-            return Err(Error::CannotRemove {
-                id: node.id.clone(),
-                reason: "it is the primary",
-            });
-        }
-        node.set_state(NodeState::Draining);
-        self.control.cluster.topology.rcu(|t| {
-            let mut t = Topology::clone(t);
-            t.replicas.retain(|r| !Arc::ptr_eq(r, &node));
-            t
-        });
-        tracing::info!(target: "covet::topology", node = %node.id, "replica draining");
-        let started = Instant::now();
-        let mut result = Ok(());
-        loop {
-            let in_flight = node.in_flight.load(std::sync::atomic::Ordering::Acquire);
-            if in_flight == 0 {
-                break;
-            }
-            if started.elapsed() >= timeout {
-                result = Err(Error::DrainTimeout {
-                    node: node.id.clone(),
-                    in_flight,
-                    waited: timeout,
-                });
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        node.pool.close().await;
-        self.control.health.forget(&node.id).await;
-        self.control.lag_monitor.forget(node.id.as_str());
-        tracing::info!(target: "covet::topology", node = %node.id, "replica removed");
-        result
+        self.control.remove_replica(id, timeout).await
     }
 }
 

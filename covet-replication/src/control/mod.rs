@@ -5,6 +5,7 @@ pub(crate) mod callbacks;
 pub(crate) mod failover;
 pub(crate) mod health;
 pub(crate) mod lag;
+mod membership;
 
 use std::sync::{Arc, Mutex};
 
