@@ -609,6 +609,7 @@ fn switch(m: &Control, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mu
 async fn repoint_all(m: &Control, new: &Node, answered: &[(Arc<Node>, Survey)], rec: &mut Recorder) {
     let cfg = &m.cluster.config.failover;
     let timeout = m.cluster.config.health.timeout;
+    let (_, timeline) = m.cluster.identity.get();
     let others: Vec<&Arc<Node>> = answered
         .iter()
         .filter(|(n, s)| n.id != new.id && s.in_recovery)
@@ -617,14 +618,8 @@ async fn repoint_all(m: &Control, new: &Node, answered: &[(Arc<Node>, Survey)], 
     let results = futures::future::join_all(others.iter().map(|standby| async {
         let mut primary = ops::connect(new, timeout).await?;
         let mut conn = ops::connect(standby, timeout).await?;
-        ops::repoint(
-            &mut conn,
-            &mut primary,
-            &new.config.host,
-            new.config.port,
-            cfg.repoint_timeout,
-        )
-        .await
+        let address = (new.config.host.as_str(), new.config.port);
+        ops::repoint(&mut conn, &mut primary, address, timeline, cfg.repoint_timeout).await
     }))
     .await;
     for (standby, result) in others.into_iter().zip(results) {
@@ -698,6 +693,7 @@ async fn repoint_stragglers(m: &Control) {
     let topology = m.cluster.topology.load_full();
     let primary = &topology.primary;
     let timeout = m.cluster.config.health.timeout;
+    let (_, timeline) = m.cluster.identity.get();
     for id in due {
         let Some(node) = topology.replicas.iter().find(|n| n.id == id) else {
             lock(&m.failover.stragglers).retain(|s| s.id != id);
@@ -706,8 +702,8 @@ async fn repoint_stragglers(m: &Control) {
         let result = async {
             let mut conn = ops::connect(node, timeout).await?;
             let mut primary_conn = ops::connect(primary, timeout).await?;
-            let host = primary.config.host.as_str();
-            ops::repoint(&mut conn, &mut primary_conn, host, primary.config.port, timeout * 2).await
+            let address = (primary.config.host.as_str(), primary.config.port);
+            ops::repoint(&mut conn, &mut primary_conn, address, timeline, timeout * 2).await
         }
         .await;
         match result {

@@ -255,12 +255,14 @@ pub(crate) async fn timeline(conn: &mut PgConnection) -> OpResult<u32> {
 }
 
 /// Points a standby at a new primary: same connection settings but the address, a replication
-/// slot of the same name created there first, then waits until it streams from it.
+/// slot of the same name created there first, then waits until it streams from it on the new
+/// primary's `timeline`. (A standby that replayed past the new timeline's fork connects, streams
+/// for a moment, and is cut off again: the timeline says whether it follows.)
 pub(crate) async fn repoint(
     standby: &mut PgConnection,
     primary: &mut PgConnection,
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
+    timeline: u32,
     timeout: Duration,
 ) -> OpResult<()> {
     let target = (host, port);
@@ -284,15 +286,17 @@ pub(crate) async fn repoint(
     run(standby, &[&set, "SELECT pg_reload_conf()"]).await?;
     let deadline = Instant::now() + timeout;
     loop {
-        let (status, sender_host, sender_port): (Option<String>, Option<String>, Option<i32>) = sqlx::query_as(
-            "SELECT r.status, r.sender_host, r.sender_port \
+        let (status, sender_host, sender_port, tli): (Option<String>, Option<String>, Option<i32>, Option<i32>) =
+            sqlx::query_as(
+                "SELECT r.status, r.sender_host, r.sender_port, r.received_tli \
              FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true",
-        )
-        .fetch_one(&mut *standby)
-        .await
-        .map_err(|e| e.to_string())?;
+            )
+            .fetch_one(&mut *standby)
+            .await
+            .map_err(|e| e.to_string())?;
         // Host and port: in production every node may listen on 5432.
         if status.as_deref() == Some("streaming")
+            && tli.is_some_and(|t| i64::from(t) >= i64::from(timeline))
             && sender_port == Some(i32::from(target.1))
             && sender_host.as_deref().is_some_and(|h| same_host(h, target.0))
         {
@@ -300,8 +304,9 @@ pub(crate) async fn repoint(
         }
         if Instant::now() >= deadline {
             return Err(format!(
-                "not streaming from the new primary after {timeout:?} (receiver: {})",
-                status.as_deref().unwrap_or("none")
+                "not streaming from the new primary on timeline {timeline} after {timeout:?} (receiver: {}, timeline {})",
+                status.as_deref().unwrap_or("none"),
+                tli.unwrap_or(0)
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
