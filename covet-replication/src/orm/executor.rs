@@ -97,33 +97,27 @@ pub trait ModelExecutor: Send {
     fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 }
 
-impl ModelExecutor for &ReplicatedPool {
-    fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
-        let (query, access) = query.into_query();
-        let via = Via::pool(self, &access);
-        async move { via.fetch_all(query).await }
-    }
+/// `ModelExecutor` for a handle type: `$via` says which session its statements belong to.
+macro_rules! impl_model_executor {
+    ($ty:ty, $via:path) => {
+        impl ModelExecutor for &$ty {
+            fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
+                let (query, access) = query.into_query();
+                let via = $via(self, &access);
+                async move { via.fetch_all(query).await }
+            }
 
-    fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
-        let (query, access) = query.into_query();
-        let via = Via::pool(self, &access);
-        async move { via.execute(query).await }
-    }
+            fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+                let (query, access) = query.into_query();
+                let via = $via(self, &access);
+                async move { via.execute(query).await }
+            }
+        }
+    };
 }
 
-impl ModelExecutor for &Session {
-    fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
-        let (query, access) = query.into_query();
-        let via = Via::session(self, &access);
-        async move { via.fetch_all(query).await }
-    }
-
-    fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
-        let (query, access) = query.into_query();
-        let via = Via::session(self, &access);
-        async move { via.execute(query).await }
-    }
-}
+impl_model_executor!(ReplicatedPool, Via::pool);
+impl_model_executor!(Session, Via::session);
 
 type Query = sqlx::query::Query<'static, sqlx::Postgres, PgArguments>;
 
