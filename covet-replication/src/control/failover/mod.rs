@@ -16,6 +16,8 @@ mod event;
 mod ops;
 mod plan;
 
+use elect::Candidate;
+
 pub use event::{FailoverEvent, FailoverKind, Outcome, Step};
 
 use std::future::Future;
@@ -313,6 +315,19 @@ fn as_standby<'a>(node: &'a Node, survey: Option<&'a Survey>) -> plan::Standby<'
     }
 }
 
+/// Records the election: the standby chosen, or why none could be.
+fn record_election(rec: &mut Recorder, chosen: Result<&Candidate, &FailoverError>) {
+    match chosen {
+        Ok(c) => rec.step(
+            "elect",
+            Some(&c.id),
+            true,
+            format!("received {}, replayed {}", c.received, c.replayed),
+        ),
+        Err(e) => rec.step("elect", None, false, e.to_string()),
+    }
+}
+
 /// The node the plan named, among those that answered.
 fn node_of(answered: &[(Arc<Node>, Survey)], id: &NodeId) -> Result<Arc<Node>, Stop> {
     answered
@@ -357,7 +372,7 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
                 e,
                 FailoverError::NoCandidate { .. } | FailoverError::TargetNotEligible { .. }
             ) {
-                rec.step("elect", None, false, e.to_string());
+                record_election(rec, Err(&e));
             }
             return Err(Stop::Check(e));
         }
@@ -377,12 +392,7 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
             (node, tli)
         }
         Ok(plan::Plan::Promote(chosen)) => {
-            rec.step(
-                "elect",
-                Some(&chosen.id),
-                true,
-                format!("received {}, replayed {}", chosen.received, chosen.replayed),
-            );
+            record_election(rec, Ok(&chosen));
             let node = node_of(&answered, &chosen.id)?;
             hold = m.cluster.gate.hold();
             // Another manager may have promoted one meanwhile: look once more, right before.
@@ -431,16 +441,9 @@ async fn switchover(
     let facts: Vec<plan::Standby<'_>> = answered.iter().map(|(n, s)| as_standby(n, Some(s))).collect();
     let pairs: Vec<_> = facts.iter().zip(&answered).map(|(f, (_, s))| (f, s)).collect();
     let (system_id, _) = m.cluster.identity.get();
-    let chosen = plan::choose(&pairs, target, true, system_id, &cfg.exclude).map_err(|e| {
-        rec.step("elect", None, false, e.to_string());
-        Stop::Check(e)
-    })?;
-    rec.step(
-        "elect",
-        Some(&chosen.id),
-        true,
-        format!("received {}, replayed {}", chosen.received, chosen.replayed),
-    );
+    let chosen = plan::choose(&pairs, target, true, system_id, &cfg.exclude);
+    record_election(rec, chosen.as_ref());
+    let chosen = chosen.map_err(Stop::Check)?;
     let node = node_of(&answered, &chosen.id)?;
     let mut target_conn = ops::connect(&node, timeout)
         .await

@@ -102,10 +102,9 @@ impl Health {
     /// Closes the check connection of the node `id` (it is being removed).
     pub async fn forget(&self, id: &NodeId) {
         let probe = lock(&self.probes).remove(id);
-        if let Some(conn) = match probe {
-            Some(p) => p.lock().await.conn.take(),
-            None => None,
-        } {
+        if let Some(probe) = probe
+            && let Some(conn) = probe.lock().await.conn.take()
+        {
             let _ = conn.close().await;
         }
     }
