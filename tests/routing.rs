@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use covet_replication::{Error, ReadPreference, ReplicatedPool, Target, classify, with_target};
+use covet_replication::{Error, Lsn, ReadPreference, ReplicatedPool, Target, classify, with_target};
 use covet_tests::{connect, eventually, node_name, shared_cluster, table, test_config};
 use futures::TryStreamExt;
 use sqlx::Row;
@@ -425,4 +425,31 @@ async fn hostile_deep_sql_runs_on_the_primary_without_crashing() {
         || async { node_name(cluster, who(&db).await) != "primary" },
     )
     .await;
+}
+
+#[tokio::test]
+async fn lsns_decode_from_and_bind_as_pg_lsn_in_both_wire_formats() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let expected: Lsn = "16/B374D848".parse().unwrap();
+    // Prepared statements answer in binary; a bound Lsn goes out in binary.
+    let (decoded, bound, bytes, null): (Lsn, Lsn, i64, Option<Lsn>) =
+        sqlx::query_as("SELECT '16/B374D848'::pg_lsn, $1::pg_lsn, ($1::pg_lsn - '0/0'::pg_lsn)::int8, NULL::pg_lsn")
+            .bind(Lsn(0x1_0000_0001))
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(decoded, expected);
+    assert_eq!(bound.to_string(), "1/1");
+    assert_eq!(bytes, 0x1_0000_0001);
+    assert_eq!(null, None);
+    // The simple protocol answers in text.
+    let row = sqlx::raw_sql("SELECT '16/B374D848'::pg_lsn")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<Lsn, _>(0), expected);
+    // A type sqlx cannot decode as pg_lsn is refused, not misread.
+    let wrong = sqlx::query_scalar::<_, Lsn>("SELECT 42::int8").fetch_one(&db).await;
+    assert!(matches!(wrong, Err(sqlx::Error::ColumnDecode { .. })), "{wrong:?}");
 }

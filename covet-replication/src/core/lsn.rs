@@ -84,6 +84,46 @@ impl FromStr for Lsn {
     }
 }
 
+/// `pg_lsn` in both wire formats: binary is the position as a big-endian `u64`, text is `hi/lo`.
+/// Queries select LSNs as they are (no `::text` casts), and bind them as `$1::pg_lsn`.
+mod sql {
+    use sqlx::encode::IsNull;
+    use sqlx::error::BoxDynError;
+    use sqlx::postgres::types::Oid;
+    use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueFormat, PgValueRef};
+    use sqlx::{Decode, Encode, Postgres, Type};
+
+    use super::Lsn;
+
+    /// `pg_lsn`'s fixed oid (catalog/pg_type.dat): no lookup by name on each connection.
+    const PG_LSN: PgTypeInfo = PgTypeInfo::with_oid(Oid(3220));
+
+    impl Type<Postgres> for Lsn {
+        fn type_info() -> PgTypeInfo {
+            PG_LSN
+        }
+    }
+
+    impl Decode<'_, Postgres> for Lsn {
+        fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+            match value.format() {
+                PgValueFormat::Binary => {
+                    let bytes: [u8; 8] = value.as_bytes()?.try_into()?;
+                    Ok(Lsn(u64::from_be_bytes(bytes)))
+                }
+                PgValueFormat::Text => Ok(value.as_str()?.parse()?),
+            }
+        }
+    }
+
+    impl Encode<'_, Postgres> for Lsn {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+            buf.extend(&self.0.to_be_bytes());
+            Ok(IsNull::No)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

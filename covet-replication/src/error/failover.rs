@@ -1,3 +1,4 @@
+use super::PgError;
 use crate::core::Lsn;
 use crate::core::NodeId;
 
@@ -90,13 +91,14 @@ pub enum FailoverError {
         replayed: Lsn,
     },
     /// A step failed on a node.
-    #[error("{step} on {node} failed: {message}")]
+    #[error("{step} on {node} failed: {source}")]
     Step {
         /// The step.
         step: &'static str,
         /// The node.
         node: NodeId,
-        /// The error.
-        message: String,
+        /// What failed.
+        #[source]
+        source: PgError,
     },
 }

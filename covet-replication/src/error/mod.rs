@@ -2,8 +2,10 @@
 //! (as sqlx keeps one `error.rs`).
 
 mod failover;
+mod pg;
 
 pub use failover::FailoverError;
+pub use pg::{ConninfoError, PgError};
 
 use crate::config::{ConfigError, ReadPreference};
 use crate::core::NodeId;

@@ -10,10 +10,8 @@
 //! primary is made read-only and its sessions are ended; one that comes back as a standby of
 //! the cluster is readmitted as a replica.
 
-mod conninfo;
 mod elect;
 mod event;
-mod ops;
 mod plan;
 
 use elect::Candidate;
@@ -26,7 +24,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use event::{AuditLog, Recorder};
-use ops::Survey;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -37,7 +34,8 @@ use crate::cluster::new_node;
 use crate::cluster::{Node, NodeId, NodeState, Role, Topology};
 use crate::core::Lsn;
 use crate::core::lock;
-use crate::error::{Error, FailoverError};
+use crate::error::{Error, FailoverError, PgError};
+use crate::pg::{self, Sample};
 
 /// Failover state shared by the handles.
 #[derive(Debug)]
@@ -257,8 +255,18 @@ enum Stop {
     Failed(FailoverError),
 }
 
-fn step_failed<'a>(step: &'static str, node: &'a Node) -> impl FnOnce(String) -> Stop + use<'a> {
-    move |message| step_error(step, node, message)
+fn step_failed<'a>(step: &'static str, node: &'a Node) -> impl FnOnce(PgError) -> Stop + use<'a> {
+    move |source| step_error(step, node, source)
+}
+
+/// [`pg::survey`] of a node, on a connection of its own.
+async fn survey(node: &Node, timeout: Duration) -> Result<Sample, PgError> {
+    pg::survey(&node.pool.connect_options(), timeout).await
+}
+
+/// [`pg::connect`] to a node.
+async fn connect(node: &Node, timeout: Duration) -> Result<sqlx::PgConnection, PgError> {
+    pg::connect(&node.pool.connect_options(), timeout).await
 }
 
 /// The standbys that may take part: not being removed, not fenced.
@@ -271,10 +279,10 @@ fn standbys(topology: &Topology) -> Vec<Arc<Node>> {
         .collect()
 }
 
-/// Surveys every standby at once; records who answered.
-async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec<(Arc<Node>, Option<Survey>)> {
+/// Samples every standby at once; records who answered.
+async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec<(Arc<Node>, Option<Sample>)> {
     let timeout = m.cluster.config.health.timeout;
-    let results = futures::future::join_all(nodes.iter().map(|n| ops::survey(n, timeout))).await;
+    let results = futures::future::join_all(nodes.iter().map(|n| survey(n, timeout))).await;
     nodes
         .iter()
         .zip(results)
@@ -285,13 +293,13 @@ async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec
                     s.in_recovery,
                     s.received.unwrap_or(Lsn::ZERO),
                     s.replayed.unwrap_or(Lsn::ZERO),
-                    s.receiver.as_deref().unwrap_or("none")
+                    s.receiver_status()
                 );
                 rec.step("survey", Some(&node.id), true, detail);
                 (Arc::clone(node), Some(s))
             }
             Err(e) => {
-                rec.step("survey", Some(&node.id), false, e);
+                rec.step("survey", Some(&node.id), false, e.to_string());
                 (Arc::clone(node), None)
             }
         })
@@ -299,14 +307,14 @@ async fn survey_all(m: &Control, nodes: &[Arc<Node>], rec: &mut Recorder) -> Vec
 }
 
 /// The standbys that answered.
-fn answered(surveyed: &[(Arc<Node>, Option<Survey>)]) -> Vec<(Arc<Node>, Survey)> {
+fn answered(surveyed: &[(Arc<Node>, Option<Sample>)]) -> Vec<(Arc<Node>, Sample)> {
     surveyed
         .iter()
         .filter_map(|(n, s)| Some((Arc::clone(n), s.clone()?)))
         .collect()
 }
 
-fn as_standby<'a>(node: &'a Node, survey: Option<&'a Survey>) -> plan::Standby<'a> {
+fn as_standby<'a>(node: &'a Node, survey: Option<&'a Sample>) -> plan::Standby<'a> {
     plan::Standby {
         id: &node.id,
         host: &node.config.host,
@@ -329,7 +337,7 @@ fn record_election(rec: &mut Recorder, chosen: Result<&Candidate, &FailoverError
 }
 
 /// The node the plan named, among those that answered.
-fn node_of(answered: &[(Arc<Node>, Survey)], id: &NodeId) -> Result<Arc<Node>, Stop> {
+fn node_of(answered: &[(Arc<Node>, Sample)], id: &NodeId) -> Result<Arc<Node>, Stop> {
     answered
         .iter()
         .find(|(n, _)| n.id == *id)
@@ -341,7 +349,7 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
     let old = &topology.primary;
     let timeout = m.cluster.config.health.timeout;
     // 1. The primary must really be gone from here...
-    let old_survey = ops::survey(old, timeout).await;
+    let old_survey = survey(old, timeout).await;
     if let Err(e) = plan::confirm(&old.id, old_survey.as_ref().ok()) {
         rec.step("confirm", Some(&old.id), false, "the primary answers as a primary");
         return Err(Stop::Check(e));
@@ -379,10 +387,8 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
         Ok(plan::Plan::Adopt(id)) => {
             let node = node_of(&answered, &id)?;
             hold = m.cluster.gate.hold();
-            let mut conn = ops::connect(&node, timeout)
-                .await
-                .map_err(step_failed("adopt", &node))?;
-            let tli = ops::timeline(&mut conn).await.map_err(step_failed("adopt", &node))?;
+            let mut conn = connect(&node, timeout).await.map_err(step_failed("adopt", &node))?;
+            let tli = pg::timeline(&mut conn).await.map_err(step_failed("adopt", &node))?;
             rec.step(
                 "adopt",
                 Some(&node.id),
@@ -396,9 +402,9 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
             let node = node_of(&answered, &chosen.id)?;
             hold = m.cluster.gate.hold();
             // Another manager may have promoted one meanwhile: look once more, right before.
-            let again = futures::future::join_all(answered.iter().map(|(n, _)| ops::survey(n, timeout))).await;
+            let again = futures::future::join_all(answered.iter().map(|(n, _)| survey(n, timeout))).await;
             let ids: Vec<&NodeId> = answered.iter().map(|(n, _)| &n.id).collect();
-            let again: Vec<Option<Survey>> = again.into_iter().map(Result::ok).collect();
+            let again: Vec<Option<Sample>> = again.into_iter().map(Result::ok).collect();
             plan::still_unpromoted(&ids, &again).map_err(Stop::Check)?;
             // A paused old primary may wake and answer statements sent before it stopped: none
             // of those answers may reach a caller once another node is primary.
@@ -436,7 +442,7 @@ async fn switchover(
     let cfg = &m.cluster.config.failover;
     let old = &topology.primary;
     let timeout = m.cluster.config.health.timeout;
-    let mut old_conn = ops::connect(old, timeout).await.map_err(step_failed("connect", old))?;
+    let mut old_conn = connect(old, timeout).await.map_err(step_failed("connect", old))?;
     let answered = answered(&survey_all(m, &standbys(topology), rec).await);
     let facts: Vec<plan::Standby<'_>> = answered.iter().map(|(n, s)| as_standby(n, Some(s))).collect();
     let pairs: Vec<_> = facts.iter().zip(&answered).map(|(f, (_, s))| (f, s)).collect();
@@ -445,9 +451,7 @@ async fn switchover(
     record_election(rec, chosen.as_ref());
     let chosen = chosen.map_err(Stop::Check)?;
     let node = node_of(&answered, &chosen.id)?;
-    let mut target_conn = ops::connect(&node, timeout)
-        .await
-        .map_err(step_failed("connect", &node))?;
+    let mut target_conn = connect(&node, timeout).await.map_err(step_failed("connect", &node))?;
     // Writes wait from here; those already running get a moment to finish before the fence.
     let hold = m.cluster.gate.hold();
     let drain_until = Instant::now() + cfg.hold_writes / 2;
@@ -457,34 +461,34 @@ async fn switchover(
     // From the fence until pg_promote is sent, any failure must make the old primary writable
     // again: otherwise the cluster is left without one.
     let prepared = async {
-        let ended = ops::fence(&mut old_conn).await.map_err(step_failed("fence", old))?;
+        let ended = pg::fence(&mut old_conn).await.map_err(step_failed("fence", old))?;
         rec.step(
             "fence",
             Some(&old.id),
             true,
             format!("read-only; {} client sessions ended", ended.len()),
         );
-        ops::quiesce(&mut old_conn, &ended, cfg.catchup_timeout)
+        pg::quiesce(&mut old_conn, &ended, cfg.catchup_timeout)
             .await
             .map_err(step_failed("fence", old))?;
         catch_up(&mut old_conn, &mut target_conn, &node, cfg.catchup_timeout, rec).await?;
-        ops::unfence(&mut target_conn)
+        pg::unfence(&mut target_conn)
             .await
             .map_err(step_failed("promote", &node))
     }
     .await;
     if let Err(stop) = prepared {
-        let undone = ops::unfence(&mut old_conn).await;
+        let undone = pg::unfence(&mut old_conn).await;
         rec.step(
             "unfence",
             Some(&old.id),
             undone.is_ok(),
-            undone.err().unwrap_or_else(|| "writable again".into()),
+            undone.map_or_else(|e| e.to_string(), |()| "writable again".into()),
         );
         return Err(stop);
     }
     // Sent: even if it reports a failure, the promotion may complete, so no unfencing now.
-    let timeline = ops::promote(&mut target_conn, cfg.promote_timeout)
+    let timeline = pg::promote(&mut target_conn, cfg.promote_timeout)
         .await
         .map_err(step_failed("promote", &node))?;
     rec.step(
@@ -510,31 +514,37 @@ async fn catch_up(
     timeout: Duration,
     rec: &mut Recorder,
 ) -> Result<(), Stop> {
+    let failed = |source| {
+        step_error(
+            "catch_up",
+            node,
+            PgError::Query {
+                what: "positions",
+                source,
+            },
+        )
+    };
     let deadline = Instant::now() + timeout;
-    let mut needed = ops::flushed_lsn(old)
-        .await
-        .map_err(|e| step_error("catch_up", node, e))?;
+    let mut needed = pg::flushed_lsn(old).await.map_err(failed)?;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (caught_up, replayed) = ops::wait_replayed(target, needed, left)
+        let replayed = pg::wait_replayed(target, needed, left, Duration::from_millis(10), |_| {})
             .await
-            .map_err(|e| step_error("catch_up", node, e))?;
-        if !caught_up {
+            .map_err(failed)?;
+        if !replayed.caught_up {
             return Err(Stop::Check(FailoverError::CatchUp {
                 node: node.id.clone(),
                 needed,
-                replayed,
+                replayed: replayed.lsn,
             }));
         }
-        let now = ops::flushed_lsn(old)
-            .await
-            .map_err(|e| step_error("catch_up", node, e))?;
+        let now = pg::flushed_lsn(old).await.map_err(failed)?;
         if now == needed {
             rec.step(
                 "catch_up",
                 Some(&node.id),
                 true,
-                format!("replayed {replayed} >= {needed}"),
+                format!("replayed {} >= {needed}", replayed.lsn),
             );
             return Ok(());
         }
@@ -542,21 +552,21 @@ async fn catch_up(
     }
 }
 
-fn step_error(step: &'static str, node: &Node, message: String) -> Stop {
+fn step_error(step: &'static str, node: &Node, source: PgError) -> Stop {
     Stop::Failed(FailoverError::Step {
         step,
         node: node.id.clone(),
-        message,
+        source,
     })
 }
 
 async fn promote(m: &Control, node: &Node, rec: &mut Recorder) -> Result<u32, Stop> {
     let cfg = &m.cluster.config.failover;
-    let mut conn = ops::connect(node, m.cluster.config.health.timeout)
+    let mut conn = connect(node, m.cluster.config.health.timeout)
         .await
         .map_err(step_failed("promote", node))?;
-    ops::unfence(&mut conn).await.map_err(step_failed("promote", node))?;
-    let timeline = ops::promote(&mut conn, cfg.promote_timeout)
+    pg::unfence(&mut conn).await.map_err(step_failed("promote", node))?;
+    let timeline = pg::promote(&mut conn, cfg.promote_timeout)
         .await
         .map_err(step_failed("promote", node))?;
     rec.step(
@@ -609,7 +619,7 @@ fn switch(m: &Control, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mu
 }
 
 /// Points every other standby that answered at the new primary, all at once.
-async fn repoint_all(m: &Control, new: &Node, answered: &[(Arc<Node>, Survey)], rec: &mut Recorder) {
+async fn repoint_all(m: &Control, new: &Node, answered: &[(Arc<Node>, Sample)], rec: &mut Recorder) {
     let cfg = &m.cluster.config.failover;
     let timeout = m.cluster.config.health.timeout;
     let (_, timeline) = m.cluster.identity.get();
@@ -619,10 +629,10 @@ async fn repoint_all(m: &Control, new: &Node, answered: &[(Arc<Node>, Survey)], 
         .map(|(n, _)| n)
         .collect();
     let results = futures::future::join_all(others.iter().map(|standby| async {
-        let mut primary = ops::connect(new, timeout).await?;
-        let mut conn = ops::connect(standby, timeout).await?;
+        let mut primary = connect(new, timeout).await?;
+        let mut conn = connect(standby, timeout).await?;
         let address = (new.config.host.as_str(), new.config.port);
-        ops::repoint(&mut conn, &mut primary, address, timeline, cfg.repoint_timeout).await
+        pg::repoint(&mut conn, &mut primary, address, timeline, cfg.repoint_timeout).await
     }))
     .await;
     for (standby, result) in others.into_iter().zip(results) {
@@ -631,7 +641,7 @@ async fn repoint_all(m: &Control, new: &Node, answered: &[(Arc<Node>, Survey)], 
                 rec.step("repoint", Some(&standby.id), true, format!("streaming from {}", new.id));
                 rec.repointed(standby.id.clone());
             }
-            Err(e) => rec.step("repoint", Some(&standby.id), false, e),
+            Err(e) => rec.step("repoint", Some(&standby.id), false, e.to_string()),
         }
     }
 }
@@ -703,10 +713,10 @@ async fn repoint_stragglers(m: &Control) {
             continue;
         };
         let result = async {
-            let mut conn = ops::connect(node, timeout).await?;
-            let mut primary_conn = ops::connect(primary, timeout).await?;
+            let mut conn = connect(node, timeout).await?;
+            let mut primary_conn = connect(primary, timeout).await?;
             let address = (primary.config.host.as_str(), primary.config.port);
-            ops::repoint(&mut conn, &mut primary_conn, address, timeline, timeout * 2).await
+            pg::repoint(&mut conn, &mut primary_conn, address, timeline, timeout * 2).await
         }
         .await;
         match result {
@@ -740,7 +750,7 @@ async fn fenced_node_answered(m: &Control, node: &Arc<Node>, in_recovery: bool, 
         // commits the cluster does not have.
         let primary = m.cluster.primary();
         let follows = system_id == cluster
-            && ops::survey(node, m.cluster.config.health.timeout)
+            && survey(node, m.cluster.config.health.timeout)
                 .await
                 .is_ok_and(|s| s.streams_from(&primary.config.host, primary.config.port));
         if follows {
@@ -768,11 +778,15 @@ async fn fenced_node_answered(m: &Control, node: &Arc<Node>, in_recovery: bool, 
     }
     let mut rec = Recorder::new(FailoverKind::Fence, node.id.clone());
     let result = async {
-        let mut conn = ops::connect(node, m.cluster.config.health.timeout).await?;
-        if ops::is_fenced(&mut conn).await? {
+        let mut conn = connect(node, m.cluster.config.health.timeout).await?;
+        let sample = pg::check(&mut conn).await.map_err(|source| PgError::Query {
+            what: "read_only",
+            source,
+        })?;
+        if sample.read_only {
             return Ok(None);
         }
-        ops::fence(&mut conn).await.map(|ended| Some(ended.len()))
+        pg::fence(&mut conn).await.map(|ended| Some(ended.len()))
     }
     .await;
     match result {
@@ -783,7 +797,7 @@ async fn fenced_node_answered(m: &Control, node: &Arc<Node>, in_recovery: bool, 
             true,
             format!("came back as a primary: read-only now, {ended} client sessions ended"),
         ),
-        Err(e) => rec.step("fence", Some(&node.id), false, e),
+        Err(e) => rec.step("fence", Some(&node.id), false, e.to_string()),
     }
     let failed = rec.any_failed();
     m.failover

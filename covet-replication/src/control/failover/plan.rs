@@ -3,11 +3,11 @@
 
 use super::elect::{Candidate, elect};
 use super::event::FailoverKind;
-use super::ops::Survey;
 use crate::cluster::{NodeId, SyncShortfall};
 use crate::config::FailoverConfig;
 use crate::core::Lsn;
 use crate::error::FailoverError;
+use crate::pg::Sample;
 
 /// A standby that may take part, and what its survey found (`None`: it did not answer).
 #[derive(Debug, Clone, Copy)]
@@ -15,7 +15,7 @@ pub(crate) struct Standby<'a> {
     pub id: &'a NodeId,
     pub host: &'a str,
     pub port: u16,
-    pub survey: Option<&'a Survey>,
+    pub survey: Option<&'a Sample>,
 }
 
 /// What a failover decides on.
@@ -43,7 +43,7 @@ pub(crate) enum Plan {
 }
 
 /// The old primary must really be gone: it answering as a primary aborts.
-pub(crate) fn confirm(old: &NodeId, survey: Option<&Survey>) -> Result<(), FailoverError> {
+pub(crate) fn confirm(old: &NodeId, survey: Option<&Sample>) -> Result<(), FailoverError> {
     match survey {
         Some(s) if !s.in_recovery => Err(FailoverError::PrimaryAlive { node: old.clone() }),
         _ => Ok(()),
@@ -58,7 +58,7 @@ pub(crate) fn confirm(old: &NodeId, survey: Option<&Survey>) -> Result<(), Failo
 /// (automatic failovers only), [`FailoverError::NoCandidate`] /
 /// [`FailoverError::TargetNotEligible`], [`FailoverError::DataLoss`].
 pub(crate) fn plan(f: &Facts<'_>) -> Result<Plan, FailoverError> {
-    let answered: Vec<(&Standby<'_>, &Survey)> = f.standbys.iter().filter_map(|s| Some((s, s.survey?))).collect();
+    let answered: Vec<(&Standby<'_>, &Sample)> = f.standbys.iter().filter_map(|s| Some((s, s.survey?))).collect();
     // One still streaming proves the primary alive, whatever address it streams from (the
     // standbys may reach the primary by another name than we do), unless it is another standby
     // that answered (cascading replication: that one is judged by its own stream).
@@ -121,7 +121,7 @@ pub(crate) fn plan(f: &Facts<'_>) -> Result<Plan, FailoverError> {
 /// # Errors
 /// [`FailoverError::TargetNotEligible`] for a named target, else [`FailoverError::NoCandidate`].
 pub(crate) fn choose(
-    answered: &[(&Standby<'_>, &Survey)],
+    answered: &[(&Standby<'_>, &Sample)],
     target: Option<&str>,
     must_stream: bool,
     system_id: u64,
@@ -154,7 +154,7 @@ pub(crate) fn choose(
 /// Why a standby may not be promoted, if it may not.
 fn ineligible(
     id: &NodeId,
-    s: &Survey,
+    s: &Sample,
     target: Option<&str>,
     must_stream: bool,
     system_id: u64,
@@ -182,7 +182,7 @@ fn ineligible(
 ///
 /// # Errors
 /// [`FailoverError::PromotedElsewhere`].
-pub(crate) fn still_unpromoted(ids: &[&NodeId], again: &[Option<Survey>]) -> Result<(), FailoverError> {
+pub(crate) fn still_unpromoted(ids: &[&NodeId], again: &[Option<Sample>]) -> Result<(), FailoverError> {
     match ids
         .iter()
         .zip(again)

@@ -112,9 +112,7 @@ pub(crate) fn begin_primary<'c>(
         if let Some(session) = session.filter(|s| s.tracks_writes()) {
             // Before BEGIN: nothing of ours may run inside the user's transaction, whose first
             // statement may have to be `SET TRANSACTION ISOLATION LEVEL ...`.
-            let (pid, since): (i32, String) = sqlx::query_as("SELECT pg_backend_pid(), clock_timestamp()::text")
-                .fetch_one(&mut *conn)
-                .await?;
+            let (pid, since) = crate::pg::backend_and_clock(&mut conn).await?;
             session.add_untracked(pid, since);
         }
         sqlx::Transaction::begin(conn, None).await

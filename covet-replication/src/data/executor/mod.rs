@@ -13,7 +13,6 @@ pub use transaction::Transaction;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
 
 use either::Either;
 use futures::TryStreamExt;
@@ -325,26 +324,16 @@ pub(crate) async fn caught_up(
 ) -> Result<bool, sqlx::Error> {
     let cfg = &pool.cluster().config.consistency;
     let stats = &pool.plane.consistency;
-    let started = Instant::now();
-    loop {
+    let replayed = crate::pg::wait_replayed(conn, lsn, cfg.max_wait, cfg.poll_interval, |seen| {
         stats.replay_checks.fetch_add(1, Relaxed);
-        let replayed = crate::data::session::replay_lsn(conn).await?;
-        node.observe_lsn(replayed);
-        let waited = started.elapsed();
-        if replayed >= lsn {
-            if !waited.is_zero() && stats.replay_checks.load(Relaxed) > 0 && waited > cfg.poll_interval / 2 {
-                stats.waited(waited);
-            }
-            return Ok(true);
-        }
-        if waited >= cfg.max_wait {
-            if !cfg.max_wait.is_zero() {
-                stats.waited(waited);
-            }
-            return Ok(false);
-        }
-        tokio::time::sleep(cfg.poll_interval.min(cfg.max_wait - waited)).await;
+        node.observe_lsn(seen);
+    })
+    .await?;
+    // A wait is a wait once it slept: the first read answering is the common, free case.
+    if replayed.caught_up && replayed.waited > cfg.poll_interval / 2 || !replayed.caught_up && !cfg.max_wait.is_zero() {
+        stats.waited(replayed.waited);
     }
+    Ok(replayed.caught_up)
 }
 
 /// A replica did not replay the session's position in time: an error if `target` keeps the
@@ -544,7 +533,7 @@ impl<'a> Attempts<'a> {
         if route.writes {
             if session.tracks_writes() {
                 let epoch = session.epoch();
-                match crate::data::session::primary_lsn(&mut *conn).await {
+                match crate::pg::primary_lsn(&mut *conn).await {
                     Ok(lsn) => session.wrote_since(epoch, lsn),
                     Err(_) => session.wrote_unknown(),
                 }
@@ -559,7 +548,7 @@ impl<'a> Attempts<'a> {
             );
         } else if session.monotonic && session.level != Consistency::Strong {
             // The primary showed its latest data: later replica reads must not show older.
-            match crate::data::session::primary_lsn(&mut *conn).await {
+            match crate::pg::primary_lsn(&mut *conn).await {
                 Ok(lsn) => session.raise_floor(lsn),
                 Err(_) => session.pin(),
             }

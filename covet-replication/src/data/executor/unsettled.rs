@@ -76,7 +76,7 @@ impl Drop for Unsettled {
             // A ping first waits out whatever the statement still sends: then it has ended,
             // committed or not, and a position read after it covers it.
             if conn.ping().await.is_ok()
-                && let Ok(lsn) = crate::data::session::primary_lsn(&mut *conn).await
+                && let Ok(lsn) = crate::pg::primary_lsn(&mut *conn).await
             {
                 session.wrote_since(epoch, lsn);
             }

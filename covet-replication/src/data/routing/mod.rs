@@ -1,6 +1,7 @@
 //! Deciding where each statement runs.
 
 mod catalog;
+mod decide;
 mod retry;
 mod router;
 mod select;
@@ -8,8 +9,9 @@ mod stats;
 mod target;
 
 pub(crate) use catalog::Catalog;
+pub(crate) use decide::{Route, target_allows_primary};
 pub(crate) use retry::{Failure, backoff, classify_error};
-pub(crate) use router::{Constraints, Route, may_retry_elsewhere, route, target_allows_primary};
+pub(crate) use router::{Constraints, may_retry_elsewhere, route};
 pub(crate) use stats::RouterStats;
 pub use stats::{ClassCounters, RouteReason, RouterCounters};
 pub(crate) use target::scoped as scoped_target;

@@ -146,26 +146,12 @@ impl Session {
     }
 }
 
-/// The end of the primary's last WAL record: at or past the end of every write that completed
-/// before the call, committed or not yet flushed, and reachable by a standby's replay.
-pub(crate) async fn primary_lsn<'c, E>(executor: E) -> Result<Lsn, sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
-{
-    let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
-        .fetch_one(executor)
-        .await?;
-    text.parse::<Lsn>()
-        .map(Lsn::record_end)
-        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
-}
-
 /// Moves `session`'s watermark past writes that completed on the primary before the call
 /// (commits included); if the position cannot be read, reads go to the primary until the next
 /// write.
 pub(crate) async fn record_write(session: &SessionState, primary: &sqlx::PgPool) {
     let epoch = session.epoch();
-    match primary_lsn(primary).await {
+    match crate::pg::primary_lsn(primary).await {
         Ok(lsn) => session.wrote_since(epoch, lsn),
         Err(_) => session.wrote_unknown(),
     }
@@ -183,19 +169,7 @@ pub(crate) async fn settle_untracked(session: &SessionState, primary: &sqlx::PgP
     if open.is_empty() {
         return;
     }
-    let (pids, starts): (Vec<i32>, Vec<String>) = open.iter().cloned().unzip();
-    let answer: Result<(Vec<bool>, String), sqlx::Error> = sqlx::query_as(
-        "SELECT array(SELECT EXISTS (SELECT 1 FROM pg_stat_activity a \
-           WHERE a.pid = t.pid AND a.xact_start >= t.start::timestamptz) \
-           FROM unnest($1::int[], $2::text[]) WITH ORDINALITY AS t(pid, start, n) ORDER BY n), \
-         pg_current_wal_insert_lsn()::text",
-    )
-    .bind(&pids)
-    .bind(&starts)
-    .fetch_one(primary)
-    .await;
-    let Ok((still_open, lsn)) = answer else { return };
-    let Ok(lsn) = lsn.parse::<Lsn>().map(Lsn::record_end) else {
+    let Ok((still_open, lsn)) = crate::pg::transactions_open(primary, &open).await else {
         return;
     };
     let ended: Vec<(i32, String)> = open
@@ -207,12 +181,4 @@ pub(crate) async fn settle_untracked(session: &SessionState, primary: &sqlx::PgP
     if !ended.is_empty() {
         session.settled(&ended, lsn);
     }
-}
-
-/// How far a standby has replayed (0/0 if it has replayed nothing yet).
-pub(crate) async fn replay_lsn(conn: &mut sqlx::PgConnection) -> Result<Lsn, sqlx::Error> {
-    let text: Option<String> = sqlx::query_scalar("SELECT pg_last_wal_replay_lsn()::text")
-        .fetch_one(conn)
-        .await?;
-    Ok(text.and_then(|t| t.parse().ok()).unwrap_or(Lsn::ZERO))
 }

@@ -1,23 +1,27 @@
 use super::*;
+use crate::pg::WalReceiver;
 
 const SYSTEM: u64 = 7;
 
-fn survey(received: u64, receiver: Option<(&str, u16)>) -> Survey {
-    Survey {
+fn survey(received: u64, receiver: Option<(&str, u16)>) -> Sample {
+    Sample {
         in_recovery: true,
         received: Some(Lsn(received)),
         replayed: Some(Lsn(received)),
         system_id: SYSTEM,
-        receiver: receiver.map(|_| "streaming".to_owned()),
-        sender_host: receiver.map(|(h, _)| h.to_owned()),
-        sender_port: receiver.map(|(_, p)| i32::from(p)),
-        standby_name: None,
+        receiver: receiver.map(|(host, port)| WalReceiver {
+            status: "streaming".to_owned(),
+            sender_host: Some(host.to_owned()),
+            sender_port: Some(port),
+            timeline: Some(1),
+        }),
+        ..Sample::default()
     }
 }
 
 struct Case {
     ids: Vec<NodeId>,
-    surveys: Vec<Option<Survey>>,
+    surveys: Vec<Option<Sample>>,
     kind: FailoverKind,
     target: Option<&'static str>,
     sync: Option<crate::cluster::SyncRule>,
@@ -27,7 +31,7 @@ struct Case {
 
 impl Case {
     /// Standbys `a`, `b`, `c` on ports 5001-5003, with these surveys.
-    fn new(surveys: Vec<Option<Survey>>) -> Self {
+    fn new(surveys: Vec<Option<Sample>>) -> Self {
         Case {
             ids: ["a", "b", "c"][..surveys.len()]
                 .iter()

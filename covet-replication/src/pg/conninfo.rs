@@ -1,9 +1,10 @@
 //! libpq `key=value` connection strings, as in a standby's `primary_conninfo`: repointing a
 //! standby keeps everything it had (user, password, application_name, TLS) but the address.
 
-/// `(key, value)` pairs of a libpq keyword/value connection string. Errors never quote the
-/// string: it holds a password.
-fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
+use crate::error::ConninfoError;
+
+/// `(key, value)` pairs of a libpq keyword/value connection string.
+fn parse(s: &str) -> Result<Vec<(String, String)>, ConninfoError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -17,23 +18,23 @@ fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!("missing \"=\" after keyword {}", out.len() + 1));
+            return Err(ConninfoError::MissingEquals(out.len() + 1));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
         if chars.next_if_eq(&'\'').is_some() {
             loop {
                 match chars.next() {
-                    Some('\\') => value.push(chars.next().ok_or("unterminated escape")?),
+                    Some('\\') => value.push(chars.next().ok_or(ConninfoError::UnterminatedEscape)?),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("unterminated quoted value of keyword {}", out.len() + 1)),
+                    None => return Err(ConninfoError::UnterminatedQuote(out.len() + 1)),
                 }
             }
         } else {
             while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
                 if c == '\\' {
-                    value.push(chars.next().ok_or("unterminated escape")?);
+                    value.push(chars.next().ok_or(ConninfoError::UnterminatedEscape)?);
                 } else {
                     value.push(c);
                 }
@@ -53,7 +54,7 @@ fn render(pairs: &[(String, String)]) -> String {
 
 /// `conninfo` with its address replaced by `host`/`port` (`hostaddr` dropped, since it would
 /// win over `host`); every other setting kept.
-pub(crate) fn repoint(conninfo: &str, host: &str, port: u16) -> Result<String, String> {
+pub(crate) fn repoint(conninfo: &str, host: &str, port: u16) -> Result<String, ConninfoError> {
     let mut pairs: Vec<_> = parse(conninfo)?
         .into_iter()
         .filter(|(k, _)| !matches!(k.as_str(), "host" | "hostaddr" | "port"))
@@ -123,8 +124,9 @@ mod tests {
             parse(" a = 1  b='' c=x\\ y d='\\\\'").unwrap(),
             [("a", "1"), ("b", ""), ("c", "x y"), ("d", "\\")].map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
-        assert!(parse("host").unwrap_err().contains("missing"));
-        assert!(parse("password='abc").unwrap_err().contains("unterminated"));
+        assert_eq!(parse("a=1 host"), Err(ConninfoError::MissingEquals(2)));
+        assert_eq!(parse("password='abc"), Err(ConninfoError::UnterminatedQuote(1)));
+        assert_eq!(parse("password=abc\\"), Err(ConninfoError::UnterminatedEscape));
         assert_eq!(parse("").unwrap(), []);
     }
 }
