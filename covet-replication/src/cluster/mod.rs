@@ -7,7 +7,7 @@ mod identity;
 mod node;
 
 pub use crate::core::{NodeId, NodeState, Role};
-pub(crate) use gate::WriteGate;
+pub(crate) use gate::{HoldWrites, WriteGate};
 pub(crate) use identity::{Identity, SyncRule, SyncShortfall};
 pub(crate) use node::{InFlight, Node};
 

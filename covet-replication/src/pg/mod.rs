@@ -3,6 +3,7 @@
 //! failover does to servers.
 
 mod admin;
+pub(crate) mod catalog;
 mod check;
 mod conninfo;
 mod position;

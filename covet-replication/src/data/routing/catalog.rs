@@ -20,6 +20,7 @@ use sqlx::PgPool;
 
 use crate::classify::{Classifier, FunctionSafety, QueryKind};
 use crate::config::{RoutingConfig, UnknownFunctionPolicy};
+use crate::pg;
 
 /// Views over views are followed this deep; deeper ones go to the primary.
 const MAX_VIEW_DEPTH: u8 = 8;
@@ -112,15 +113,7 @@ impl Catalog {
                 .map(String::as_str)
                 .collect();
             let bare: Vec<&str> = missing.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
-            let lookup = sqlx::query_as(
-                "SELECT n.nspname::text, c.relname::text, \
-                 CASE WHEN c.relkind = 'v' THEN pg_catalog.pg_get_viewdef(c.oid) END \
-                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relname = ANY($1)",
-            )
-            .bind(&bare)
-            .fetch_all(primary);
-            let rows: Vec<(String, String, Option<String>)> = match self.bounded(lookup).await {
+            let rows = match self.bounded(pg::catalog::relations(primary, &bare)).await {
                 Ok(rows) => rows,
                 Err(error) => {
                     tracing::warn!(target: "covet::routing", %error, relations = ?missing, "pg_class lookup failed; using the primary");
@@ -135,11 +128,13 @@ impl Catalog {
                 // Every relation of that name in any matching schema must be safe: we cannot
                 // resolve the search_path here. No match: not a relation (a CTE), nothing runs.
                 let mut safe = true;
-                for (_, _, definition) in rows
+                for found in rows
                     .iter()
-                    .filter(|(s, r, _)| r == relation && schema.is_none_or(|want| want == s))
+                    .filter(|r| r.name == relation && schema.is_none_or(|want| want == r.schema))
                 {
-                    let Some(definition) = definition else { continue };
+                    let Some(definition) = &found.view_definition else {
+                        continue;
+                    };
                     safe = depth < MAX_VIEW_DEPTH
                         && self
                             .safe_at(&classifier.classify(definition), primary, classifier, depth + 1)
@@ -186,14 +181,7 @@ impl Catalog {
 
     async fn learn(&self, names: &[String], primary: &PgPool) -> Result<(), sqlx::Error> {
         let bare: Vec<&str> = names.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
-        let lookup = sqlx::query_as(
-            "SELECT n.nspname::text, p.proname::text, p.provolatile::text \
-             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-             WHERE p.proname = ANY($1)",
-        )
-        .bind(&bare)
-        .fetch_all(primary);
-        let rows: Vec<(String, String, String)> = self.bounded(lookup).await?;
+        let rows = self.bounded(pg::catalog::functions(primary, &bare)).await?;
         for name in names {
             let (schema, func) = match name.rsplit_once('.') {
                 Some((s, f)) => (Some(s), f),
@@ -203,11 +191,12 @@ impl Catalog {
             // search_path or argument types here. No match at all: the primary.
             let mut matches = rows
                 .iter()
-                .filter(|(s, f, _)| f == func && schema.is_none_or(|want| want == s));
+                .filter(|f| f.name == func && schema.is_none_or(|want| want == f.schema));
             let first = matches.next();
             let safe = first.is_some()
-                && first.into_iter().chain(matches).all(|(_, _, v)| {
-                    FunctionSafety::from_provolatile(v.chars().next().unwrap_or('v')) == FunctionSafety::ReplicaSafe
+                && first.into_iter().chain(matches).all(|f| {
+                    FunctionSafety::from_provolatile(f.volatility.chars().next().unwrap_or('v'))
+                        == FunctionSafety::ReplicaSafe
                 });
             let verdict = if safe {
                 FunctionSafety::ReplicaSafe
