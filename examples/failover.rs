@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use covet_replication::testing::LocalCluster;
-use covet_replication::{FailoverKind, ReplicatedPool, Target};
+use covet_replication::{ReplicatedPool, Target, failover::FailoverKind};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

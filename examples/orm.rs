@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Once at startup: the global handle that `User::objects().all()` and `user.save()` use.
     let db = covet_replication::setup_replication(config).await?;
-    covet_replication::migrate(&db, &sqlx::migrate!("../migrations")).await?;
+    covet_replication::orm::migrate(&db, &sqlx::migrate!("../migrations")).await?;
     println!("migrations applied on the primary\n");
 
     // A clean slate from an earlier run (orders and their items go with their user).

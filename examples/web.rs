@@ -185,7 +185,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (config, cluster) = covet_replication::testing::configured_or_local().await?;
     let nodes = config.nodes().map(|n| (n.port, n.id.clone())).collect();
     let db = ReplicatedPool::connect(config).await?;
-    covet_replication::migrate(&db, &sqlx::migrate!("../migrations")).await?;
+    covet_replication::orm::migrate(&db, &sqlx::migrate!("../migrations")).await?;
     sqlx::query(VIEW).execute(&db).await?;
     wait_replicated(&db).await;
     let app = App {

@@ -342,7 +342,13 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
     // Asked for a replica that has not replayed the session's writes: an error, not the
     // primary in its place (as for statements).
     let err = db.acquire(covet_replication::Target::Replica).await.unwrap_err();
-    assert!(matches!(err, covet_replication::Error::NotCaughtUp { .. }), "{err}");
+    assert!(
+        matches!(
+            covet_replication::Error::from_sqlx(&err),
+            Some(covet_replication::Error::NotCaughtUp { .. })
+        ),
+        "{err}"
+    );
     let err = sqlx::query("SELECT 1")
         .execute(&db.using(covet_replication::ReadPreference::Replica))
         .await

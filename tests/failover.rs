@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use covet_replication::testing::{LocalCluster, LocalClusterBuilder};
 use covet_replication::{
-    Error, FailoverError, FailoverEvent, FailoverKind, NodeState, Outcome, ReplicatedPool, ReplicationConfig,
+    Error, NodeState, ReplicatedPool, ReplicationConfig,
+    failover::{FailoverError, FailoverEvent, FailoverKind, Outcome},
 };
 use covet_tests::{DEAD_PORT, connect, eventually, node_name, set_upstream, shared_cluster, test_config};
 use sqlx::Connection;
@@ -906,4 +907,184 @@ async fn standbys_are_repointed_when_every_node_listens_on_the_same_port() {
         .unwrap();
     assert_eq!(at, nodes[new].host);
     wait_until_present(&cluster, other, "hosts_t", &[1]).await;
+}
+
+/// The nodes of `cluster` as one multi-host URL, in `order` (node indexes).
+fn multi_host_url(cluster: &LocalCluster, order: &[usize]) -> String {
+    let nodes = cluster.nodes();
+    let hosts: Vec<String> = order.iter().map(|&i| format!("127.0.0.1:{}", nodes[i].port)).collect();
+    format!("postgres://postgres@{}/postgres?sslmode=disable", hosts.join(","))
+}
+
+#[tokio::test]
+async fn roles_come_from_the_servers_not_the_configuration() {
+    let cluster = shared_cluster().await;
+    let primary_port = i32::from(cluster.nodes()[cluster.primary()].port);
+    // The primary listed last, after both standbys: node3 is the primary.
+    let mut config = ReplicationConfig::from_url(&multi_host_url(cluster, &[1, 2, 0])).unwrap();
+    config.health.interval = Duration::from_millis(100);
+    config.failover.automatic = false;
+    let db = connect(config).await;
+    let (node, _) = db.explain("INSERT INTO t VALUES (1)").await.unwrap();
+    assert_eq!(node.as_str(), "node3");
+    let roles: Vec<(String, covet_replication::Role)> = db
+        .manager()
+        .nodes()
+        .into_iter()
+        .map(|n| (n.id.to_string(), n.role))
+        .collect();
+    assert_eq!(
+        roles[0],
+        ("node3".to_owned(), covet_replication::Role::Primary),
+        "{roles:?}"
+    );
+    let (port, recovering): (i32, bool) = sqlx::query_as("SELECT inet_server_port(), pg_is_in_recovery()")
+        .fetch_one(&db.using(covet_replication::Target::Primary))
+        .await
+        .unwrap();
+    assert_eq!((port, recovering), (primary_port, false));
+    // node1, configured as the primary, is a replica: it serves reads.
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&db.using(covet_replication::Target::Node("node1".into())))
+        .await
+        .unwrap();
+    assert_eq!(port, i32::from(cluster.nodes()[1].port));
+    let adopted = db.failover().history();
+    assert!(
+        adopted
+            .iter()
+            .any(|e| e.kind == FailoverKind::Adopt && e.new_primary.as_ref().is_some_and(|n| n.as_str() == "node3")),
+        "{adopted:#?}"
+    );
+    // The same with the roles swapped in a table config: a configured role is only a hint.
+    let mut swapped = test_config(cluster);
+    std::mem::swap(&mut swapped.primary, &mut swapped.replicas[1]);
+    swapped.failover.automatic = false;
+    let db = connect(swapped).await;
+    let (node, _) = db.explain("UPDATE t SET a = 1").await.unwrap();
+    assert_eq!(node.as_str(), "primary");
+}
+
+/// Errors of a writer: refusals (25006) and the rest.
+fn refusals(failed: &[String]) -> usize {
+    failed.iter().filter(|e| e.contains("read-only transaction")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_made_by_another_process_fails_no_write_here() {
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE xs_t (id int PRIMARY KEY)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.automatic = false;
+    // The application's handle writes; another handle (as `covet switchover` in another process
+    // would) moves the primary. They share nothing but the servers.
+    let app = connect(config.clone()).await;
+    let operator = connect(config).await;
+    let writer = Writer::start(&app, "xs_t");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let called = Instant::now();
+    let event = operator.failover().switchover(Some("replica2")).await.unwrap();
+    let promote = event.steps.iter().find(|s| s.name == "promote").expect("promoted");
+    // When pg_promote returned (the step's time): the new primary accepted writes from then.
+    let promoted_at = called + promote.after;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (acked, failed) = writer.finish().await;
+    println!(
+        "switchover took {:?}; {} writes acknowledged, {} failed: {:?}",
+        event.duration,
+        acked.len(),
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(refusals(&failed), 0, "writes refused as read-only: {failed:?}");
+    // The fence ends this handle's sessions on the old primary: a statement running at that
+    // moment has an unknown outcome (never resent). One writer: at most one.
+    assert!(failed.len() <= 1, "{failed:?}");
+    let first_new = acked
+        .iter()
+        .find(|(_, port, _)| node_name(&cluster, *port) == "replica2")
+        .expect("writes reached the new primary");
+    let waited = first_new.2.saturating_duration_since(promoted_at);
+    println!("first write on the new primary {waited:?} after pg_promote returned");
+    let ids: Vec<i32> = acked.iter().map(|(id, ..)| *id).collect();
+    assert_eq!(
+        count_present(&cluster, 2, "xs_t", &ids).await,
+        ids.len() as i64,
+        "no write lost"
+    );
+    assert!(
+        acked
+            .iter()
+            .skip_while(|(_, p, _)| node_name(&cluster, *p) == "primary")
+            .all(|(_, p, _)| node_name(&cluster, *p) == "replica2"),
+        "no write on the old primary after the first on the new"
+    );
+    assert!(
+        app.failover().history().iter().any(|e| e.kind == FailoverKind::Adopt),
+        "{:#?}",
+        app.failover().history()
+    );
+}
+
+#[tokio::test]
+async fn two_writable_nodes_are_reported_and_writes_go_to_the_higher_timeline() {
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE tw_t (id int PRIMARY KEY)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.automatic = false;
+    // Nobody fences the old primary: it stays writable.
+    config.failover.fence = false;
+    let db = connect(config).await;
+    let warning = |db: &ReplicatedPool| {
+        db.status()
+            .warnings
+            .into_iter()
+            .find(|w| w.contains("answer as writable primaries"))
+    };
+    assert_eq!(warning(&db), None, "one writable node yet");
+    // Someone promotes replica2 by hand, leaving the primary as it was.
+    cluster.promote(2).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        || format!("{:#?}", db.failover().history()),
+        || async {
+            db.explain("INSERT INTO tw_t VALUES (1)")
+                .await
+                .is_ok_and(|(node, _)| node.as_str() == "replica2")
+        },
+    )
+    .await;
+    let port: i32 = sqlx::query_scalar("INSERT INTO tw_t VALUES (1) RETURNING inet_server_port()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(&cluster, port), "replica2");
+    let adopt = wait_event(&db, FailoverKind::Adopt, Duration::from_secs(5)).await;
+    assert!(adopt.steps[0].detail.contains("two writable nodes"), "{adopt:#?}");
+    eventually(
+        Duration::from_secs(5),
+        || format!("no warning: {:?}", db.status().warnings),
+        || async { warning(&db).is_some() },
+    )
+    .await;
+    let warning = warning(&db).expect("two writable nodes reported");
+    assert!(
+        warning.contains("primary, replica2") || warning.contains("replica2, primary"),
+        "{warning}"
+    );
+    assert!(warning.contains("writes go to replica2"), "{warning}");
+    // The old primary really is writable still (the rule, not the servers, keeps writes off it).
+    let mut old = cluster.connect(0).await.unwrap();
+    sqlx::query("INSERT INTO tw_t VALUES (-1)")
+        .execute(&mut old)
+        .await
+        .unwrap();
 }

@@ -321,7 +321,7 @@ async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
 /// full timeout for them. replica3 is killed in the meantime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_keeps_probing_while_a_failover_runs() {
-    use covet_replication::{FailoverKind, Outcome};
+    use covet_replication::failover::{FailoverKind, Outcome};
     use covet_tests::{DEAD_PORT, set_upstream};
     use std::time::Instant;
     let cluster = LocalCluster::builder().replicas(3).start().await.unwrap();

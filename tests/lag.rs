@@ -5,7 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use covet_replication::testing::LocalCluster;
-use covet_replication::{AlertKind, LagConfig, NodeState, ReplicatedPool, Severity};
+use covet_replication::{
+    NodeState, ReplicatedPool,
+    config::LagConfig,
+    lag::{AlertKind, Severity},
+};
 use covet_tests::{connect, node_name, test_config, wait_state};
 
 /// Updates a row on the primary every 20 ms until stopped: WAL keeps flowing.
@@ -53,7 +57,7 @@ async fn a_paused_replica_raises_alerts_leaves_rotation_and_comes_back() {
     let db = connect(config).await;
 
     // One callback that records, one that sleeps, one that panics: the first must not wait.
-    let received: Arc<Mutex<Vec<(covet_replication::Alert, SystemTime)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<(covet_replication::lag::Alert, SystemTime)>>> = Arc::default();
     let slow_calls = Arc::new(Mutex::new(0));
     {
         let slow_calls = slow_calls.clone();

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use covet_replication::testing::LocalCluster;
-use covet_replication::{Consistency, Error, Expr, Model, ReplicatedPool, Target};
+use covet_replication::{Consistency, Error, Model, ReplicatedPool, Target, orm::Expr};
 use covet_tests::{connect, node_name, shared_cluster, test_config};
 use tokio::sync::OnceCell;
 
@@ -82,7 +82,7 @@ async fn schema() {
     DONE.get_or_init(|| async {
         let cluster = shared_cluster().await;
         let db = ReplicatedPool::connect(test_config(cluster)).await.expect("connect");
-        covet_replication::migrate(&db, &sqlx::migrate!("../migrations"))
+        covet_replication::orm::migrate(&db, &sqlx::migrate!("../migrations"))
             .await
             .expect("migrate");
         for sql in [
@@ -574,9 +574,6 @@ async fn the_global_handle() {
     let err = User::objects().count().await.unwrap_err();
     assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
     assert!(matches!(covet_replication::db(), Err(Error::NotSetUp)));
-    assert!(matches!(covet_replication::replica_manager(), Err(Error::NotSetUp)));
-    assert!(matches!(covet_replication::replication_status(), Err(Error::NotSetUp)));
-    assert!(matches!(covet_replication::failover_manager(), Err(Error::NotSetUp)));
     let mut u = user("g@global.test", "G", None);
     let err = u.save().await.unwrap_err();
     assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
@@ -591,15 +588,17 @@ async fn the_global_handle() {
         std::time::Duration::from_secs(20),
     )
     .await;
-    assert_eq!(covet_replication::replica_manager().unwrap().nodes().len(), 3);
-    assert_eq!(covet_replication::replication_status().unwrap().nodes.len(), 3);
-    covet_replication::lag_monitor().unwrap();
-    let failover = covet_replication::failover_manager().unwrap();
+    let global = covet_replication::db().unwrap();
+    assert_eq!(global.manager().nodes().len(), 3);
+    assert_eq!(global.status().nodes.len(), 3);
+    let failover = global.failover();
     assert!(!failover.in_progress() && failover.history().is_empty());
     // The accessor reaches the same manager: a failover of a live primary is refused.
     assert!(matches!(
         failover.failover(None).await,
-        Err(Error::Failover(covet_replication::FailoverError::PrimaryAlive { .. }))
+        Err(Error::Failover(
+            covet_replication::failover::FailoverError::PrimaryAlive { .. }
+        ))
     ));
     assert_eq!(db.failover().history().len(), 1);
 
@@ -674,7 +673,7 @@ async fn lagging_cluster() -> (LocalCluster, ReplicatedPool) {
 
 /// Reads row `id` through `db` at `level` (`None`: the executor's own): where it was read, or
 /// `None` if the read missed it.
-async fn seen_at(id: i64, level: Option<Consistency>, db: impl covet_replication::ModelExecutor) -> Option<i32> {
+async fn seen_at(id: i64, level: Option<Consistency>, db: impl covet_replication::orm::ModelExecutor) -> Option<i32> {
     let q = Seen::objects().filter(Seen::ID.eq(id));
     let q = match level {
         Some(level) => q.consistency(level),
@@ -684,7 +683,7 @@ async fn seen_at(id: i64, level: Option<Consistency>, db: impl covet_replication
 }
 
 /// Where a read of `orm_who` through `db` at `level` ran: `(port, standby)`.
-async fn who_at(level: Option<Consistency>, db: impl covet_replication::ModelExecutor) -> (i32, bool) {
+async fn who_at(level: Option<Consistency>, db: impl covet_replication::orm::ModelExecutor) -> (i32, bool) {
     let q = Who::objects();
     let q = match level {
         Some(level) => q.consistency(level),

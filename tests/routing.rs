@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use covet_replication::{Error, Lsn, ReadPreference, ReplicatedPool, Target, classify, with_target};
+use covet_replication::{Error, Lsn, ReadPreference, ReplicatedPool, Target, classify::classify, with_target};
 use covet_tests::{connect, eventually, node_name, shared_cluster, table, test_config};
 use futures::TryStreamExt;
 use sqlx::Row;

@@ -1,7 +1,7 @@
 //! Our own labelled statements, checked twice: PostgreSQL's hot standby confirms each label
 //! (SQLSTATE 25006 or "during recovery" means write), and the classifier must agree.
 
-use covet_replication::classify;
+use covet_replication::classify::classify;
 use covet_tests::shared_cluster;
 use sqlx::Connection;
 

@@ -40,7 +40,7 @@ fn model_impl(model: &ModelDef) -> TokenStream {
             type PrimaryKey = #pk_type;
             const TABLE: &'static str = #table;
             const SCHEMA: ::core::option::Option<&'static str> = #schema;
-            const COLUMNS: &'static [::covet_replication::ColumnDef] = &[#(#column_defs),*];
+            const COLUMNS: &'static [::covet_replication::orm::ColumnDef] = &[#(#column_defs),*];
             const PRIMARY_KEY: usize = #pk_index;
             #from_row
             #load
@@ -55,7 +55,7 @@ fn column_def(f: &FieldDef) -> TokenStream {
     let name = f.column.as_deref().unwrap_or_default();
     let pk = f.primary_key;
     let default = f.default.is_some();
-    quote!(::covet_replication::ColumnDef::__new(#name, #pk, #default))
+    quote!(::covet_replication::orm::ColumnDef::__new(#name, #pk, #default))
 }
 
 fn from_row(model: &ModelDef) -> TokenStream {
@@ -64,7 +64,7 @@ fn from_row(model: &ModelDef) -> TokenStream {
         let ty = &f.ty;
         match &f.column {
             Some(column) => quote_spanned! {ty.span()=>
-                #ident: <#ty as ::covet_replication::ModelField>::__decode(row, #column)?
+                #ident: <#ty as ::covet_replication::orm::ModelField>::__decode(row, #column)?
             },
             None => quote_spanned! {ty.span()=> #ident: <#ty as ::core::default::Default>::default() },
         }
@@ -84,7 +84,7 @@ fn load(model: &ModelDef) -> TokenStream {
         let ty = &f.ty;
         let column = f.column.as_deref().unwrap_or_default();
         quote_spanned! {ty.span()=>
-            self.#ident = <#ty as ::covet_replication::ModelField>::__decode(row, #column)?;
+            self.#ident = <#ty as ::covet_replication::orm::ModelField>::__decode(row, #column)?;
         }
     });
     quote! {
@@ -103,7 +103,7 @@ fn bind(model: &ModelDef) -> TokenStream {
     let arms = model.columns().enumerate().map(|(i, f)| {
         let ident = &f.ident;
         let ty = &f.ty;
-        quote_spanned! {ty.span()=> #i => <#ty as ::covet_replication::ModelField>::__encode(&self.#ident, args), }
+        quote_spanned! {ty.span()=> #i => <#ty as ::covet_replication::orm::ModelField>::__encode(&self.#ident, args), }
     });
     quote! {
         #[doc(hidden)]
@@ -170,7 +170,7 @@ fn column_consts(model: &ModelDef) -> TokenStream {
         );
         quote! {
             #[doc = #doc]
-            #vis const #name: ::covet_replication::Column<#ident, #ty> = ::covet_replication::Column::__new(#column);
+            #vis const #name: ::covet_replication::orm::Column<#ident, #ty> = ::covet_replication::orm::Column::__new(#column);
         }
     });
     quote! {

@@ -33,7 +33,7 @@ fn a_full_model_expands_into_an_anonymous_const() {
     assert!(out.contains("impl :: covet_replication :: Model for User"), "{out}");
     assert!(out.contains("type PrimaryKey = i64"), "{out}");
     assert!(
-        out.contains("pub const EMAIL : :: covet_replication :: Column < User , String >"),
+        out.contains("pub const EMAIL : :: covet_replication :: orm :: Column < User , String >"),
         "{out}"
     );
     assert!(out.contains("pub const TYPE"), "{out}");

@@ -6,7 +6,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use covet_replication::testing::LocalCluster;
-use covet_replication::{Classifier, ReplicatedPool, classify};
+use covet_replication::{
+    ReplicatedPool,
+    classify::{Classifier, classify},
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const STATEMENTS: [(&str, &str); 3] = [

@@ -1,5 +1,6 @@
 //! The process-wide handle, a convenience at the edge: `setup_replication` once at startup,
-//! then `db()` (and the ORM's suffix-less terminals) anywhere. Library internals never use it;
+//! then `db()` (and the ORM's suffix-less terminals) anywhere: `db()?.manager()`,
+//! `db()?.status()`, `db()?.failover()` reach the rest. Library internals never use it;
 //! everything also takes an explicit handle.
 
 use std::sync::Arc;
@@ -7,12 +8,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 use crate::config::ReplicationConfig;
-use crate::control::failover::FailoverManager;
-use crate::control::lag::LagMonitor;
 use crate::error::Error;
-use crate::manager::ReplicaManager;
 use crate::pool::ReplicatedPool;
-use crate::status::ClusterStatus;
 
 static GLOBAL: ArcSwapOption<ReplicatedPool> = ArcSwapOption::const_empty();
 
@@ -67,65 +64,6 @@ pub fn db() -> Result<ReplicatedPool, Error> {
         .ok_or(Error::NotSetUp)
 }
 
-/// The manager of the global handle's nodes.
-///
-/// ```no_run
-/// # fn demo() -> Result<(), covet_replication::Error> {
-/// for node in covet_replication::replica_manager()?.nodes() {
-///     println!("{} {}", node.id, node.state);
-/// }
-/// # Ok(()) }
-/// ```
-///
-/// # Errors
-/// [`Error::NotSetUp`] before [`setup_replication`] or [`set_db`].
-pub fn replica_manager() -> Result<ReplicaManager, Error> {
-    Ok(db()?.manager())
-}
-
-/// The global handle's [`status`](ReplicatedPool::status): nodes, lag, routing counters, alerts.
-///
-/// ```no_run
-/// # fn demo() -> Result<(), covet_replication::Error> {
-/// let status = covet_replication::replication_status()?;
-/// # Ok(()) }
-/// ```
-///
-/// # Errors
-/// [`Error::NotSetUp`] before [`setup_replication`] or [`set_db`].
-pub fn replication_status() -> Result<ClusterStatus, Error> {
-    Ok(db()?.status())
-}
-
-/// The global handle's [`lag_monitor`](ReplicatedPool::lag_monitor): alerts, callbacks, statistics.
-///
-/// ```no_run
-/// # fn demo() -> Result<(), covet_replication::Error> {
-/// let monitor = covet_replication::lag_monitor()?;
-/// # Ok(()) }
-/// ```
-///
-/// # Errors
-/// [`Error::NotSetUp`] before [`setup_replication`] or [`set_db`].
-pub fn lag_monitor() -> Result<LagMonitor, Error> {
-    Ok(db()?.lag_monitor())
-}
-
-/// The global handle's [`failover`](ReplicatedPool::failover) manager: switchovers, manual
-/// failovers, the audit trail.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), covet_replication::Error> {
-/// let event = covet_replication::failover_manager()?.switchover(None).await?;
-/// # Ok(()) }
-/// ```
-///
-/// # Errors
-/// [`Error::NotSetUp`] before [`setup_replication`] or [`set_db`].
-pub fn failover_manager() -> Result<FailoverManager, Error> {
-    Ok(db()?.failover())
-}
-
 /// [`db()`] for the ORM's terminals, which return `sqlx::Error`s.
 pub(crate) fn db_for_orm() -> Result<ReplicatedPool, sqlx::Error> {
     db().map_err(Error::into_sqlx)
@@ -139,10 +77,6 @@ mod tests {
     #[test]
     fn db_before_setup_is_a_typed_error() {
         assert!(matches!(db(), Err(Error::NotSetUp)));
-        assert!(matches!(replica_manager(), Err(Error::NotSetUp)));
-        assert!(matches!(replication_status(), Err(Error::NotSetUp)));
-        assert!(matches!(lag_monitor(), Err(Error::NotSetUp)));
-        assert!(matches!(failover_manager(), Err(Error::NotSetUp)));
         let err = db_for_orm().unwrap_err();
         assert!(matches!(Error::from_sqlx(&err), Some(Error::NotSetUp)), "{err:?}");
         assert!(err.to_string().contains("setup_replication"), "{err}");

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use crate::cluster::{Node, NodeId, NodeState, Role};
 use crate::config::NodeConfig;
 use crate::control::Control;
 use crate::error::Error;
+use crate::status::NodeReport;
 
 /// Owns one sqlx pool per node and the health loop; adds and removes replicas at run time.
 ///
@@ -18,50 +18,17 @@ pub struct ReplicaManager {
     pub(crate) control: Arc<Control>,
 }
 
-/// A node as the manager sees it now.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[non_exhaustive]
-pub struct NodeStatus {
-    /// The node's id.
-    pub id: NodeId,
-    /// Primary or replica.
-    pub role: Role,
-    /// Health state.
-    pub state: NodeState,
-    /// Region label.
-    pub region: Option<String>,
-    /// Replay (replica) or current (primary) WAL position at the last check.
-    pub lsn: crate::Lsn,
-    /// Replication lag in bytes at the last check (0 for the primary).
-    pub lag_bytes: u64,
-    /// Replication lag in time at the last check (0 for the primary).
-    #[serde(with = "humantime_serde")]
-    pub lag: Duration,
-    /// Queries running on it now.
-    pub in_flight: u32,
-    /// Average health-check round trip.
-    #[serde(with = "humantime_serde")]
-    pub rtt: Duration,
-    /// Average query latency (from having a connection to the last row).
-    #[serde(with = "humantime_serde")]
-    pub latency: Duration,
-}
-
 impl ReplicaManager {
     /// Every node, primary first.
-    pub fn nodes(&self) -> Vec<NodeStatus> {
-        self.control
-            .cluster
-            .topology
-            .load()
-            .nodes()
-            .map(|n| status_of(n))
-            .collect()
+    pub fn nodes(&self) -> Vec<NodeReport> {
+        let topology = self.control.cluster.topology.load();
+        topology.nodes().map(|n| NodeReport::of(n, &self.control)).collect()
     }
 
     /// One node by id.
-    pub fn node(&self, id: &str) -> Option<NodeStatus> {
-        self.control.cluster.topology.load().find(id).map(|n| status_of(n))
+    pub fn node(&self, id: &str) -> Option<NodeReport> {
+        let topology = self.control.cluster.topology.load();
+        topology.find(id).map(|n| NodeReport::of(n, &self.control))
     }
 
     /// Runs one health round now (the loop keeps its own schedule). Failover acts on what it
@@ -92,21 +59,5 @@ impl ReplicaManager {
     /// closed anyway, which waits for their connections).
     pub async fn remove_replica(&self, id: &str, timeout: Duration) -> Result<(), Error> {
         self.control.remove_replica(id, timeout).await
-    }
-}
-
-fn status_of(n: &Node) -> NodeStatus {
-    let (lag_bytes, lag) = n.lag();
-    NodeStatus {
-        id: n.id.clone(),
-        role: n.role(),
-        state: n.state(),
-        region: n.config.region.clone(),
-        lsn: n.replay_lsn(),
-        lag_bytes,
-        lag,
-        in_flight: n.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-        rtt: n.rtt(),
-        latency: n.latency(),
     }
 }

@@ -58,6 +58,9 @@ impl fmt::Debug for ReplicatedPool {
 
 impl ReplicatedPool {
     /// Builds the pools, runs a first health check on every node and starts the health loop.
+    /// The primary is the node that answers as one (not in recovery, not read-only): the
+    /// configuration's `primary` is only where the search starts, so a list of nodes in any
+    /// order ([`ReplicationConfig::from_url`] with several hosts) is enough.
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid configuration; [`Error::Database`] if the primary cannot
@@ -66,7 +69,7 @@ impl ReplicatedPool {
     /// loop keeps such a replica down).
     pub async fn connect(config: ReplicationConfig) -> Result<Self, Error> {
         let pool = Self::connect_lazy(config)?;
-        pool.manager().check_now().await;
+        pool.control.settle().await;
         let primary = pool.cluster().primary();
         let conn = primary.pool.acquire().await.map_err(|source| Error::Database {
             node: primary.id.clone(),
@@ -183,9 +186,13 @@ impl ReplicatedPool {
     /// [`NodeConnection`]).
     ///
     /// # Errors
-    /// The routing error or the pool's.
-    pub async fn acquire(&self, target: impl Into<Target>) -> Result<NodeConnection, Error> {
-        self.data.acquire_in(self.data.effective_session(), target.into()).await
+    /// The pool's error, or the routing error boxed in `sqlx::Error` (as every method with a
+    /// `PgPool` counterpart: [`Error::from_sqlx`] gets it back).
+    pub async fn acquire(&self, target: impl Into<Target>) -> Result<NodeConnection, sqlx::Error> {
+        self.data
+            .acquire_in(self.data.effective_session(), target.into())
+            .await
+            .map_err(Error::into_sqlx)
     }
 
     /// Where `sql` would run now through this handle, and why, without running it.

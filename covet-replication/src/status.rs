@@ -1,15 +1,21 @@
-//! [`ClusterStatus`]: a serializable snapshot of nodes, lag, pools and routing, without secrets.
+//! [`ClusterStatus`]: a serializable snapshot of nodes, lag, pools and routing, without secrets;
+//! [`NodeReport`], one node as `status()` and [`ReplicaManager`](crate::ReplicaManager) show it;
+//! and the counters both carry.
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::cluster::{NodeId, NodeState, Role};
+use std::time::Duration;
+
+use crate::cluster::{Node, NodeId, NodeState, Role};
+use crate::control::Control;
 use crate::control::failover::FailoverEvent;
 use crate::control::lag::{Alert, LagStats};
-use crate::data::routing::RouterCounters;
-use crate::data::session::ConsistencyCounters;
 use crate::pool::ReplicatedPool;
+
+pub use crate::data::routing::{ClassCounters, RouterCounters};
+pub use crate::data::session::ConsistencyCounters;
 
 /// Failover events a status report carries.
 const RECENT_FAILOVERS: usize = 10;
@@ -47,8 +53,9 @@ pub struct ClusterStatus {
     pub recent_failovers: Vec<FailoverEvent>,
 }
 
-/// One node in a [`ClusterStatus`].
-#[derive(Debug, Clone, Serialize)]
+/// One node: in a [`ClusterStatus`], and from [`ReplicaManager::nodes`](crate::ReplicaManager::nodes).
+/// Durations serialize as human-readable strings (`"1ms 200us"`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct NodeReport {
     /// The node's id.
@@ -65,16 +72,19 @@ pub struct NodeReport {
     pub datacenter: Option<String>,
     /// Replay (replica) or current (primary) WAL position at the last check.
     pub lsn: crate::Lsn,
-    /// Replication lag in bytes (0 for the primary).
+    /// Replication lag in bytes at the last check (0 for the primary).
     pub lag_bytes: u64,
-    /// Replication lag in seconds (0 for the primary).
-    pub lag_seconds: f64,
+    /// Replication lag in time at the last check (0 for the primary).
+    #[serde(with = "humantime_serde")]
+    pub lag: Duration,
     /// Lag statistics over the configured window (replicas).
     pub lag_stats: Option<LagStats>,
-    /// Average query latency in milliseconds.
-    pub latency_ms: f64,
-    /// Average health-check round trip in milliseconds.
-    pub rtt_ms: f64,
+    /// Average query latency (from having a connection to the last row).
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Average health-check round trip.
+    #[serde(with = "humantime_serde")]
+    pub rtt: Duration,
     /// Queries running now.
     pub in_flight: u32,
     /// Pool connections open.
@@ -87,13 +97,45 @@ pub struct NodeReport {
     pub pool_max: u32,
     /// A standby's `wal_retrieve_retry_interval` (None for the primary, or before a check).
     #[serde(with = "humantime_serde")]
-    pub wal_retrieve_retry_interval: Option<std::time::Duration>,
+    pub wal_retrieve_retry_interval: Option<Duration>,
+}
+
+impl NodeReport {
+    pub(crate) fn of(n: &Node, control: &Control) -> Self {
+        let (lag_bytes, lag) = n.lag();
+        let size = n.pool.size();
+        let idle = n.pool.num_idle();
+        NodeReport {
+            id: n.id.clone(),
+            address: n.config.server_address(),
+            role: n.role(),
+            state: n.state(),
+            region: n.config.region.clone(),
+            datacenter: n.config.datacenter.clone(),
+            lsn: n.replay_lsn(),
+            lag_bytes,
+            lag,
+            lag_stats: control.lag_monitor.stats(n.id.as_str()),
+            latency: n.latency(),
+            rtt: n.rtt(),
+            in_flight: n.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            pool_size: size,
+            pool_idle: idle,
+            pool_in_use: (size as usize).saturating_sub(idle),
+            pool_max: n.config.pool.max_connections,
+            wal_retrieve_retry_interval: match n.retrieve_retry_ms.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => None,
+                ms if n.role() == Role::Replica => Some(Duration::from_millis(u64::from(ms))),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Above this, a standby's `wal_retrieve_retry_interval` can hold up a promotion: a standby
 /// whose primary died sleeps that long between attempts, and `pg_promote` waits the sleep out
 /// (PostgreSQL's default, 5 s, made one failover in five take 5.5 s instead of 0.45 s).
-const SLOW_RETRIEVE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+const SLOW_RETRIEVE_RETRY: Duration = Duration::from_secs(1);
 
 impl ReplicatedPool {
     /// A snapshot of the cluster, this pool's routing and consistency counters, and recent
@@ -101,42 +143,25 @@ impl ReplicatedPool {
     pub fn status(&self) -> ClusterStatus {
         let (data, control) = (&self.data.plane, &self.control);
         let topology = data.cluster.topology.load();
-        let nodes: Vec<NodeReport> = topology
-            .nodes()
-            .map(|n| {
-                let (lag_bytes, lag) = n.lag();
-                let size = n.pool.size();
-                let idle = n.pool.num_idle();
-                NodeReport {
-                    id: n.id.clone(),
-                    address: n.config.server_address(),
-                    role: n.role(),
-                    state: n.state(),
-                    region: n.config.region.clone(),
-                    datacenter: n.config.datacenter.clone(),
-                    lsn: n.replay_lsn(),
-                    lag_bytes,
-                    lag_seconds: lag.as_secs_f64(),
-                    lag_stats: control.lag_monitor.stats(n.id.as_str()),
-                    latency_ms: n.latency().as_secs_f64() * 1e3,
-                    rtt_ms: n.rtt().as_secs_f64() * 1e3,
-                    in_flight: n.in_flight.load(std::sync::atomic::Ordering::Relaxed),
-                    pool_size: size,
-                    pool_idle: idle,
-                    pool_in_use: (size as usize).saturating_sub(idle),
-                    pool_max: n.config.pool.max_connections,
-                    wal_retrieve_retry_interval: match n.retrieve_retry_ms.load(std::sync::atomic::Ordering::Relaxed) {
-                        0 => None,
-                        ms if n.role() == Role::Replica => Some(std::time::Duration::from_millis(u64::from(ms))),
-                        _ => None,
-                    },
-                }
-            })
-            .collect();
+        let nodes: Vec<NodeReport> = topology.nodes().map(|n| NodeReport::of(n, control)).collect();
         let router = data.stats.snapshot();
         let routed = router.to_primary + router.to_replica;
         let (system_id, timeline) = data.cluster.identity.get();
-        let warnings = slow_retries(&nodes);
+        let mut warnings = slow_retries(&nodes);
+        let writable: Vec<&str> = topology
+            .nodes()
+            .filter(|n| n.writable.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|n| n.id.as_str())
+            .collect();
+        if writable.len() > 1 {
+            warnings.push(format!(
+                "{} nodes answer as writable primaries ({}): writes go to {} only, the one on the \
+                 highest timeline; the others must be stopped or rebuilt as standbys",
+                writable.len(),
+                writable.join(", "),
+                topology.primary.id
+            ));
+        }
         ClusterStatus {
             system_id,
             timeline,
@@ -205,7 +230,7 @@ impl fmt::Display for ClusterStatus {
                         String::new()
                     },
                     if replica {
-                        format!("{:.3}", n.lag_seconds)
+                        format!("{:.3}", n.lag.as_secs_f64())
                     } else {
                         String::new()
                     },

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use covet_replication::{FailoverEvent, NodeState, ReplicatedPool, ReplicationConfig, classify};
+use covet_replication::{NodeState, ReplicatedPool, ReplicationConfig, classify::classify, failover::FailoverEvent};
 
 #[derive(Parser)]
 #[command(name = "covet", version, about = "Operate a PostgreSQL primary and its hot standbys")]

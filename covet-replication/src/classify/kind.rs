@@ -142,6 +142,7 @@ pub(crate) struct Inner {
     pub(crate) relations: Vec<String>,
     pub(crate) statements: usize,
     pub(crate) parsed: bool,
+    pub(crate) procedure: bool,
 }
 
 impl QueryKind {
@@ -162,6 +163,7 @@ impl QueryKind {
             relations: Vec::new(),
             statements: 1,
             parsed: true,
+            procedure: false,
         })
     }
 
@@ -212,6 +214,13 @@ impl QueryKind {
 
     /// Whether the SQL parser understood the text. When it did not, the class comes from
     /// the leading keyword and token scan and is never [`QueryClass::Read`].
+    /// Whether the text runs as one implicit transaction: parsed, with no transaction control
+    /// and no procedure (which may commit inside). A server that refuses it (`25006`) ran none
+    /// of it, so it may be sent again elsewhere.
+    pub fn is_atomic(&self) -> bool {
+        self.0.parsed && self.0.transaction.is_none() && !self.0.procedure
+    }
+
     pub fn is_parsed(&self) -> bool {
         self.0.parsed
     }

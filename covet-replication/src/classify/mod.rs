@@ -52,7 +52,7 @@ use visit::{Analysis, Verdict};
 /// knowledge only. Pure, and never panics.
 ///
 /// ```
-/// use covet_replication::{QueryClass, classify};
+/// use covet_replication::{classify::{QueryClass, classify}};
 ///
 /// let kind = classify("SELECT id, name FROM users WHERE id = $1");
 /// assert_eq!(kind.class(), QueryClass::Read);
@@ -112,6 +112,7 @@ fn into_kind(analysis: Analysis, hint: Option<Hint>) -> QueryKind {
         mut relations,
         statements,
         parsed,
+        procedure,
     } = analysis;
     let verdict = verdict.unwrap_or_else(|| {
         if parsed {
@@ -135,6 +136,7 @@ fn into_kind(analysis: Analysis, hint: Option<Hint>) -> QueryKind {
         relations,
         statements,
         parsed,
+        procedure,
     })
 }
 
@@ -173,7 +175,7 @@ type Cache = quick_cache::sync::Cache<Box<str>, QueryKind, SqlWeighter>;
 /// every method takes `&self`.
 ///
 /// ```
-/// use covet_replication::{Classifier, QueryClass};
+/// use covet_replication::{classify::{Classifier, QueryClass}};
 ///
 /// let classifier = Classifier::new(10_000)
 ///     .with_read_only_functions(["public.order_total"])
@@ -267,6 +269,7 @@ impl Classifier {
             relations: Vec::new(),
             statements: inner.statements,
             parsed: inner.parsed,
+            procedure: inner.procedure,
         });
         self.learned_writes.fetch_add(1, Ordering::Relaxed);
         self.cache.insert(sql.into(), learned);

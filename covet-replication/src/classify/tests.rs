@@ -597,3 +597,25 @@ fn builtin_table_is_generated_sorted_and_complete() {
     }
     assert!(!Builtins::in_catalog("pg_catalog", "create_order"));
 }
+
+#[test]
+fn atomic_texts_run_as_one_implicit_transaction() {
+    for sql in [
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1; DELETE FROM u",
+        "SELECT f()",
+        "CREATE TABLE t (a int)",
+    ] {
+        assert!(classify(sql).is_atomic(), "{sql}");
+    }
+    for sql in [
+        "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+        "INSERT INTO t VALUES (1); COMMIT; SELECT 1/0",
+        "CALL p(1)",
+        "SELECT 1; CALL p()",
+        "DO $$ BEGIN INSERT INTO t VALUES (1); COMMIT; END $$",
+        "INSERT INTO t VALUES (1) RETURNING %%%",
+    ] {
+        assert!(!classify(sql).is_atomic(), "{sql}");
+    }
+}

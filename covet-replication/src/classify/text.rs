@@ -145,7 +145,9 @@ fn merge(into: &mut Analysis, from: Analysis) {
         relations,
         statements,
         parsed: _,
+        procedure,
     } = from;
+    into.procedure |= procedure;
     if let Some(mut verdict) = verdict {
         // `add` keeps the first transaction and counts one statement per call.
         verdict.transaction = first_transaction;

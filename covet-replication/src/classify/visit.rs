@@ -68,6 +68,8 @@ pub(crate) struct Analysis {
     pub(crate) statements: usize,
     /// The SQL parser understood the whole text.
     pub(crate) parsed: bool,
+    /// A `CALL`: a procedure may commit inside, so a part of it may have committed when it fails.
+    pub(crate) procedure: bool,
 }
 
 impl Default for Analysis {
@@ -80,6 +82,7 @@ impl Default for Analysis {
             relations: Vec::new(),
             statements: 0,
             parsed: true,
+            procedure: false,
         }
     }
 }
@@ -227,7 +230,10 @@ fn classify_statement<R: Resolve>(statement: &Statement, resolver: &R, depth: u8
         S::NOTIFY { .. } => Verdict::write("NOTIFY"),
         // A standby grants the weak modes, but such locks exclude nothing on the primary.
         S::Lock(_) | S::LockTables { .. } => Verdict::write("LOCK"),
-        S::Call(_) => Verdict::write("CALL runs a procedure"),
+        S::Call(_) => {
+            analysis.procedure = true;
+            Verdict::write("CALL runs a procedure")
+        }
         S::Truncate(_) => Verdict::write("TRUNCATE"),
         S::Vacuum(_) => Verdict::write("VACUUM"),
         S::Analyze(_) => Verdict::write("ANALYZE"),

@@ -12,7 +12,11 @@ pub(crate) use identity::{Identity, SyncRule, SyncShortfall};
 pub(crate) use node::{InFlight, Node};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use arc_swap::ArcSwap;
 use sqlx::PgPool;
@@ -29,6 +33,18 @@ pub(crate) struct Cluster {
     pub gate: WriteGate,
     /// Wakes the health loop for a round now (a failure the data plane reported).
     pub wake: tokio::sync::Notify,
+    /// Health rounds begun so far (each round's number).
+    pub rounds: AtomicU64,
+    /// What the control plane concluded from the latest round it acted on.
+    pub verdicts: watch::Sender<Verdict>,
+}
+
+/// The control plane's word on the primary after acting on health round `round`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub round: u64,
+    /// The topology's primary answered as a writable primary.
+    pub primary_writable: bool,
 }
 
 impl Cluster {
@@ -46,6 +62,8 @@ impl Cluster {
             identity: Identity::default(),
             gate: WriteGate::default(),
             wake: tokio::sync::Notify::new(),
+            rounds: AtomicU64::new(0),
+            verdicts: watch::Sender::new(Verdict::default()),
             config,
         }
     }
@@ -61,6 +79,42 @@ impl Cluster {
         node.lost();
         self.wake.notify_one();
         true
+    }
+
+    /// After `old` refused a write as read-only, or could not be reached, nothing having been
+    /// sent: asks for a health round now and waits (up to `failover.hold_writes`) for the
+    /// primary to change. `None` when a round taken after asking found `old` writable (the
+    /// refusal was the statement's own) or the time ran out.
+    pub async fn new_primary_after(&self, old: &Arc<Node>) -> Option<Arc<Node>> {
+        let deadline = Instant::now() + self.config.failover.hold_writes;
+        let mut verdicts = self.verdicts.subscribe();
+        loop {
+            let asked_after = self.rounds.load(SeqCst);
+            self.wake.notify_one();
+            loop {
+                let primary = self.primary();
+                if !Arc::ptr_eq(&primary, old) {
+                    return Some(primary);
+                }
+                let verdict = *verdicts.borrow_and_update();
+                if verdict.round > asked_after {
+                    if verdict.primary_writable {
+                        return None;
+                    }
+                    // Not writable, nobody else is yet (a switchover between its fence and
+                    // its promotion): ask again.
+                    break;
+                }
+                match tokio::time::timeout_at(deadline, verdicts.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return None,
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     pub fn primary(&self) -> Arc<Node> {

@@ -1,6 +1,6 @@
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -32,6 +32,8 @@ pub(crate) struct Node {
     incarnation: AtomicU64,
     /// The standby's `wal_retrieve_retry_interval` in ms at the last check (0: unknown).
     pub retrieve_retry_ms: AtomicU32,
+    /// It answered the last check as a writable primary (not in recovery, not read-only).
+    pub writable: AtomicBool,
     /// Replication lag at the last check.
     pub lag_bytes: AtomicU64,
     pub lag_us: AtomicU64,
@@ -78,6 +80,7 @@ impl Node {
             lsn: AtomicU64::new(0),
             incarnation: AtomicU64::new(0),
             retrieve_retry_ms: AtomicU32::new(0),
+            writable: AtomicBool::new(false),
             lag_bytes: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
             suspect: Default::default(),

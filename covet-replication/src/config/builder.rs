@@ -28,7 +28,7 @@ use super::{ConfigError, HealthConfig, NodeConfig, ReadPreference, ReplicationCo
 ///
 /// let err = ReplicationConfig::builder().primary_url("mysql://db").build().unwrap_err();
 /// assert_eq!(err.field(), Some("primary.url"));
-/// # Ok::<(), covet_replication::ConfigError>(())
+/// # Ok::<(), covet_replication::config::ConfigError>(())
 /// ```
 #[derive(Debug, Default)]
 #[must_use]

@@ -8,6 +8,8 @@ use super::{ConfigError, NodeConfig, ReadPreference, ReplicationConfig};
 
 /// Path of a TOML file to load first.
 const CONFIG: &str = "COVET_CONFIG";
+/// Every node, as one (multi-host) URL.
+const URL: &str = "COVET_URL";
 /// URL of the primary.
 const PRIMARY_URL: &str = "COVET_PRIMARY_URL";
 /// Comma-separated URLs of the replicas.
@@ -27,6 +29,10 @@ impl ReplicationConfig {
     /// not set), then validates it:
     ///
     /// - `COVET_CONFIG`: path of a TOML file, loaded first; the variables below override it.
+    /// - `COVET_URL`: every node, as one libpq URL with one host or several
+    ///   (`postgres://app:secret@db1,db2,db3/app`; see [`from_url`](Self::from_url)): the servers
+    ///   say which is the primary. Replaces the file's nodes; not with `COVET_PRIMARY_URL` or
+    ///   `COVET_REPLICA_URLS`.
     /// - `COVET_PRIMARY_URL`: URL of the primary. Required without `COVET_CONFIG`. With it, it replaces
     ///   the connection settings of the file's primary (host, port, user, password, database, TLS,
     ///   root certificate, application name) and keeps the rest (id, region, datacenter, weight, pool).
@@ -55,7 +61,7 @@ impl ReplicationConfig {
     /// assert_eq!(config.replicas.len(), 2);
     /// assert_eq!(config.routing.read_preference, ReadPreference::PrimaryPreferred);
     /// assert_eq!(config.health.interval, Duration::from_millis(250));
-    /// # Ok::<(), covet_replication::ConfigError>(())
+    /// # Ok::<(), covet_replication::config::ConfigError>(())
     /// ```
     pub fn from_env_map(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
@@ -65,6 +71,21 @@ impl ReplicationConfig {
             None => None,
         };
 
+        if let Some(url) = get(URL) {
+            if let Some(other) = [PRIMARY_URL, REPLICA_URLS].into_iter().find(|v| get(v).is_some()) {
+                return Err(ConfigError::Env {
+                    var: URL.to_owned(),
+                    message: format!("set together with {other}: give the nodes one way"),
+                });
+            }
+            let nodes = Self::of_nodes(NodeConfig::all_from_url_at(URL, &url)?);
+            let settings = config.take().unwrap_or_default();
+            config = Some(Self {
+                primary: nodes.primary,
+                replicas: nodes.replicas,
+                ..settings
+            });
+        }
         if let Some(url) = get(PRIMARY_URL) {
             let node = NodeConfig::from_url_at(PRIMARY_URL, &url)?;
             match &mut config {
@@ -80,7 +101,7 @@ impl ReplicationConfig {
         let Some(mut config) = config else {
             return Err(ConfigError::Env {
                 var: PRIMARY_URL.to_owned(),
-                message: format!("not set (set it, or {CONFIG} to a config file)"),
+                message: format!("not set (set it, {URL}, or {CONFIG} to a config file)"),
             });
         };
 

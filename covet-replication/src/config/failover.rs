@@ -18,8 +18,8 @@ use super::serde_util::optional_u64;
 #[non_exhaustive]
 pub struct FailoverConfig {
     /// Fail over automatically when the primary is down. Off: only
-    /// [`FailoverManager::failover`](crate::FailoverManager::failover) and
-    /// [`switchover`](crate::FailoverManager::switchover) do.
+    /// [`FailoverManager::failover`](crate::failover::FailoverManager::failover) and
+    /// [`switchover`](crate::failover::FailoverManager::switchover) do.
     pub automatic: bool,
     /// Standbys that must answer (and agree the primary is gone) before a failover.
     pub min_replicas: usize,

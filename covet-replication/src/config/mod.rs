@@ -83,7 +83,7 @@
 //! assert_eq!(config.replicas[0].id, "replica1");
 //! assert_eq!(config.max_lag_for(&config.replicas[0]), Duration::from_secs(5));
 //! assert_eq!(config.routing.read_preference, ReadPreference::Replica);
-//! # Ok::<(), covet_replication::ConfigError>(())
+//! # Ok::<(), covet_replication::config::ConfigError>(())
 //! ```
 
 mod builder;
@@ -134,7 +134,7 @@ pub use routing::{ReadPreference, RetryConfig, RoutingConfig, UnknownFunctionPol
 /// assert_eq!(config.replicas[1].id, "replica2");
 /// assert_eq!(config.routing.read_preference, ReadPreference::ReplicaPreferred);
 /// assert!(!format!("{config:?}").contains("secret"));
-/// # Ok::<(), covet_replication::ConfigError>(())
+/// # Ok::<(), covet_replication::config::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(from = "RawReplicationConfig")]
@@ -245,6 +245,49 @@ impl ReplicationConfig {
         let config = Self::read_toml_file(path.as_ref())?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// A validated config of every node of a libpq URL, one host or several
+    /// (`postgres://app:secret@db1,db2,db3:5433/app`), with the default settings otherwise.
+    /// Which node is the primary is the servers' to say: the one that is not in recovery (the
+    /// first host is only where the search starts). With several hosts the ids are `node1`,
+    /// `node2`, ... in the URL's order; with one it is `primary`.
+    ///
+    /// ```rust
+    /// use covet_replication::ReplicationConfig;
+    /// let config = ReplicationConfig::from_url("postgres://app:secret@db1,db2:5433,[::1]/app?sslmode=disable")?;
+    /// let nodes: Vec<_> = config.nodes().map(|n| (n.id.as_str(), n.host.as_str(), n.port)).collect();
+    /// assert_eq!(nodes, [("node1", "db1", 5432), ("node2", "db2", 5433), ("node3", "::1", 5432)]);
+    /// assert!(config.nodes().all(|n| n.database == "app" && n.user == "app"));
+    /// # Ok::<(), covet_replication::config::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::Url`] naming the host's position (never the URL), or a validation error.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let config = Self::of_nodes(NodeConfig::all_from_url_at("url", url)?);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The first node as the primary (a hint: see [`from_url`](Self::from_url)), the rest as
+    /// replicas; ids `node1`, `node2`, ... where there are several and none is set.
+    pub(crate) fn of_nodes(nodes: Vec<NodeConfig>) -> Self {
+        let many = nodes.len() > 1;
+        let mut nodes = nodes.into_iter().enumerate().map(|(i, node)| {
+            if many && node.id.is_empty() {
+                node.with_id(format!("node{}", i + 1))
+            } else {
+                node
+            }
+        });
+        let mut config = Self {
+            primary: nodes.next().unwrap_or_default(),
+            replicas: nodes.collect(),
+            ..Self::default()
+        };
+        config.assign_default_ids();
+        config
     }
 
     /// A validated config of `primary` and `replicas` (ids `primary`, `replica1`, ...), with the default

@@ -24,7 +24,7 @@ const REDACTED: &str = "<redacted>";
 /// string. [`Password::expose`] gives the secret to whoever really needs it.
 ///
 /// ```rust
-/// use covet_replication::Password;
+/// use covet_replication::config::Password;
 ///
 /// let password = Password::new("hunter2");
 /// assert_eq!(password.expose(), "hunter2");
@@ -309,7 +309,7 @@ impl PoolConfig {
 ///
 /// ```rust
 /// use std::time::Duration;
-/// use covet_replication::{NodeConfig, TlsMode};
+/// use covet_replication::{NodeConfig, config::TlsMode};
 ///
 /// let node = NodeConfig::from_url("postgres://app:s%40cret@10.0.0.2:5433/shop?sslmode=verify-full")?
 ///     .with_region("eu-west")
@@ -321,7 +321,7 @@ impl PoolConfig {
 /// assert!(!format!("{node:?}").contains("s@cret"));
 /// let options = node.connect_options(); // ready for sqlx::PgPool::connect_with
 /// assert_eq!(options.get_port(), 5433);
-/// # Ok::<(), covet_replication::ConfigError>(())
+/// # Ok::<(), covet_replication::config::ConfigError>(())
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(from = "RawNode")]
@@ -437,6 +437,28 @@ impl NodeConfig {
     /// Errors ([`ConfigError::Url`] with field `url`) never contain the URL or its password.
     pub fn from_url(url: &str) -> Result<NodeConfig, ConfigError> {
         Self::from_url_at("url", url)
+    }
+
+    /// Every node of a libpq multi-host URL, `postgres://user:password@h1:5432,h2,h3:5433/app`
+    /// (a host without a port: 5432), in order; a one-host URL gives one node. Each node has
+    /// everything else of the URL. Errors name `field` and the host's position, never the URL.
+    pub(crate) fn all_from_url_at(field: &str, url: &str) -> Result<Vec<NodeConfig>, ConfigError> {
+        let urls = split_hosts(url.trim()).map_err(|message| ConfigError::Url {
+            field: field.to_owned(),
+            message,
+        })?;
+        let many = urls.len() > 1;
+        urls.iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let field = if many {
+                    format!("{field}[host {}]", i + 1)
+                } else {
+                    field.to_owned()
+                };
+                Self::from_url_at(&field, url)
+            })
+            .collect()
     }
 
     /// [`NodeConfig::from_url`], with errors reported for `field` (e.g. `primary.url`).
@@ -808,7 +830,9 @@ impl UrlParts {
             Some(url::Host::Domain(domain)) if !domain.is_empty() => {
                 let host = decode(domain, "host")?;
                 if host.contains(',') {
-                    return Err("several hosts in one url are not supported (give one url per node)".to_owned());
+                    return Err(
+                        "several hosts in a node's url (ReplicationConfig::from_url takes a list of nodes)".to_owned(),
+                    );
                 }
                 parts.host = Some(host.into_owned());
             }
@@ -858,6 +882,33 @@ impl UrlParts {
         }
         Ok(parts)
     }
+}
+
+/// A multi-host URL as one URL per host. Errors never quote the URL.
+fn split_hosts(url: &str) -> Result<Vec<String>, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(vec![url.to_owned()]);
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    if !hosts.contains(',') {
+        return Ok(vec![url.to_owned()]);
+    }
+    hosts
+        .split(',')
+        .enumerate()
+        .map(|(i, host)| {
+            if host.is_empty() || host.starts_with(':') {
+                Err(format!("host {} of the url is empty", i + 1))
+            } else {
+                Ok(format!("{scheme}://{userinfo}{host}{tail}"))
+            }
+        })
+        .collect()
 }
 
 /// Percent-decodes `s` as UTF-8; the error names `what`, never the value.

@@ -609,7 +609,7 @@ fn url_errors_never_contain_the_password() {
         ),
         (
             "postgres://app:hunter2@db1,db2/app",
-            "url: several hosts in one url are not supported (give one url per node)",
+            "url: several hosts in a node's url (ReplicationConfig::from_url takes a list of nodes)",
         ),
         (
             "postgres://app:hunter2%ff@db1/app",
@@ -1129,7 +1129,7 @@ fn env_requires_a_primary() {
     let err = ReplicationConfig::from_env_map(env(&[("COVET_PRIMARY_URL", " ")])).expect_err("nothing set");
     assert_eq!(
         err.to_string(),
-        "COVET_PRIMARY_URL: not set (set it, or COVET_CONFIG to a config file)"
+        "COVET_PRIMARY_URL: not set (set it, COVET_URL, or COVET_CONFIG to a config file)"
     );
     assert_eq!(err.field(), Some("COVET_PRIMARY_URL"));
 }
@@ -1372,4 +1372,67 @@ fn failover_section_loads_round_trips_and_validates() {
     );
     let err = load_err(&format!("{}[failover]\nautomatc = true\n", primary_with("")));
     assert!(err.to_string().contains("automatc"), "{err}");
+}
+
+#[test]
+fn a_multi_host_url_is_a_list_of_nodes() {
+    let config =
+        ReplicationConfig::from_url("postgresql://app:hunter2@db1:5433,db2,[fe80::1]:6000/shop?sslmode=require")
+            .unwrap();
+    let nodes: Vec<_> = config
+        .nodes()
+        .map(|n| (n.id.as_str(), n.host.as_str(), n.port, n.database.as_str(), n.tls))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("node1", "db1", 5433, "shop", TlsMode::Require),
+            ("node2", "db2", 5432, "shop", TlsMode::Require),
+            ("node3", "fe80::1", 6000, "shop", TlsMode::Require),
+        ]
+    );
+    assert!(
+        config
+            .nodes()
+            .all(|n| n.password.as_ref().is_some_and(|p| p.expose() == "hunter2"))
+    );
+    // One host: the usual single node.
+    let one = ReplicationConfig::from_url("postgres://app@db1/app").unwrap();
+    assert_eq!((one.primary.id.as_str(), one.replicas.len()), ("primary", 0));
+    for (url, expected) in [
+        ("postgres://app:hunter2@db1,,db3/app", "url: host 2 of the url is empty"),
+        (
+            "postgres://app:hunter2@db1,:5432/app",
+            "url: host 2 of the url is empty",
+        ),
+        (
+            "postgres://app:hunter2@db1,db2:x/app",
+            "url[host 2]: invalid url: invalid port number",
+        ),
+    ] {
+        let err = ReplicationConfig::from_url(url).expect_err(url);
+        assert_eq!(err.to_string(), expected, "{url}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    }
+}
+
+#[test]
+fn env_takes_every_node_in_one_url() {
+    let config = ReplicationConfig::from_env_map(env(&[
+        ("COVET_URL", "postgres://app:pw@db1,db2,db3/app"),
+        ("COVET_READ_PREFERENCE", "primary"),
+    ]))
+    .unwrap();
+    let hosts: Vec<_> = config.nodes().map(|n| (n.id.as_str(), n.host.as_str())).collect();
+    assert_eq!(hosts, [("node1", "db1"), ("node2", "db2"), ("node3", "db3")]);
+    assert_eq!(config.routing.read_preference, ReadPreference::Primary);
+    let err = ReplicationConfig::from_env_map(env(&[
+        ("COVET_URL", "postgres://app:pw@db1,db2/app"),
+        ("COVET_PRIMARY_URL", "postgres://app:pw@db1/app"),
+    ]))
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "COVET_URL: set together with COVET_PRIMARY_URL: give the nodes one way"
+    );
 }

@@ -59,6 +59,16 @@ impl Control {
         control
     }
 
+    /// One health round now, and whatever the failover task makes of it (waited for up to two
+    /// health timeouts): at startup, the servers say who the primary is, whatever the
+    /// configuration guessed.
+    pub async fn settle(&self) {
+        let round = health::round(self).await;
+        let mut verdicts = self.cluster.verdicts.subscribe();
+        let acted = verdicts.wait_for(|v| v.round >= round.id);
+        let _ = tokio::time::timeout(self.cluster.config.health.timeout * 2, acted).await;
+    }
+
     /// Stops the tasks, waits for them to end, then closes the health loop's connections.
     pub async fn stop(&self) {
         self.shutdown.cancel();

@@ -61,6 +61,18 @@ impl Handle {
     pub fn effective_session(&self) -> Option<Arc<SessionState>> {
         super::session::scoped().or_else(|| Some(Arc::clone(&self.plane.handle_session)))
     }
+
+    /// The effective session at `level`, for one read through this handle.
+    pub fn session_at(&self, level: Consistency) -> Session {
+        let state = match self.effective_session() {
+            Some(source) => SessionState::at_level(&source, level),
+            None => Arc::new(SessionState::new(level, false)),
+        };
+        Session {
+            handle: self.clone(),
+            state,
+        }
+    }
 }
 
 impl Handle {

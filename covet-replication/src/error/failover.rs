@@ -5,7 +5,7 @@ use crate::core::NodeId;
 /// Why a failover or switchover did not happen, or stopped.
 ///
 /// Everything up to the promotion is a check that changes nothing; a failure after it says what
-/// had been done (the event in [`FailoverManager::history`](crate::FailoverManager::history) has
+/// had been done (the event in [`FailoverManager::history`](crate::failover::FailoverManager::history) has
 /// every step).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,7 +29,7 @@ pub enum FailoverError {
     /// names answered to be sure one of them has every acknowledged commit (with `k` of `n`
     /// named confirming, `n - k + 1` of those must answer; a standby outside the list counts
     /// for nothing). An automatic failover waits; a manual
-    /// [`failover`](crate::FailoverManager::failover) is the operator's call.
+    /// [`failover`](crate::failover::FailoverManager::failover) is the operator's call.
     #[error(
         "synchronous replication: {needed} standbys must answer, {missing:?} did not (they may hold the last acknowledged commits)"
     )]

@@ -145,3 +145,12 @@ impl Error {
         }
     }
 }
+
+/// For `?` in code that returns `sqlx::Error`: routing errors arrive boxed in
+/// `sqlx::Error::AnyDriverError` ([`Error::from_sqlx`] gets them back), a database error as
+/// itself.
+impl From<Error> for sqlx::Error {
+    fn from(err: Error) -> Self {
+        err.into_sqlx()
+    }
+}

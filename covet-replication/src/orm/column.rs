@@ -116,7 +116,7 @@ impl<M, T: ModelField> Column<M, T> {
         })
     }
 
-    /// `column = value` in an [`update`](crate::QuerySet::update).
+    /// `column = value` in an [`update`](crate::orm::QuerySet::update).
     pub fn set(self, value: impl IntoValue<T>) -> Assignment<M> {
         Assignment {
             column: self.name,
@@ -326,7 +326,7 @@ impl<M, T> From<Column<M, T>> for Order<M> {
     }
 }
 
-/// `column = value` in an [`update`](crate::QuerySet::update): `User::NAME.set("ana")`.
+/// `column = value` in an [`update`](crate::orm::QuerySet::update): `User::NAME.set("ana")`.
 pub struct Assignment<M> {
     pub(crate) column: &'static str,
     pub(crate) value: Value,

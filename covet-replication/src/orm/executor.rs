@@ -1,9 +1,8 @@
-//! Running what a [`QuerySet`](crate::QuerySet) built: [`ModelExecutor`] and its
+//! Running what a [`QuerySet`](crate::orm::QuerySet) built: [`ModelExecutor`] and its
 //! implementations. The statement carries its [`Access`], so routing needs no SQL parser.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, AssertSqlSafe};
@@ -14,7 +13,7 @@ use crate::config::Consistency;
 use crate::data::Handle;
 use crate::data::executor::Transaction;
 use crate::data::routing::Target;
-use crate::data::session::{Session, SessionState};
+use crate::data::session::Session;
 use crate::pool::ReplicatedPool;
 
 /// Whether a [`ModelQuery`] reads or writes, known from the method that built it.
@@ -22,8 +21,8 @@ use crate::pool::ReplicatedPool;
 #[non_exhaustive]
 pub enum Access {
     /// A read (`all`, `first`, `get`, `count`, `exists`), with the target of
-    /// [`QuerySet::using`](crate::QuerySet::using) and the level of
-    /// [`QuerySet::consistency`](crate::QuerySet::consistency) if they were given.
+    /// [`QuerySet::using`](crate::orm::QuerySet::using) and the level of
+    /// [`QuerySet::consistency`](crate::orm::QuerySet::consistency) if they were given.
     #[non_exhaustive]
     Read {
         /// Where the read should run; `None` leaves it to the handle.
@@ -133,30 +132,18 @@ impl Via {
         let routed = db.map_data(|h| routed(h, access));
         match read_level(access) {
             None => Via::Pool(routed),
-            Some(level) => {
-                // The handle's session: the enclosing `Session::scope`'s, else the handle's own.
-                let state = match db.data.effective_session() {
-                    Some(source) => at_level(&source, level),
-                    None => Arc::new(SessionState::new(level, false)),
-                };
-                Via::Session(Session {
-                    handle: routed.data,
-                    state,
-                })
-            }
+            Some(level) => Via::Session(routed.data.session_at(level)),
         }
     }
 
     /// Through a session: its state (so its watermark), the statement's route and known kind.
     pub(super) fn session(session: &Session, access: &Access) -> Via {
-        let state = match read_level(access) {
-            None => Arc::clone(&session.state),
-            Some(level) => at_level(&session.state, level),
+        let session = match read_level(access) {
+            None => session.clone(),
+            Some(level) => session.at_level(level),
         };
-        Via::Session(Session {
-            handle: routed(&session.handle, access),
-            state,
-        })
+        let handle = routed(&session.handle, access);
+        Via::Session(session.with_handle(handle))
     }
 
     async fn fetch_all(&self, query: Query) -> Result<Vec<PgRow>, sqlx::Error> {
@@ -193,40 +180,6 @@ pub(super) fn routed(db: &Handle, access: &Access) -> Handle {
         Access::Read { target: None, .. } => (db.clone(), QueryClass::Read),
     };
     db.with_known_kind(QueryKind::known(class, "built by the ORM"))
-}
-
-/// The session state one read at `level` runs with, derived from `source` (a session's, or the
-/// handle's): `source` itself at its own level; a fresh state that keeps nothing for
-/// `Eventual`; otherwise a copy of what `source` recorded, so the read sees the session's
-/// writes where `level` promises that, and never data older than the session already wrote or
-/// read (for a monotonic session). The copy is for this read only: it does not move `source`'s
-/// floor or replica.
-pub(super) fn at_level(source: &Arc<SessionState>, level: Consistency) -> Arc<SessionState> {
-    if source.level == level {
-        return Arc::clone(source);
-    }
-    if level == Consistency::Eventual {
-        // No promise at all: any eligible replica, no floor to respect.
-        return Arc::new(SessionState::new(level, false));
-    }
-    let state = SessionState::new(level, source.monotonic);
-    if source.pinned() {
-        // The source's position is unknown (a failed watermark read, a token of another
-        // timeline): only the primary is safe, as for the source itself.
-        state.pin();
-        return Arc::new(state);
-    }
-    let in_window = match level {
-        Consistency::WriteWindow(window) => source.since_last_write().is_some_and(|t| t < window),
-        _ => true,
-    };
-    if let Some(lsn) = source.watermark().filter(|_| in_window) {
-        state.wrote(lsn);
-    }
-    // The greater of the source's watermark and floor (they cannot be read apart): a monotonic
-    // copy reads nothing older than either.
-    state.raise_floor(source.causal_lsn());
-    Arc::new(state)
 }
 
 impl ModelExecutor for &mut Transaction {

@@ -145,10 +145,10 @@ fn write_list(sql: &mut SqlBuf, nodes: &[Node], separator: &str, empty: &str) {
     }
 }
 
-/// A condition on the rows of model `M`, for [`QuerySet::filter`](crate::QuerySet::filter) and
-/// [`exclude`](crate::QuerySet::exclude).
+/// A condition on the rows of model `M`, for [`QuerySet::filter`](crate::orm::QuerySet::filter) and
+/// [`exclude`](crate::orm::QuerySet::exclude).
 ///
-/// Made by the comparison methods of [`Column`](crate::Column); combined with `&` (and), `|`
+/// Made by the comparison methods of [`Column`](crate::orm::Column); combined with `&` (and), `|`
 /// (or) and `!` (not). Conditions on another model's columns do not type-check.
 ///
 /// SQL's three-valued logic applies: `!User::AGE.gt(30)` does not match rows whose `age` is
@@ -158,7 +158,7 @@ fn write_list(sql: &mut SqlBuf, nodes: &[Node], separator: &str, empty: &str) {
 /// # use covet_replication::Model;
 /// # #[derive(Model)] #[model(table = "users")]
 /// # struct User { #[model(primary_key)] id: i64, name: String, age: Option<i32>, active: bool }
-/// use covet_replication::Expr;
+/// use covet_replication::orm::Expr;
 ///
 /// let teens = User::AGE.gte(13) & User::AGE.lt(20);
 /// let named = Expr::any(["ana", "bo"].map(|n| User::NAME.eq(n)));

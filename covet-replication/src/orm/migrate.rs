@@ -13,7 +13,7 @@ use crate::pool::ReplicatedPool;
 ///
 /// ```no_run
 /// # async fn demo(db: covet_replication::ReplicatedPool) -> Result<(), Box<dyn std::error::Error>> {
-/// covet_replication::migrate(&db, &sqlx::migrate!("../migrations")).await?;
+/// covet_replication::orm::migrate(&db, &sqlx::migrate!("../migrations")).await?;
 /// # Ok(()) }
 /// ```
 ///

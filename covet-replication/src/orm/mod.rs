@@ -28,5 +28,5 @@ pub use queryset::{QuerySet, ReadOnly, ReadWrite};
 
 /// The ORM's traits, to glob-import: `use covet_replication::prelude::*;`.
 pub mod prelude {
-    pub use crate::{IntoValue, Model, ModelExecutor};
+    pub use super::{IntoValue, Model, ModelExecutor};
 }

@@ -459,7 +459,7 @@ impl<M: Model, S> fmt::Debug for QuerySet<M, S> {
 impl<M: Model> Order<M> {
     /// Ascending by primary key.
     fn pk() -> Order<M> {
-        crate::Column::<M, ()>::__new(M::COLUMNS[M::PRIMARY_KEY].name()).asc()
+        crate::orm::Column::<M, ()>::__new(M::COLUMNS[M::PRIMARY_KEY].name()).asc()
     }
 }
 

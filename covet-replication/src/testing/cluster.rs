@@ -628,7 +628,7 @@ impl LocalCluster {
     }
 
     /// Tells the harness which node is the primary after something else (a
-    /// [`FailoverManager`](crate::FailoverManager)) promoted one; [`promote`](Self::promote)
+    /// [`FailoverManager`](crate::failover::FailoverManager)) promoted one; [`promote`](Self::promote)
     /// keeps track by itself.
     ///
     /// # Errors

@@ -122,7 +122,7 @@ pub enum ClusterError {
     },
     /// The configured cluster (`COVET_CONFIG`, `COVET_PRIMARY_URL`) could not be loaded.
     #[error(transparent)]
-    Config(#[from] crate::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     /// Any other I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {

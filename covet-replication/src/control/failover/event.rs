@@ -19,9 +19,9 @@ use crate::core::lock;
 pub enum FailoverKind {
     /// The health loop found the primary down.
     Automatic,
-    /// [`FailoverManager::failover`](crate::FailoverManager::failover).
+    /// [`FailoverManager::failover`](crate::failover::FailoverManager::failover).
     Manual,
-    /// [`FailoverManager::switchover`](crate::FailoverManager::switchover): a planned change of
+    /// [`FailoverManager::switchover`](crate::failover::FailoverManager::switchover): a planned change of
     /// primary while the old one is up.
     Switchover,
     /// A fenced former primary came back accepting writes and was fenced again.
@@ -165,7 +165,7 @@ impl Recorder {
     }
 }
 
-/// Events kept in memory for [`FailoverManager::history`](crate::FailoverManager::history).
+/// Events kept in memory for [`FailoverManager::history`](crate::failover::FailoverManager::history).
 const HISTORY: usize = 100;
 
 /// Where finished events go: memory, the audit file, the log and the callbacks.

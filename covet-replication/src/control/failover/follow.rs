@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::event::Recorder;
 use super::run::{connect, repoint, standbys, survey, switch};
-use super::{FailoverKind, Outcome};
+use super::{FailoverKind, OldPrimary, Outcome};
 use crate::cluster::{Node, NodeId, NodeState, Role, Topology, new_node};
 use crate::control::Control;
 use crate::core::lock;
@@ -23,7 +23,7 @@ pub(super) struct Straggler {
 /// A replica answered as a writable primary on a newer timeline than the configured primary's
 /// (or the configured primary is gone, a standby, or fenced): another process or an operator
 /// promoted it. Follow: it becomes the primary, the old one is fenced.
-pub(super) async fn adopt(m: &Control, node: &Arc<Node>, timeline: u32) {
+pub(super) async fn adopt(m: &Control, node: &Arc<Node>, timeline: u32, old_state: OldPrimary) {
     let Ok(_running) = m.failover.running.try_lock() else {
         return;
     };
@@ -33,14 +33,26 @@ pub(super) async fn adopt(m: &Control, node: &Arc<Node>, timeline: u32) {
     }
     let old = &topology.primary;
     let mut rec = Recorder::new(FailoverKind::Adopt, old.id.clone());
-    rec.step(
-        "adopt",
-        Some(&node.id),
-        true,
-        format!("answers as a primary on timeline {timeline}; {} does not", old.id),
-    );
+    let detail = match old_state {
+        OldPrimary::Writable(old_timeline) => {
+            tracing::error!(
+                target: "covet::failover",
+                old = %old.id, old_timeline, new = %node.id, timeline,
+                "two writable nodes: writes go to the one on the higher timeline"
+            );
+            format!(
+                "answers as a primary on timeline {timeline}, and so does {} on timeline {old_timeline}: \
+                 two writable nodes; writes go to the higher timeline",
+                old.id
+            )
+        }
+        OldPrimary::Follows | OldPrimary::Other => {
+            format!("answers as a primary on timeline {timeline}; {} does not", old.id)
+        }
+    };
+    rec.step("adopt", Some(&node.id), true, detail);
     rec.promoted(node.id.clone(), timeline);
-    switch(m, old, node, timeline, &mut rec);
+    switch(m, old, node, timeline, old_state == OldPrimary::Follows, &mut rec);
     m.failover.audit.record(rec.finish(Outcome::Completed, None)).await;
 }
 

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Control;
 use super::health::Round;
-use crate::cluster::{Node, NodeState};
+use crate::cluster::{Node, NodeState, Verdict};
 use crate::core::lock;
 use crate::error::Error;
 #[cfg(doc)]
@@ -149,6 +149,13 @@ pub(crate) async fn task(
         };
         let Some(control) = control.upgrade() else { break };
         after_health_round(&control, &round).await;
+        let primary = &control.cluster.topology.load().primary;
+        let writable = Arc::ptr_eq(primary, &round.topology.primary)
+            && round.samples[0].as_ref().is_ok_and(|s| !s.in_recovery && !s.read_only);
+        control.cluster.verdicts.send_replace(Verdict {
+            round: round.id,
+            primary_writable: writable,
+        });
     }
     tracing::debug!(target: "covet::failover", "failover task stopped");
 }
@@ -169,7 +176,7 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
         return;
     }
     if let Some((node, timeline)) = promoted_elsewhere(m, round) {
-        adopt(m, &node, timeline).await;
+        adopt(m, &node, timeline, OldPrimary::of(&round.samples[0], &node)).await;
         return;
     }
     let cfg = &m.cluster.config.failover;
@@ -181,6 +188,27 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
     }
     if run(m, FailoverKind::Automatic, None).await.is_ok() {
         *lock(&m.failover.last_automatic) = Some(Instant::now());
+    }
+}
+
+/// What the configured primary was when another node was found primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OldPrimary {
+    /// Still writable, on this (lower) timeline: two writable nodes.
+    Writable(u32),
+    /// A standby streaming from the new primary (demoted by whoever manages the cluster).
+    Follows,
+    /// Unreachable, fenced, or a standby of something else.
+    Other,
+}
+
+impl OldPrimary {
+    fn of(sample: &Result<crate::pg::Sample, super::health::ProbeError>, new: &Node) -> Self {
+        match sample {
+            Ok(s) if !s.in_recovery && !s.read_only => OldPrimary::Writable(s.timeline.unwrap_or(0)),
+            Ok(s) if s.in_recovery && s.streams_from(&new.config.host, new.config.port) => OldPrimary::Follows,
+            _ => OldPrimary::Other,
+        }
     }
 }
 

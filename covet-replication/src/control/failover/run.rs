@@ -222,7 +222,7 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
             (node, tli)
         }
     };
-    switch(m, old, &new, timeline, rec);
+    switch(m, old, &new, timeline, false, rec);
     rec.step(
         "fence",
         Some(&old.id),
@@ -289,7 +289,7 @@ async fn switchover(
     }
     // Sent: even if it reports a failure, the promotion may complete, so no unfencing now.
     let timeline = promote_on(m, &mut target_conn, &node, rec).await?;
-    switch(m, old, &node, timeline, rec);
+    switch(m, old, &node, timeline, false, rec);
     finish(m, topology, &node, &answered, hold, rec).await;
     Ok(())
 }
@@ -387,21 +387,28 @@ async fn promote_on(m: &Control, conn: &mut sqlx::PgConnection, node: &Node, rec
     Ok(timeline)
 }
 
-/// The new topology: `new` is the primary (a node with a primary's pool), `old` is fenced.
-pub(super) fn switch(m: &Control, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, rec: &mut Recorder) {
-    let primary = new_node(
-        &new.config,
-        Role::Primary,
-        NodeState::Healthy,
-        m.cluster.config.health.timeout,
-    );
+/// The new topology: `new` is the primary (a node with a primary's pool); `old` is fenced, or,
+/// if it `follows` the new primary as its standby (an HA manager demoted it), a replica (down
+/// until its checks say otherwise).
+pub(super) fn switch(m: &Control, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, follows: bool, rec: &mut Recorder) {
+    let timeout = m.cluster.config.health.timeout;
+    let primary = new_node(&new.config, Role::Primary, NodeState::Healthy, timeout);
     primary.observe_lsn(new.replay_lsn());
-    old.set_state(NodeState::Fenced);
+    primary.writable.store(true, Ordering::Relaxed);
+    let old_next = if follows {
+        new_node(&old.config, Role::Replica, NodeState::Down, timeout)
+    } else {
+        old.set_state(NodeState::Fenced);
+        Arc::clone(old)
+    };
     m.cluster.topology.rcu(|t| {
-        let mut replicas: Vec<_> = t.replicas.iter().filter(|r| !Arc::ptr_eq(r, new)).cloned().collect();
-        if !replicas.iter().any(|r| Arc::ptr_eq(r, old)) {
-            replicas.push(Arc::clone(old));
-        }
+        let mut replicas: Vec<_> = t
+            .replicas
+            .iter()
+            .filter(|r| !Arc::ptr_eq(r, new) && !Arc::ptr_eq(r, old))
+            .cloned()
+            .collect();
+        replicas.push(Arc::clone(&old_next));
         Topology {
             primary: Arc::clone(&primary),
             replicas,
@@ -418,11 +425,12 @@ pub(super) fn switch(m: &Control, old: &Arc<Node>, new: &Arc<Node>, timeline: u3
     tokio::spawn(async move {
         tokio::join!(old_pool.close(), new_pool.close());
     });
+    let old_now = if follows { "a replica of it" } else { "fenced" };
     rec.step(
         "switch",
         Some(&new.id),
         true,
-        format!("writes go to {} now; {} fenced", new.id, old.id),
+        format!("writes go to {} now; {} {old_now}", new.id, old.id),
     );
 }
 

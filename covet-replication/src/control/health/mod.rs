@@ -39,6 +39,8 @@ pub(crate) enum ProbeError {
 /// What one round found: every node of `topology`, primary first, with its check.
 #[derive(Debug)]
 pub(crate) struct Round {
+    /// Its number in `Cluster::rounds`.
+    pub id: u64,
     pub topology: Arc<Topology>,
     pub samples: Vec<Result<Sample, ProbeError>>,
 }
@@ -145,6 +147,7 @@ pub(crate) async fn task(control: Weak<Control>, token: CancellationToken) {
 
 /// Checks every node once, concurrently, applies the results and publishes them.
 pub(crate) async fn round(manager: &Control) -> Arc<Round> {
+    let id = manager.cluster.rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     let topology = manager.cluster.topology.load_full();
     let cfg = &manager.cluster.config.health;
     // Failures the data plane reported: those nodes are unhealthy from now (probed on a new
@@ -180,7 +183,15 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
         manager.cluster.identity.observe(s.system_id, s.timeline);
         manager.cluster.identity.observe_synchronous(&s.synchronous);
     }
+    let (cluster_id, _) = manager.cluster.identity.get();
+    let mut writable = 0_u32;
     for ((node, sample), probe) in topology.nodes().zip(&samples).zip(&probes) {
+        let answers_writable = sample
+            .as_ref()
+            .is_ok_and(|s| !s.in_recovery && !s.read_only && (cluster_id == 0 || s.system_id == cluster_id));
+        node.writable
+            .store(answers_writable, std::sync::atomic::Ordering::Relaxed);
+        writable += u32::from(answers_writable);
         // A fenced node is the failover's to judge.
         if node.state() == NodeState::Fenced {
             continue;
@@ -218,8 +229,10 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
             }
         }
     }
+    // More than one: someone promoted a standby while the old primary still takes writes.
+    metrics::gauge!("covet_writable_nodes").set(f64::from(writable));
     health.retain(&manager.cluster.topology.load());
-    let round = Arc::new(Round { topology, samples });
+    let round = Arc::new(Round { id, topology, samples });
     health.rounds.send_replace(Some(Arc::clone(&round)));
     round
 }

@@ -572,17 +572,25 @@ impl<'a> Attempts<'a> {
             failure => failure,
         };
         let node = &route.node;
-        if !sent && route.role == Role::Primary && failure == Failure::Connection {
-            // No connection to the primary, so nothing was sent: if a failover replaced it
-            // meanwhile, the statement goes to the new one.
-            if inner.cluster.gate.holding() {
-                inner.cluster.gate.wait(inner.cluster.config.failover.hold_writes).await;
-            }
-            if !Arc::ptr_eq(&inner.cluster.primary(), node)
-                && self.attempt < inner.cluster.config.routing.retry.max_attempts
-            {
-                inner.stats.retries.fetch_add(1, Relaxed);
-                return Ok(());
+        if route.role == Role::Primary {
+            // Nothing ran on the primary if it was never reached, or if it refused a text that
+            // runs as one transaction as read-only (it was demoted or fenced, by us or by
+            // whoever manages the cluster): the statement waits for the new primary. A primary
+            // connection lost mid-statement is never resent, but every node is probed now.
+            let nothing_ran = (!sent && failure == Failure::Connection)
+                || (failure == Failure::ReadOnlyRefused && self.kind.is_atomic());
+            if nothing_ran && self.attempt < inner.cluster.config.routing.retry.max_attempts {
+                if inner.cluster.gate.holding() {
+                    inner.cluster.gate.wait(inner.cluster.config.failover.hold_writes).await;
+                }
+                let replaced = !Arc::ptr_eq(&inner.cluster.primary(), node);
+                if replaced || inner.cluster.new_primary_after(node).await.is_some() {
+                    tracing::info!(target: "covet::route", node = %node.id, ?failure, "the primary changed; sending the statement to the new one");
+                    inner.stats.retries.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+            } else if failure == Failure::Connection {
+                inner.cluster.wake.notify_one();
             }
         }
         if !crate::data::routing::may_retry_elsewhere(route) || failure == Failure::Other {

@@ -64,6 +64,19 @@ impl Session {
         }
     }
 
+    /// This session for one read at `level` (see `SessionState::at_level`).
+    pub(crate) fn at_level(&self, level: Consistency) -> Session {
+        Session {
+            handle: self.handle.clone(),
+            state: SessionState::at_level(&self.state, level),
+        }
+    }
+
+    /// This session's state through another handle (a target, a known statement kind).
+    pub(crate) fn with_handle(self, handle: Handle) -> Session {
+        Session { handle, ..self }
+    }
+
     /// This session, for statements sent to `target` (a [`Target`](crate::data::routing::Target) or a
     /// [`ReadPreference`](crate::ReadPreference)), as [`ReplicatedPool::using`](crate::ReplicatedPool::using) for the handle.
     /// The session's promises still hold: one that needs a position a replica target has not
@@ -120,14 +133,15 @@ impl Session {
     /// [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire)): work on a primary connection counts as its write.
     ///
     /// # Errors
-    /// The routing error or the pool's.
+    /// As [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire).
     pub async fn acquire(
         &self,
         target: impl Into<crate::data::routing::Target>,
-    ) -> Result<crate::data::executor::NodeConnection, crate::error::Error> {
+    ) -> Result<crate::data::executor::NodeConnection, sqlx::Error> {
         self.handle
             .acquire_in(Some(Arc::clone(&self.state)), target.into())
             .await
+            .map_err(crate::error::Error::into_sqlx)
     }
 
     /// Begins a read-only, repeatable-read transaction on a replica that has replayed this

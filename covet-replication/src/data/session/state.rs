@@ -57,6 +57,40 @@ impl SessionState {
         }
     }
 
+    /// The session state one read at `level` runs with, derived from `source` (a session's, or the
+    /// handle's): `source` itself at its own level; a fresh state that keeps nothing for
+    /// `Eventual`; otherwise a copy of what `source` recorded, so the read sees the session's
+    /// writes where `level` promises that, and never data older than the session already wrote or
+    /// read (for a monotonic session). The copy is for this read only: it does not move `source`'s
+    /// floor or replica.
+    pub fn at_level(source: &Arc<SessionState>, level: Consistency) -> Arc<SessionState> {
+        if source.level == level {
+            return Arc::clone(source);
+        }
+        if level == Consistency::Eventual {
+            // No promise at all: any eligible replica, no floor to respect.
+            return Arc::new(SessionState::new(level, false));
+        }
+        let state = SessionState::new(level, source.monotonic);
+        if source.pinned() {
+            // The source's position is unknown (a failed watermark read, a token of another
+            // timeline): only the primary is safe, as for the source itself.
+            state.pin();
+            return Arc::new(state);
+        }
+        let in_window = match level {
+            Consistency::WriteWindow(window) => source.since_last_write().is_some_and(|t| t < window),
+            _ => true,
+        };
+        if let Some(lsn) = source.watermark().filter(|_| in_window) {
+            state.wrote(lsn);
+        }
+        // The greater of the source's watermark and floor (they cannot be read apart): a monotonic
+        // copy reads nothing older than either.
+        state.raise_floor(source.causal_lsn());
+        Arc::new(state)
+    }
+
     /// Whether a write in this session must record the primary's position.
     pub fn tracks_writes(&self) -> bool {
         !matches!(self.level, Consistency::Eventual)
@@ -250,3 +284,6 @@ mod tests {
         assert_eq!(s.watermark(), Some(Lsn(0x200)));
     }
 }
+
+#[cfg(test)]
+mod at_level_tests;
