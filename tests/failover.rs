@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use covet_replication::config::FailoverMode;
 use covet_replication::testing::{LocalCluster, LocalClusterBuilder};
 use covet_replication::{
     Error, NodeState, ReplicatedPool, ReplicationConfig,
@@ -1087,4 +1088,218 @@ async fn two_writable_nodes_are_reported_and_writes_go_to_the_higher_timeline() 
         .execute(&mut old)
         .await
         .unwrap();
+}
+
+fn promoted_by_us(db: &ReplicatedPool) -> usize {
+    db.failover()
+        .history()
+        .iter()
+        .filter(|e| e.steps.iter().any(|s| s.name == "promote"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_follow_mode_nothing_is_promoted_fenced_or_repointed_by_us() {
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE fm_t (id int PRIMARY KEY)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.mode = FailoverMode::Follow;
+    config.failover.cooldown = Duration::from_millis(100);
+    let db = connect(config).await;
+    assert_eq!(db.failover().mode(), FailoverMode::Follow);
+    let refused = db.failover().switchover(None).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Failover(FailoverError::Following { reason }) if reason == "failover.mode = follow"),
+        "{refused}"
+    );
+    cluster.kill(0).await.unwrap();
+    covet_tests::wait_state(&db, "primary", NodeState::Down, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(promoted_by_us(&db), 0, "{:#?}", db.failover().history());
+    for i in [1, 2] {
+        assert!(replication_state(&cluster, i).await.0, "node {i} still a standby");
+    }
+    // Whoever manages the cluster promotes replica1: followed.
+    cluster.promote(1).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        || format!("{:#?}", db.failover().history()),
+        || async {
+            db.explain("INSERT INTO fm_t VALUES (1)")
+                .await
+                .is_ok_and(|(node, _)| node.as_str() == "replica1")
+        },
+    )
+    .await;
+    let port: i32 = sqlx::query_scalar("INSERT INTO fm_t VALUES (1) RETURNING inet_server_port()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(&cluster, port), "replica1");
+    // replica2 is left to the manager: not repointed by us.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let replica1_port = i32::from(cluster.nodes()[1].port);
+    assert_ne!(replication_state(&cluster, 2).await.1, Some(replica1_port));
+    // The old primary comes back writable: not fenced by us; two writable nodes, writes stay
+    // on the higher timeline.
+    cluster.start(0).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        || format!("{:?}", db.status().warnings),
+        || async {
+            db.status()
+                .warnings
+                .iter()
+                .any(|w| w.contains("answer as writable primaries"))
+        },
+    )
+    .await;
+    let mut old = cluster.connect(0).await.unwrap();
+    let read_only: String = sqlx::query_scalar("SHOW default_transaction_read_only")
+        .fetch_one(&mut old)
+        .await
+        .unwrap();
+    assert_eq!(read_only, "off", "the old primary was not fenced by us");
+    let port: i32 = sqlx::query_scalar("INSERT INTO fm_t VALUES (2) RETURNING inet_server_port()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(&cluster, port), "replica1");
+    assert_eq!(promoted_by_us(&db), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_mode_stops_acting_once_it_sees_a_promotion_it_did_not_make() {
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE om_t (id int PRIMARY KEY)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.cooldown = Duration::from_millis(100);
+    let db = connect(config).await;
+    assert_eq!(db.failover().mode(), FailoverMode::Own);
+    // Someone else promotes replica2 (the old primary still up): this process follows it, and
+    // from now on acts no more.
+    cluster.promote(2).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        || format!("{:#?}", db.failover().history()),
+        || async { db.failover().mode() == FailoverMode::Follow },
+    )
+    .await;
+    assert_eq!(
+        db.explain("INSERT INTO om_t VALUES (1)").await.unwrap().0.as_str(),
+        "replica2"
+    );
+    // The new primary dies: this process does not fail over (the other manager will).
+    cluster.kill(2).await.unwrap();
+    covet_tests::wait_state(&db, "replica2", NodeState::Down, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(promoted_by_us(&db), 0, "{:#?}", db.failover().history());
+    assert!(replication_state(&cluster, 1).await.0, "replica1 is still a standby");
+    let refused = db.failover().failover(None).await.unwrap_err();
+    assert!(
+        matches!(&refused, Error::Failover(FailoverError::Following { reason }) if reason.contains("replica2 was promoted elsewhere")),
+        "{refused}"
+    );
+    // The old primary was not fenced either: following, it fences nothing.
+    let mut old = cluster.connect(0).await.unwrap();
+    let read_only: String = sqlx::query_scalar("SHOW default_transaction_read_only")
+        .fetch_one(&mut old)
+        .await
+        .unwrap();
+    assert_eq!(read_only, "off");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_mode_proposes_a_failover_and_promotes_only_once_approved() {
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE sv_t (id int PRIMARY KEY)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.mode = FailoverMode::Supervised;
+    config.failover.approval_timeout = Duration::from_secs(30);
+    let db = connect(config).await;
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    db.failover().set_approver(move |event: FailoverEvent| {
+        seen.lock().unwrap().push(event);
+        async { false }
+    });
+    let nothing = db.failover().approve().await.unwrap_err();
+    assert!(
+        matches!(nothing, Error::Failover(FailoverError::NothingToApprove)),
+        "{nothing}"
+    );
+    cluster.kill(0).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        || format!("approver never asked: {:#?}", db.failover().history()),
+        || async { !asked.lock().unwrap().is_empty() },
+    )
+    .await;
+    let proposal = asked.lock().unwrap()[0].clone();
+    assert_eq!(proposal.outcome, Outcome::Aborted);
+    let error = proposal.error.clone().unwrap();
+    assert!(error.contains("would promote replica"), "{error}");
+    // Not approved: nothing is promoted meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(promoted_by_us(&db), 0);
+    for i in [1, 2] {
+        assert!(replication_state(&cluster, i).await.0, "node {i} still a standby");
+    }
+    assert_eq!(asked.lock().unwrap().len(), 1, "asked once per proposal");
+    let event = db.failover().approve().await.unwrap();
+    assert_eq!(
+        (event.kind, event.outcome),
+        (FailoverKind::Approved, Outcome::Completed)
+    );
+    let new = event.new_primary.clone().unwrap();
+    assert!(
+        error.contains(&format!("would promote {new}")),
+        "promoted what it proposed: {error}"
+    );
+    let port: i32 = sqlx::query_scalar("INSERT INTO sv_t VALUES (1) RETURNING inet_server_port()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(&cluster, port), new.as_str());
+    let again = db.failover().approve().await.unwrap_err();
+    assert!(
+        matches!(again, Error::Failover(FailoverError::NothingToApprove)),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_callback_can_approve_a_proposed_failover() {
+    let cluster = start_with(
+        LocalCluster::builder().replicas(2),
+        "CREATE TABLE ap_t (id int PRIMARY KEY)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    config.failover.mode = FailoverMode::Supervised;
+    let db = connect(config).await;
+    db.failover()
+        .set_approver(|event: FailoverEvent| async move { event.error.is_some_and(|e| e.contains("would promote")) });
+    cluster.kill(0).await.unwrap();
+    let event = wait_event(&db, FailoverKind::Approved, Duration::from_secs(15)).await;
+    assert_eq!(event.outcome, Outcome::Completed, "{event:#?}");
+    let new = event.new_primary.unwrap();
+    let port: i32 = sqlx::query_scalar("INSERT INTO ap_t VALUES (1) RETURNING inet_server_port()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(&cluster, port), new.as_str());
 }

@@ -111,8 +111,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<ReplicationConfig, BoxError> {
         Some(p) => ReplicationConfig::from_toml_file(p)?,
         None => ReplicationConfig::from_env()?,
     };
-    // A short-lived command never fails over on its own: only when asked to.
+    // A short-lived command never fails over on its own: only when asked to. When asked, it acts
+    // whatever mode the applications run in: `covet failover` is how an operator approves a
+    // failover a `supervised` application proposed (which then follows it).
     config.failover.automatic = false;
+    config.failover.mode = covet_replication::config::FailoverMode::Own;
     Ok(config)
 }
 

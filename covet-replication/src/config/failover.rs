@@ -17,6 +17,12 @@ use super::serde_util::optional_u64;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct FailoverConfig {
+    /// Who replaces a failed primary: this process (`own`), this process once an operator
+    /// approves (`supervised`), or whoever manages the cluster (`follow`). See [`FailoverMode`].
+    pub mode: FailoverMode,
+    /// In `supervised` mode, how long a proposed failover waits for approval.
+    #[serde(with = "humantime_serde")]
+    pub approval_timeout: Duration,
     /// Fail over automatically when the primary is down. Off: only
     /// [`FailoverManager::failover`](crate::failover::FailoverManager::failover) and
     /// [`switchover`](crate::failover::FailoverManager::switchover) do.
@@ -54,6 +60,11 @@ pub struct FailoverConfig {
 impl Default for FailoverConfig {
     fn default() -> Self {
         Self {
+            // A process that sees a promotion it did not make stops acting on its own (see
+            // FailoverMode::Own), so `own` never fights an HA manager for long; `follow` is
+            // the setting for clusters something else manages.
+            mode: FailoverMode::Own,
+            approval_timeout: Duration::from_secs(60),
             automatic: true,
             // One witness: with none, "the primary is gone" rests on our own view alone.
             min_replicas: 1,
@@ -71,7 +82,47 @@ impl Default for FailoverConfig {
     }
 }
 
+/// Who replaces a failed primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailoverMode {
+    /// This process: with `automatic`, it fails over when the primary is down, repoints the
+    /// other standbys and fences a former primary that comes back. Once it sees a promotion it
+    /// did not make (another process or an HA manager manages the cluster), it follows instead,
+    /// until restarted: two managers acting on one cluster make two primaries.
+    #[default]
+    Own,
+    /// As `own`, but an automatic failover stops before promoting: it is proposed (an aborted
+    /// event saying whom it would promote, given to event callbacks and to the approver), and
+    /// goes ahead only when an operator approves within `approval_timeout`
+    /// ([`FailoverManager::approve`](crate::failover::FailoverManager::approve), an approver
+    /// callback, or `covet failover` from another process, which this one then follows).
+    Supervised,
+    /// Never promote, fence or repoint: follow whichever node answers as the primary (Patroni,
+    /// CloudNativePG, a cloud's managed failover). Manual failovers and switchovers are refused.
+    Follow,
+}
+
+impl FailoverMode {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailoverMode::Own => "own",
+            FailoverMode::Supervised => "supervised",
+            FailoverMode::Follow => "follow",
+        }
+    }
+}
+
 impl FailoverConfig {
+    /// Sets `mode`.
+    #[must_use]
+    pub fn with_mode(mut self, mode: FailoverMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
     /// Sets `automatic`.
     #[must_use]
     pub fn with_automatic(mut self, automatic: bool) -> Self {

@@ -108,7 +108,7 @@ use serde::{Deserialize, Serialize};
 pub use builder::ReplicationConfigBuilder;
 pub use consistency::{Consistency, ConsistencyConfig};
 pub use error::ConfigError;
-pub use failover::FailoverConfig;
+pub use failover::{FailoverConfig, FailoverMode};
 pub use health::HealthConfig;
 pub use lag::{LagByteThresholds, LagConfig, LagThresholds};
 pub use node::{NodeConfig, Password, PoolConfig, TlsMode};

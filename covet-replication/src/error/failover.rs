@@ -90,6 +90,27 @@ pub enum FailoverError {
         /// What the target had replayed.
         replayed: Lsn,
     },
+    /// `failover.mode = supervised`: the failover is proposed and waits for an operator.
+    #[error(
+        "failover.mode = supervised: would promote {node}; waiting up to {timeout:?} for approval \
+         (FailoverManager::approve, or `covet failover` from another process)"
+    )]
+    AwaitingApproval {
+        /// The standby it would promote.
+        node: NodeId,
+        /// How long the proposal stands.
+        timeout: std::time::Duration,
+    },
+    /// `approve` with no failover proposed.
+    #[error("no failover is waiting for approval")]
+    NothingToApprove,
+    /// This process follows the primary another manager chooses: it promotes, fences and
+    /// repoints nothing.
+    #[error("this process follows the primary another manager chooses ({reason}); use that manager")]
+    Following {
+        /// `failover.mode = follow`, or the promotion made elsewhere that was seen.
+        reason: String,
+    },
     /// A step failed on a node.
     #[error("{step} on {node} failed: {source}")]
     Step {

@@ -30,6 +30,8 @@ pub enum FailoverKind {
     Repoint,
     /// Someone else (another process, an operator) promoted a standby: this process follows.
     Adopt,
+    /// An automatic failover an operator approved (`failover.mode = supervised`).
+    Approved,
 }
 
 /// How an event ended.

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::event::Recorder;
-use super::run::{connect, repoint, standbys, survey, switch};
+use super::run::{connect, repoint, standbys, switch};
 use super::{FailoverKind, OldPrimary, Outcome};
 use crate::cluster::{Node, NodeId, NodeState, Role, Topology, new_node};
 use crate::control::Control;
 use crate::core::lock;
 use crate::error::PgError;
-use crate::pg;
+use crate::pg::{self, Sample};
 
 #[derive(Debug)]
 pub(super) struct Straggler {
@@ -23,13 +23,14 @@ pub(super) struct Straggler {
 /// A replica answered as a writable primary on a newer timeline than the configured primary's
 /// (or the configured primary is gone, a standby, or fenced): another process or an operator
 /// promoted it. Follow: it becomes the primary, the old one is fenced.
-pub(super) async fn adopt(m: &Control, node: &Arc<Node>, timeline: u32, old_state: OldPrimary) {
+pub(super) async fn adopt(m: &Control, node: &Arc<Node>, timeline: u32, old_state: OldPrimary) -> bool {
+    // A failover or switchover of ours running now makes this promotion itself.
     let Ok(_running) = m.failover.running.try_lock() else {
-        return;
+        return false;
     };
     let topology = m.cluster.topology.load_full();
     if !topology.replicas.iter().any(|r| Arc::ptr_eq(r, node)) {
-        return;
+        return false;
     }
     let old = &topology.primary;
     let mut rec = Recorder::new(FailoverKind::Adopt, old.id.clone());
@@ -54,6 +55,7 @@ pub(super) async fn adopt(m: &Control, node: &Arc<Node>, timeline: u32, old_stat
     rec.promoted(node.id.clone(), timeline);
     switch(m, old, node, timeline, old_state == OldPrimary::Follows, &mut rec);
     m.failover.audit.record(rec.finish(Outcome::Completed, None)).await;
+    true
 }
 
 /// Remembers the standbys a failover did not repoint, to repoint them once they answer.
@@ -122,23 +124,14 @@ pub(super) async fn repoint_stragglers(m: &Control) {
 /// A fenced node answered a health check. As a primary it is fenced again (if it takes
 /// writes); as a standby of this cluster it becomes a replica again: a new node with a
 /// replica's pool (the old one was closed), down until its checks succeed.
-pub(super) async fn fenced_node_answered(
-    m: &Control,
-    node: &Arc<Node>,
-    in_recovery: bool,
-    read_only: bool,
-    system_id: u64,
-) {
-    if in_recovery {
+pub(super) async fn fenced_node_answered(m: &Control, node: &Arc<Node>, s: &Sample, may_fence: bool) {
+    if s.in_recovery {
         let (cluster, _) = m.cluster.identity.get();
         // Only once it streams from the current primary: a former primary restarted as a
         // standby without being rebuilt cannot follow the new timeline and may still hold
         // commits the cluster does not have.
         let primary = m.cluster.primary();
-        let follows = system_id == cluster
-            && survey(node, m.cluster.config.health.timeout)
-                .await
-                .is_ok_and(|s| s.streams_from(&primary.config.host, primary.config.port));
+        let follows = s.system_id == cluster && s.streams_from(&primary.config.host, primary.config.port);
         if follows {
             let replica = new_node(
                 &node.config,
@@ -159,7 +152,7 @@ pub(super) async fn fenced_node_answered(
         }
         return;
     }
-    if read_only || !m.cluster.config.failover.fence {
+    if s.read_only || !may_fence {
         return;
     }
     let mut rec = Recorder::new(FailoverKind::Fence, node.id.clone());

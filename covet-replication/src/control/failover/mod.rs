@@ -31,11 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Control;
 use super::health::Round;
+use crate::cluster::NodeId;
 use crate::cluster::{Node, NodeState, Verdict};
+use crate::config::{FailoverConfig, FailoverMode};
 use crate::core::lock;
-use crate::error::Error;
-#[cfg(doc)]
-use crate::error::FailoverError;
+use crate::error::{Error, FailoverError};
 
 /// Failover state shared by the handles.
 #[derive(Debug)]
@@ -47,6 +47,28 @@ pub(crate) struct FailoverState {
     /// Standbys a failover could not repoint (down at the time), and when to try again.
     stragglers: Mutex<Vec<Straggler>>,
     audit: AuditLog,
+    /// `own` mode saw a promotion it did not make: why it follows now.
+    following: Mutex<Option<String>>,
+    /// `supervised` mode: the failover waiting for approval.
+    proposal: Mutex<Option<Proposal>>,
+    approver: Mutex<Option<Approver>>,
+}
+
+/// A failover proposed in `supervised` mode.
+#[derive(Debug, Clone)]
+struct Proposal {
+    node: NodeId,
+    since: Instant,
+}
+
+/// Decides on a proposed failover (given its event); true approves.
+#[derive(Clone)]
+struct Approver(Arc<dyn Fn(FailoverEvent) -> futures::future::BoxFuture<'static, bool> + Send + Sync>);
+
+impl std::fmt::Debug for Approver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Approver")
+    }
 }
 
 impl FailoverState {
@@ -57,7 +79,29 @@ impl FailoverState {
             last_abort: Mutex::new(None),
             stragglers: Mutex::default(),
             audit: AuditLog::new(config.audit_log.clone()),
+            following: Mutex::new(None),
+            proposal: Mutex::new(None),
+            approver: Mutex::new(None),
         }
+    }
+
+    /// The mode in force: `own` turns into `follow` once a promotion made elsewhere was seen.
+    fn mode(&self, config: &FailoverConfig) -> FailoverMode {
+        match config.mode {
+            FailoverMode::Own if lock(&self.following).is_some() => FailoverMode::Follow,
+            mode => mode,
+        }
+    }
+
+    /// Refuses to act for a process that follows another manager.
+    fn may_act(&self, config: &FailoverConfig) -> Result<(), FailoverError> {
+        if self.mode(config) != FailoverMode::Follow {
+            return Ok(());
+        }
+        let reason = lock(&self.following)
+            .clone()
+            .unwrap_or_else(|| "failover.mode = follow".to_owned());
+        Err(FailoverError::Following { reason })
     }
 }
 
@@ -92,9 +136,47 @@ impl FailoverManager {
     /// [`switchover`](Self::switchover)), [`FailoverError::PrimaryStillStreaming`],
     /// [`FailoverError::NotEnoughReplicas`], [`FailoverError::NoCandidate`],
     /// [`FailoverError::TargetNotEligible`], [`FailoverError::DataLoss`], [`FailoverError::InProgress`],
-    /// or [`FailoverError::Step`] if promoting failed.
+    /// or [`FailoverError::Step`] if promoting failed; [`FailoverError::Following`] in `follow`
+    /// mode. In `supervised` mode this is an operator's failover: it needs no approval.
     pub async fn failover(&self, target: Option<&str>) -> Result<FailoverEvent, Error> {
+        self.may_act()?;
         run(&self.control, FailoverKind::Manual, target).await
+    }
+
+    /// Approves the failover proposed in `supervised` mode: runs it now, to the standby it
+    /// proposed (if that one is still the best choice the checks allow).
+    ///
+    /// # Errors
+    /// [`FailoverError::NothingToApprove`] with no proposal standing; otherwise as
+    /// [`failover`](Self::failover).
+    pub async fn approve(&self) -> Result<FailoverEvent, Error> {
+        let proposal = lock(&self.control.failover.proposal).take();
+        let Some(proposal) = proposal else {
+            return Err(FailoverError::NothingToApprove.into());
+        };
+        run(&self.control, FailoverKind::Approved, Some(proposal.node.as_str())).await
+    }
+
+    /// Asks `approver` about every failover proposed in `supervised` mode (with the event that
+    /// proposes it): true runs it, false leaves it to an operator until `approval_timeout`.
+    /// Replaces an earlier approver.
+    pub fn set_approver<F, Fut>(&self, approver: F)
+    where
+        F: Fn(FailoverEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        let approver = Approver(Arc::new(move |event| Box::pin(approver(event))));
+        *lock(&self.control.failover.approver) = Some(approver);
+    }
+
+    /// The mode in force: `failover.mode`, except that `own` becomes `follow` once this process
+    /// saw a promotion it did not make.
+    pub fn mode(&self) -> FailoverMode {
+        self.control.failover.mode(&self.control.cluster.config.failover)
+    }
+
+    fn may_act(&self) -> Result<(), Error> {
+        Ok(self.control.failover.may_act(&self.control.cluster.config.failover)?)
     }
 
     /// Moves the primary role to a standby (`target`, else the best one) while the primary is
@@ -107,6 +189,7 @@ impl FailoverManager {
     /// As [`failover`](Self::failover); [`FailoverError::CatchUp`] if the target did not catch up
     /// in time (the old primary is unfenced and stays primary).
     pub async fn switchover(&self, target: Option<&str>) -> Result<FailoverEvent, Error> {
+        self.may_act()?;
         run(&self.control, FailoverKind::Switchover, target).await
     }
 
@@ -164,10 +247,14 @@ pub(crate) async fn task(
 /// primary that answers, follow a promotion made elsewhere, and fail over if the primary is
 /// down and that is allowed.
 async fn after_health_round(m: &Arc<Control>, round: &Round) {
-    repoint_stragglers(m).await;
+    let cfg = &m.cluster.config.failover;
+    let acting = m.failover.mode(cfg) != FailoverMode::Follow;
+    if acting {
+        repoint_stragglers(m).await;
+    }
     for (node, sample) in round.topology.nodes().zip(&round.samples) {
         if let (NodeState::Fenced, Ok(s)) = (node.state(), sample) {
-            fenced_node_answered(m, node, s.in_recovery, s.read_only, s.system_id).await;
+            fenced_node_answered(m, node, s, acting && cfg.fence).await;
         }
     }
     // A round taken before the topology changed says nothing about the new one.
@@ -176,18 +263,75 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
         return;
     }
     if let Some((node, timeline)) = promoted_elsewhere(m, round) {
-        adopt(m, &node, timeline, OldPrimary::of(&round.samples[0], &node)).await;
+        let (_, known) = m.cluster.identity.get();
+        let adopted = adopt(m, &node, timeline, OldPrimary::of(&round.samples[0], &node)).await;
+        // A promotion past the timeline this process knew was made by someone else (at
+        // startup the timeline is unknown: that is only the configuration being wrong).
+        if adopted && cfg.mode == FailoverMode::Own && known != 0 && timeline > known {
+            let reason = format!("{} was promoted elsewhere, to timeline {timeline}", node.id);
+            tracing::warn!(target: "covet::failover", %reason, "failover.mode = own: following from now on");
+            lock(&m.failover.following).get_or_insert(reason);
+        }
         return;
     }
-    let cfg = &m.cluster.config.failover;
     if !cfg.automatic || topology.primary.state() != NodeState::Down || topology.replicas.is_empty() {
         return;
     }
     if lock(&m.failover.last_automatic).is_some_and(|t| t.elapsed() < cfg.cooldown) {
         return;
     }
-    if run(m, FailoverKind::Automatic, None).await.is_ok() {
-        *lock(&m.failover.last_automatic) = Some(Instant::now());
+    match m.failover.mode(cfg) {
+        FailoverMode::Follow => {}
+        FailoverMode::Supervised => supervise(m, cfg).await,
+        FailoverMode::Own => {
+            if run(m, FailoverKind::Automatic, None).await.is_ok() {
+                *lock(&m.failover.last_automatic) = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// `supervised`: proposes the failover (an aborted event naming the standby, given to the
+/// approver), and withdraws a proposal nobody approved in time (then waits out the cooldown).
+async fn supervise(m: &Arc<Control>, cfg: &FailoverConfig) {
+    let standing = lock(&m.failover.proposal).clone();
+    if let Some(p) = standing {
+        if p.since.elapsed() >= cfg.approval_timeout {
+            lock(&m.failover.proposal).take();
+            // The next proposal (after the cooldown) is recorded and asked about again.
+            lock(&m.failover.last_abort).take();
+            *lock(&m.failover.last_automatic) = Some(Instant::now());
+            tracing::warn!(target: "covet::failover", node = %p.node, "proposed failover not approved in time");
+        }
+        return;
+    }
+    let proposed = match run(m, FailoverKind::Automatic, None).await {
+        Err(Error::Failover(FailoverError::AwaitingApproval { node, .. })) => node,
+        // Completed (an adoption), or aborted by a check: nothing to approve.
+        _ => return,
+    };
+    *lock(&m.failover.proposal) = Some(Proposal {
+        node: proposed.clone(),
+        since: Instant::now(),
+    });
+    let approver = lock(&m.failover.approver).clone();
+    let event = m
+        .failover
+        .audit
+        .history()
+        .into_iter()
+        .rev()
+        .find(|e| e.kind == FailoverKind::Automatic && e.outcome == Outcome::Aborted);
+    if let (Some(Approver(approver)), Some(event)) = (approver, event) {
+        let control = Arc::downgrade(m);
+        tokio::spawn(async move {
+            if approver(event).await
+                && let Some(control) = control.upgrade()
+            {
+                let approved = FailoverManager { control }.approve().await;
+                tracing::info!(target: "covet::failover", node = %proposed, ok = approved.is_ok(), "approver approved the proposed failover");
+            }
+        });
     }
 }
 

@@ -11,6 +11,7 @@ use super::follow::note_stragglers;
 use super::plan;
 use super::{FailoverEvent, FailoverKind, Outcome};
 use crate::cluster::{Node, NodeId, NodeState, Role, Topology, new_node};
+use crate::config::FailoverMode;
 use crate::control::Control;
 use crate::core::{Lsn, lock};
 use crate::error::{Error, FailoverError, PgError};
@@ -201,6 +202,13 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
         }
         Ok(plan::Plan::Promote(chosen)) => {
             record_election(rec, Ok(&chosen));
+            let cfg = &m.cluster.config.failover;
+            if rec.kind() == FailoverKind::Automatic && cfg.mode == FailoverMode::Supervised {
+                return Err(Stop::Check(FailoverError::AwaitingApproval {
+                    node: chosen.id.clone(),
+                    timeout: cfg.approval_timeout,
+                }));
+            }
             let node = node_of(&answered, &chosen.id)?;
             hold = m.cluster.gate.hold();
             // Another manager may have promoted one meanwhile: look once more, right before.
