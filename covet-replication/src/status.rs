@@ -45,6 +45,8 @@ pub struct ClusterStatus {
     pub recent_alerts: Vec<Alert>,
     /// Whether a failover or switchover is running now.
     pub failover_in_progress: bool,
+    /// The failover mode in force ([`FailoverManager::mode`](crate::failover::FailoverManager::mode)).
+    pub failover_mode: crate::config::FailoverMode,
     /// Settings of the servers that work against what this handle is configured to do, one
     /// sentence each (e.g. a standby whose `wal_retrieve_retry_interval` would slow an
     /// automatic failover). `covet check` prints them.
@@ -176,6 +178,7 @@ impl ReplicatedPool {
             parse_failures: data.classifier.parse_failures(),
             recent_alerts: control.lag_monitor.recent_alerts(),
             failover_in_progress: self.failover().in_progress(),
+            failover_mode: self.failover().mode(),
             warnings,
             recent_failovers: {
                 let mut events = self.failover().history();
@@ -275,6 +278,7 @@ impl fmt::Display for ClusterStatus {
             r.errors,
             self.recent_alerts.len()
         )?;
+        write!(f, "\nfailover mode: {}", self.failover_mode.name())?;
         if self.failover_in_progress {
             write!(f, "\nfailover in progress")?;
         }

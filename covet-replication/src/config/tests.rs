@@ -1324,12 +1324,17 @@ fn failover_section_loads_round_trips_and_validates() {
     let text = format!(
         "{}[[replicas]]\nhost = \"db2\"\n[[replicas]]\nhost = \"db3\"\n\n[failover]\nautomatic = false\n\
          min_replicas = 2\nmax_data_loss_bytes = 1048576\nexclude = [\"replica2\"]\npromote_timeout = \"10s\"\n\
-         hold_writes = \"3s\"\naudit_log = \"/var/log/covet/failover.jsonl\"\n",
+         hold_writes = \"3s\"\naudit_log = \"/var/log/covet/failover.jsonl\"\nmode = \"supervised\"\n\
+         approval_timeout = \"5m\"\n",
         primary_with("")
     );
     let config = load(&text);
     let f = &config.failover;
     assert!(!f.automatic);
+    assert_eq!(
+        (f.mode, f.approval_timeout),
+        (crate::config::FailoverMode::Supervised, Duration::from_secs(300))
+    );
     assert_eq!(
         (f.min_replicas, f.max_data_loss_bytes, f.exclude.as_slice()),
         (2, Some(1_048_576), ["replica2".to_owned()].as_slice())
@@ -1372,6 +1377,12 @@ fn failover_section_loads_round_trips_and_validates() {
     );
     let err = load_err(&format!("{}[failover]\nautomatc = true\n", primary_with("")));
     assert!(err.to_string().contains("automatc"), "{err}");
+    let err = load_err(&format!("{}[failover]\nmode = \"patroni\"\n", primary_with("")));
+    assert!(
+        err.to_string()
+            .contains("unknown variant `patroni`, expected one of `own`, `supervised`, `follow`"),
+        "{err}"
+    );
 }
 
 #[test]

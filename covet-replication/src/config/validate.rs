@@ -260,6 +260,7 @@ impl ReplicationConfig {
             ("promote_timeout", f.promote_timeout),
             ("catchup_timeout", f.catchup_timeout),
             ("repoint_timeout", f.repoint_timeout),
+            ("approval_timeout", f.approval_timeout),
         ] {
             if d.is_zero() {
                 fail(field, "must be > 0");
