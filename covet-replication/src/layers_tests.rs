@@ -11,9 +11,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("classify", &["core", "config"]),
     ("error", &["core", "config"]),
     ("pg", &["core", "config", "error"]),
+    ("ha", &["core", "config", "error"]),
     ("cluster", &["core", "config", "error", "pg"]),
     ("data", &["core", "config", "classify", "error", "pg", "cluster"]),
-    ("control", &["core", "config", "error", "pg", "cluster"]),
+    ("control", &["core", "config", "error", "pg", "ha", "cluster"]),
 ];
 
 /// The `crate::x` (and `$crate::x`) modules named in the code of `dir`, comments left out.

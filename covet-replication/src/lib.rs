@@ -13,6 +13,7 @@ mod core;
 mod data;
 mod error;
 mod global;
+mod ha;
 mod manager;
 pub mod orm;
 mod pg;
@@ -28,7 +29,7 @@ pub mod failover {
     //! Failover and switchover ([`FailoverManager`], from `db.failover()`), their audit trail
     //! of [`FailoverEvent`]s, and why one did not happen ([`FailoverError`]).
     pub use crate::control::failover::{FailoverEvent, FailoverKind, FailoverManager, Outcome, Step};
-    pub use crate::error::{ConninfoError, FailoverError, PgError};
+    pub use crate::error::{ConninfoError, FailoverError, HaError, PgError};
 }
 
 pub mod lag {

@@ -40,9 +40,16 @@ pub struct ReplicationConfigBuilder {
     consistency: super::ConsistencyConfig,
     lag: super::LagConfig,
     failover: super::FailoverConfig,
+    patroni: Vec<String>,
 }
 
 impl ReplicationConfigBuilder {
+    /// Sets `patroni`: the REST API URLs of the Patroni members.
+    pub fn patroni<I: IntoIterator<Item = S>, S: Into<String>>(mut self, endpoints: I) -> Self {
+        self.patroni = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Sets failover and fencing.
     pub fn failover(mut self, failover: super::FailoverConfig) -> Self {
         self.failover = failover;
@@ -169,6 +176,7 @@ impl ReplicationConfigBuilder {
             consistency: self.consistency,
             lag: self.lag,
             failover: self.failover,
+            patroni: self.patroni,
         };
         config.assign_default_ids();
         config.validate()?;

@@ -14,6 +14,8 @@ const URL: &str = "COVET_URL";
 const PRIMARY_URL: &str = "COVET_PRIMARY_URL";
 /// Comma-separated URLs of the replicas.
 const REPLICA_URLS: &str = "COVET_REPLICA_URLS";
+/// Comma-separated REST API URLs of the Patroni members.
+const PATRONI: &str = "COVET_PATRONI";
 /// A [`ReadPreference`].
 const READ_PREFERENCE: &str = "COVET_READ_PREFERENCE";
 /// `health.interval`, as a humantime duration.
@@ -39,6 +41,7 @@ impl ReplicationConfig {
     /// - `COVET_REPLICA_URLS`: comma-separated URLs of the replicas; replaces the file's replicas
     ///   (ids `replica1`, `replica2`, ...). Without it, the file's replicas keep the connection settings
     ///   they inherited from the file's primary, whatever `COVET_PRIMARY_URL` says.
+    /// - `COVET_PATRONI`: comma-separated REST API URLs of the Patroni members (`patroni`).
     /// - `COVET_READ_PREFERENCE`: `primary`, `primary_preferred`, `replica`, `replica_preferred` or
     ///   `nearest` (kebab-case too).
     /// - `COVET_HEALTH_INTERVAL`: `health.interval`, e.g. `500ms`.
@@ -113,6 +116,15 @@ impl ReplicationConfig {
                 .enumerate()
                 .map(|(i, url)| NodeConfig::from_url_at(&format!("{REPLICA_URLS}[{i}]"), url))
                 .collect::<Result<_, _>>()?;
+        }
+
+        if let Some(urls) = get(PATRONI) {
+            config.patroni = urls
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
 
         if let Some(value) = get(READ_PREFERENCE) {

@@ -154,6 +154,11 @@ pub struct ReplicationConfig {
     pub lag: LagConfig,
     /// Failover and fencing.
     pub failover: FailoverConfig,
+    /// Patroni's REST API of the cluster's members (`http://db1:8008`, ...): Patroni manages
+    /// the cluster, so this process follows (whatever `failover.mode` says), learning the
+    /// leader and the members from `GET /cluster` every health round, and falls back to asking
+    /// PostgreSQL while the API does not answer.
+    pub patroni: Vec<String>,
 }
 
 impl Default for ReplicationConfig {
@@ -174,6 +179,8 @@ impl Default for ReplicationConfig {
             lag: LagConfig::default(),
             // See FailoverConfig::default.
             failover: FailoverConfig::default(),
+            // None: nothing else manages the cluster.
+            patroni: Vec::new(),
         }
     }
 }
@@ -195,6 +202,8 @@ struct RawReplicationConfig {
     lag: LagConfig,
     #[serde(default)]
     failover: FailoverConfig,
+    #[serde(default)]
+    patroni: Vec<String>,
 }
 
 impl From<RawReplicationConfig> for ReplicationConfig {
@@ -209,6 +218,7 @@ impl From<RawReplicationConfig> for ReplicationConfig {
             consistency: raw.consistency,
             lag: raw.lag,
             failover: raw.failover,
+            patroni: raw.patroni,
         };
         config.assign_default_ids();
         config

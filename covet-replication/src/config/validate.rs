@@ -256,6 +256,17 @@ impl ReplicationConfig {
         if f.max_data_loss_bytes == Some(0) {
             fail("max_data_loss_bytes", "must be > 0 (use \"none\" for no limit)");
         }
+        for (i, endpoint) in self.patroni.iter().enumerate() {
+            let scheme = url::Url::parse(endpoint).map(|u| u.scheme().to_owned());
+            if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+                errors.push(ConfigError::invalid(
+                    format!("patroni[{i}]"),
+                    "must be an http:// or https:// URL of a member's REST API",
+                ));
+            }
+        }
+        let mut fail =
+            |field: &str, message: &str| errors.push(ConfigError::invalid(format!("failover.{field}"), message));
         for (field, d) in [
             ("promote_timeout", f.promote_timeout),
             ("catchup_timeout", f.catchup_timeout),

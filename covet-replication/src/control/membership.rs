@@ -18,6 +18,7 @@ impl Control {
         }
         // Validate against the nodes there are now, not the ones configured at start.
         let mut full = self.cluster.config.clone();
+        full.primary = topology.primary.config.clone();
         full.replicas = topology
             .replicas
             .iter()

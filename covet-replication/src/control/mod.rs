@@ -17,6 +17,20 @@ use failover::FailoverState;
 use health::Health;
 use lag::{LagMonitor, WalHistory};
 
+fn patroni_client(config: &crate::config::ReplicationConfig) -> Option<crate::ha::patroni::Patroni> {
+    if config.patroni.is_empty() {
+        return None;
+    }
+    match crate::ha::patroni::Patroni::new(&config.patroni, config.health.timeout) {
+        Ok(client) => Some(client),
+        Err(error) => {
+            // Without it the handle still follows what PostgreSQL says.
+            tracing::error!(target: "covet::failover", %error, "no Patroni client");
+            None
+        }
+    }
+}
+
 /// Primary WAL samples kept for lag estimation: an hour at the default 1 s interval.
 const WAL_HISTORY: usize = 3600;
 
@@ -28,6 +42,8 @@ pub(crate) struct Control {
     pub lag_monitor: LagMonitor,
     pub failover: FailoverState,
     pub health: Health,
+    /// Patroni's REST API, when `patroni` names it.
+    pub patroni: Option<crate::ha::patroni::Patroni>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -42,6 +58,7 @@ impl Control {
             lag_monitor: LagMonitor::new(config.lag),
             failover: FailoverState::new(&config.failover),
             health: Health::default(),
+            patroni: patroni_client(config),
             shutdown,
             tasks: TaskTracker::new(),
             cluster,

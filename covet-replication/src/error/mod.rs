@@ -2,9 +2,11 @@
 //! (as sqlx keeps one `error.rs`).
 
 mod failover;
+mod ha;
 mod pg;
 
 pub use failover::FailoverError;
+pub use ha::HaError;
 pub use pg::{ConninfoError, PgError};
 
 use crate::config::{ConfigError, ReadPreference};

@@ -292,7 +292,7 @@ fn bindable(host: &str, port: u16) -> Result<u16, ClusterError> {
 }
 
 /// A port the OS calls free on the first host that is free on the others too.
-fn free_port(hosts: &[String]) -> Result<u16, ClusterError> {
+pub(crate) fn free_port(hosts: &[String]) -> Result<u16, ClusterError> {
     let mut last = None;
     for _ in 0..20 {
         let listener =

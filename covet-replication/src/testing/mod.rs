@@ -8,12 +8,14 @@ mod basebackup;
 mod binaries;
 mod cluster;
 mod error;
+mod patroni;
 mod process;
 mod registry;
 
 pub use binaries::{BINDIR_ENV, CACHE_ENV, VERSION_ENV};
 pub use cluster::{LocalCluster, LocalClusterBuilder, NodeInfo};
 pub use error::ClusterError;
+pub use patroni::PatroniCluster;
 
 /// The cluster the examples and demos use: the one `COVET_CONFIG` or `COVET_PRIMARY_URL`
 /// configures (see [`ReplicationConfig::from_env`](crate::ReplicationConfig::from_env)), else a

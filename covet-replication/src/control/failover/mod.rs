@@ -33,9 +33,10 @@ use super::Control;
 use super::health::Round;
 use crate::cluster::NodeId;
 use crate::cluster::{Node, NodeState, Verdict};
-use crate::config::{FailoverConfig, FailoverMode};
+use crate::config::{FailoverConfig, FailoverMode, NodeConfig, ReplicationConfig};
 use crate::core::lock;
 use crate::error::{Error, FailoverError};
+use crate::ha::patroni::{ClusterView, Member};
 
 /// Failover state shared by the handles.
 #[derive(Debug)]
@@ -86,21 +87,26 @@ impl FailoverState {
     }
 
     /// The mode in force: `own` turns into `follow` once a promotion made elsewhere was seen.
-    fn mode(&self, config: &FailoverConfig) -> FailoverMode {
-        match config.mode {
+    fn mode(&self, config: &ReplicationConfig) -> FailoverMode {
+        match config.failover.mode {
+            _ if !config.patroni.is_empty() => FailoverMode::Follow,
             FailoverMode::Own if lock(&self.following).is_some() => FailoverMode::Follow,
             mode => mode,
         }
     }
 
     /// Refuses to act for a process that follows another manager.
-    fn may_act(&self, config: &FailoverConfig) -> Result<(), FailoverError> {
+    fn may_act(&self, config: &ReplicationConfig) -> Result<(), FailoverError> {
         if self.mode(config) != FailoverMode::Follow {
             return Ok(());
         }
-        let reason = lock(&self.following)
-            .clone()
-            .unwrap_or_else(|| "failover.mode = follow".to_owned());
+        let reason = if config.patroni.is_empty() {
+            lock(&self.following)
+                .clone()
+                .unwrap_or_else(|| "failover.mode = follow".to_owned())
+        } else {
+            "Patroni manages the cluster".to_owned()
+        };
         Err(FailoverError::Following { reason })
     }
 }
@@ -172,11 +178,11 @@ impl FailoverManager {
     /// The mode in force: `failover.mode`, except that `own` becomes `follow` once this process
     /// saw a promotion it did not make.
     pub fn mode(&self) -> FailoverMode {
-        self.control.failover.mode(&self.control.cluster.config.failover)
+        self.control.failover.mode(&self.control.cluster.config)
     }
 
     fn may_act(&self) -> Result<(), Error> {
-        Ok(self.control.failover.may_act(&self.control.cluster.config.failover)?)
+        Ok(self.control.failover.may_act(&self.control.cluster.config)?)
     }
 
     /// Moves the primary role to a standby (`target`, else the best one) while the primary is
@@ -248,7 +254,7 @@ pub(crate) async fn task(
 /// down and that is allowed.
 async fn after_health_round(m: &Arc<Control>, round: &Round) {
     let cfg = &m.cluster.config.failover;
-    let acting = m.failover.mode(cfg) != FailoverMode::Follow;
+    let acting = m.failover.mode(&m.cluster.config) != FailoverMode::Follow;
     if acting {
         repoint_stragglers(m).await;
     }
@@ -260,6 +266,11 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
     // A round taken before the topology changed says nothing about the new one.
     let topology = m.cluster.topology.load_full();
     if !Arc::ptr_eq(&topology, &round.topology) {
+        return;
+    }
+    // Patroni decides who leads; PostgreSQL's word counts only while its API does not answer.
+    if let Some(Ok(view)) = &round.patroni {
+        follow_patroni(m, round, view).await;
         return;
     }
     if let Some((node, timeline)) = promoted_elsewhere(m, round) {
@@ -280,7 +291,7 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
     if lock(&m.failover.last_automatic).is_some_and(|t| t.elapsed() < cfg.cooldown) {
         return;
     }
-    match m.failover.mode(cfg) {
+    match m.failover.mode(&m.cluster.config) {
         FailoverMode::Follow => {}
         FailoverMode::Supervised => supervise(m, cfg).await,
         FailoverMode::Own => {
@@ -332,6 +343,66 @@ async fn supervise(m: &Arc<Control>, cfg: &FailoverConfig) {
                 tracing::info!(target: "covet::failover", node = %proposed, ok = approved.is_ok(), "approver approved the proposed failover");
             }
         });
+    }
+}
+
+/// Follows Patroni: its leader becomes the primary once it answers as a writable primary
+/// (Patroni takes the leader lock before promoting), members that appear are added as replicas
+/// and ones that disappear are drained.
+async fn follow_patroni(m: &Arc<Control>, round: &Round, view: &ClusterView) {
+    let topology = &round.topology;
+    let at = |node: &Node, member: &Member| {
+        node.config.port == member.port && NodeConfig::host_key(&node.config.host) == NodeConfig::host_key(&member.host)
+    };
+    if let Some(leader) = view.leader().filter(|l| !at(&topology.primary, l)) {
+        let found = topology
+            .replicas
+            .iter()
+            .zip(&round.samples[1..])
+            .find(|(node, _)| at(node, leader));
+        if let Some((node, Ok(s))) = found
+            && !s.in_recovery
+            && !s.read_only
+        {
+            let node = Arc::clone(node);
+            adopt(
+                m,
+                &node,
+                s.timeline.unwrap_or(0),
+                OldPrimary::of(&round.samples[0], &node),
+            )
+            .await;
+        }
+        // Membership once the leader is settled.
+        return;
+    }
+    for member in &view.members {
+        if topology.nodes().any(|n| at(n, member)) {
+            continue;
+        }
+        let mut config = topology.primary.config.clone().with_id(member.name.clone());
+        config.host = member.host.clone();
+        config.port = member.port;
+        match m.add_replica(config) {
+            Ok(()) => {
+                tracing::info!(target: "covet::topology", node = %member.name, "Patroni member added as a replica")
+            }
+            Err(error) => {
+                tracing::warn!(target: "covet::topology", node = %member.name, %error, "Patroni member not added")
+            }
+        }
+    }
+    let gone: Vec<NodeId> = topology
+        .replicas
+        .iter()
+        .filter(|n| n.state() != NodeState::Draining && !view.members.iter().any(|member| at(n, member)))
+        .map(|n| n.id.clone())
+        .collect();
+    for id in gone {
+        tracing::info!(target: "covet::topology", node = %id, "no longer a Patroni member: draining");
+        if let Err(error) = m.remove_replica(id.as_str(), m.cluster.config.health.timeout).await {
+            tracing::warn!(target: "covet::topology", node = %id, %error, "not removed");
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub(crate) enum ProbeError {
 pub(crate) struct Round {
     /// Its number in `Cluster::rounds`.
     pub id: u64,
+    /// What Patroni said, when it manages the cluster.
+    pub patroni: Option<Result<crate::ha::patroni::ClusterView, crate::error::HaError>>,
     pub topology: Arc<Topology>,
     pub samples: Vec<Result<Sample, ProbeError>>,
 }
@@ -162,7 +164,13 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
     let probes: Vec<_> = topology.nodes().map(|n| health.probe_of(n)).collect();
     // The primary first: a replica sampled after it has had the time to replay what the
     // primary reported, so an idle cluster reads as zero lag rather than as a race.
-    let primary = probe(&topology.primary, &probes[0], cfg.timeout).await;
+    let ask_patroni = async {
+        match &manager.patroni {
+            Some(patroni) => Some(patroni.cluster().await),
+            None => None,
+        }
+    };
+    let (primary, patroni) = tokio::join!(probe(&topology.primary, &probes[0], cfg.timeout), ask_patroni);
     let replicas = futures::future::join_all(
         topology
             .replicas
@@ -232,7 +240,12 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
     // More than one: someone promoted a standby while the old primary still takes writes.
     metrics::gauge!("covet_writable_nodes").set(f64::from(writable));
     health.retain(&manager.cluster.topology.load());
-    let round = Arc::new(Round { id, topology, samples });
+    let round = Arc::new(Round {
+        id,
+        patroni,
+        topology,
+        samples,
+    });
     health.rounds.send_replace(Some(Arc::clone(&round)));
     round
 }

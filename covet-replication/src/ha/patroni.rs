@@ -1,0 +1,102 @@
+//! Patroni's REST API: `GET /cluster` names every member, its role, state and timeline.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::HaError;
+
+/// What `GET /cluster` says.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct ClusterView {
+    pub members: Vec<Member>,
+}
+
+/// One member of a Patroni cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub(crate) struct Member {
+    pub name: String,
+    /// `leader`, `replica`, `sync_standby`, `standby_leader`, ...
+    pub role: String,
+    /// `running`, `streaming`, `starting`, `stopped`, `crashed`, ...
+    pub state: String,
+    pub host: String,
+    pub port: u16,
+    pub timeline: Option<u32>,
+}
+
+impl ClusterView {
+    /// The member holding the leader lock.
+    pub fn leader(&self) -> Option<&Member> {
+        self.members.iter().find(|m| m.role == "leader")
+    }
+}
+
+/// A client of one Patroni cluster's REST endpoints (any member's API serves `/cluster`).
+#[derive(Debug, Clone)]
+pub(crate) struct Patroni {
+    client: reqwest::Client,
+    endpoints: Vec<String>,
+}
+
+impl Patroni {
+    pub fn new(endpoints: &[String], timeout: Duration) -> Result<Self, HaError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|source| HaError::Client { source })?;
+        Ok(Patroni {
+            client,
+            endpoints: endpoints.iter().map(|e| e.trim_end_matches('/').to_owned()).collect(),
+        })
+    }
+
+    /// `GET /cluster` from the first endpoint that answers, in order.
+    pub async fn cluster(&self) -> Result<ClusterView, HaError> {
+        let mut last = None;
+        for endpoint in &self.endpoints {
+            let answer = async {
+                self.client
+                    .get(format!("{endpoint}/cluster"))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json::<ClusterView>()
+                    .await
+            };
+            match answer.await {
+                Ok(view) => return Ok(view),
+                Err(source) => {
+                    last = Some(HaError::Request {
+                        endpoint: endpoint.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or(HaError::NoEndpoint))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_patroni_3_answers() {
+        let body = r#"{"members": [
+            {"name": "node1", "role": "replica", "state": "streaming", "api_url": "http://127.0.0.1:8009/patroni",
+             "host": "127.0.0.1", "port": 5441, "timeline": 2, "lag": 0},
+            {"name": "node2", "role": "leader", "state": "running", "api_url": "http://127.0.0.1:8010/patroni",
+             "host": "127.0.0.1", "port": 5442, "timeline": 2},
+            {"name": "node3", "role": "replica", "state": "stopped", "api_url": "http://127.0.0.1:8011/patroni",
+             "host": "127.0.0.1", "port": 5443, "lag": "unknown"}
+        ], "scope": "covet"}"#;
+        let view: ClusterView = serde_json::from_str(body).unwrap();
+        assert_eq!(view.leader().map(|m| (m.name.as_str(), m.port)), Some(("node2", 5442)));
+        assert_eq!(view.members[2].timeline, None);
+        let leaderless: ClusterView = serde_json::from_str(r#"{"members": []}"#).unwrap();
+        assert_eq!(leaderless.leader(), None);
+    }
+}
