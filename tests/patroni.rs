@@ -346,4 +346,48 @@ async fn the_handle_follows_patroni_through_switchover_crash_and_node_loss() {
         },
     )
     .await;
+    cluster.wait_formed(Duration::from_secs(60)).await.unwrap();
+
+    // 4. patronictl failover, to the member that came back.
+    let old = new;
+    let (counts, new) = measure(&cluster, &db, &old, 4_000_000, async {
+        cluster.failover(&leader).await.unwrap();
+    })
+    .await;
+    println!("patronictl failover {old} -> {new}: {counts:?}");
+    assert_eq!(new, leader);
+    assert_eq!((counts.lost, counts.on_non_leader), (0, 0), "{counts:?}");
+    // Through all of it, this process promoted, fenced and repointed nothing.
+    let ours: Vec<_> = db
+        .failover()
+        .history()
+        .into_iter()
+        .filter(|e| {
+            e.steps
+                .iter()
+                .any(|s| matches!(s.name, "promote" | "fence" | "repoint"))
+                && e.kind != FailoverKind::Adopt
+        })
+        .collect();
+    assert!(ours.is_empty(), "{ours:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_loss_in_synchronous_mode_loses_no_acknowledged_write() {
+    let cluster = PatroniCluster::start_with(3, true).await.unwrap();
+    let leader = cluster.leader().await.unwrap();
+    let db = ReplicatedPool::connect(config(&cluster, cluster.rest_urls()))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE pt (id int PRIMARY KEY)")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (counts, new) = measure(&cluster, &db, &leader, 0, async {
+        cluster.kill(&leader);
+    })
+    .await;
+    println!("synchronous node loss {leader} -> {new}: {counts:?}");
+    assert!(counts.acked > 0, "{counts:?}");
+    assert_eq!((counts.lost, counts.on_non_leader), (0, 0), "{counts:?}");
 }

@@ -46,6 +46,15 @@ impl PatroniCluster {
     /// [`ClusterError::BinariesNotFound`] without PostgreSQL, a tool or I/O error, or
     /// [`ClusterError::Timeout`] if the cluster does not form within 90 s.
     pub async fn start(members: usize) -> Result<Self, ClusterError> {
+        Self::start_with(members, false).await
+    }
+
+    /// [`start`](Self::start), with Patroni's `synchronous_mode` on or off: on, a commit is
+    /// acknowledged once a synchronous standby has it, and only such a standby is promoted.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn start_with(members: usize, synchronous: bool) -> Result<Self, ClusterError> {
         let bindir = find_bindir(None, None)?;
         let run_as = RunAs::detect()?;
         let dir = tempfile::Builder::new()
@@ -74,7 +83,14 @@ impl PatroniCluster {
             let data = dir.path().join(&name);
             std::fs::write(
                 &config,
-                member_yaml(&name, pg_port, api_port, etcd_client, &data, &bindir, dir.path()),
+                member_yaml(
+                    &name,
+                    [pg_port, api_port, etcd_client],
+                    synchronous,
+                    &data,
+                    &bindir,
+                    dir.path(),
+                ),
             )
             .map_err(ClusterError::io("writing a Patroni configuration"))?;
             run_as.give(&config)?;
@@ -301,7 +317,14 @@ fn postmaster_pid(data: &Path) -> Option<u32> {
     text.lines().next()?.trim().parse().ok()
 }
 
-fn member_yaml(name: &str, pg_port: u16, api_port: u16, etcd: u16, data: &Path, bindir: &Path, dir: &Path) -> String {
+fn member_yaml(
+    name: &str,
+    [pg_port, api_port, etcd]: [u16; 3],
+    synchronous: bool,
+    data: &Path,
+    bindir: &Path,
+    dir: &Path,
+) -> String {
     let (data, bindir, dir) = (data.display(), bindir.display(), dir.display());
     format!(
         "scope: covet
@@ -316,6 +339,7 @@ bootstrap:
     ttl: 10
     loop_wait: 2
     retry_timeout: 4
+    synchronous_mode: {synchronous}
     postgresql:
       use_pg_rewind: true
       parameters:
