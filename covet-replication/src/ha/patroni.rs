@@ -52,30 +52,33 @@ impl Patroni {
         })
     }
 
-    /// `GET /cluster` from the first endpoint that answers, in order.
+    /// `GET /cluster`, asked of every endpoint at once: the first answer wins (a member busy
+    /// demoting itself may answer its API late, just when the answer matters).
     pub async fn cluster(&self) -> Result<ClusterView, HaError> {
-        let mut last = None;
-        for endpoint in &self.endpoints {
-            let answer = async {
-                self.client
-                    .get(format!("{endpoint}/cluster"))
-                    .send()
-                    .await?
-                    .error_for_status()?
-                    .json::<ClusterView>()
-                    .await
-            };
-            match answer.await {
-                Ok(view) => return Ok(view),
-                Err(source) => {
-                    last = Some(HaError::Request {
-                        endpoint: endpoint.clone(),
-                        source,
-                    });
-                }
-            }
+        if self.endpoints.is_empty() {
+            return Err(HaError::NoEndpoint);
         }
-        Err(last.unwrap_or(HaError::NoEndpoint))
+        let asks = self.endpoints.iter().map(|endpoint| {
+            Box::pin(async move {
+                let answer = async {
+                    self.client
+                        .get(format!("{endpoint}/cluster"))
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json::<ClusterView>()
+                        .await
+                };
+                answer.await.map_err(|source| HaError::Request {
+                    endpoint: endpoint.clone(),
+                    source,
+                })
+            })
+        });
+        match futures::future::select_ok(asks).await {
+            Ok((view, _)) => Ok(view),
+            Err(last) => Err(last),
+        }
     }
 }
 

@@ -157,6 +157,14 @@ impl PatroniCluster {
         self.member(name).pg_port
     }
 
+    /// The REST API port of member `name`.
+    ///
+    /// # Panics
+    /// For a name that is not a member.
+    pub fn api_port(&self, name: &str) -> u16 {
+        self.member(name).api_port
+    }
+
     /// The member listening on PostgreSQL port `port`.
     pub fn name_of_port(&self, port: i32) -> Option<String> {
         self.members

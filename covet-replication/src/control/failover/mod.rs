@@ -354,7 +354,18 @@ async fn follow_patroni(m: &Arc<Control>, round: &Round, view: &ClusterView) {
     let at = |node: &Node, member: &Member| {
         node.config.port == member.port && NodeConfig::host_key(&node.config.host) == NodeConfig::host_key(&member.host)
     };
-    if let Some(leader) = view.leader().filter(|l| !at(&topology.primary, l)) {
+    let primary_writable = round.samples[0].as_ref().is_ok_and(|s| !s.in_recovery && !s.read_only);
+    let leader = view.leader().filter(|l| !at(&topology.primary, l));
+    // A member answers `/cluster` from its own copy of the DCS, up to a loop_wait old: while it
+    // still names the old primary, which no longer takes writes, PostgreSQL's word decides.
+    if leader.is_none()
+        && !primary_writable
+        && let Some((node, timeline)) = promoted_elsewhere(m, round)
+    {
+        adopt(m, &node, timeline, OldPrimary::of(&round.samples[0], &node)).await;
+        return;
+    }
+    if let Some(leader) = leader {
         let found = topology
             .replicas
             .iter()
