@@ -15,6 +15,21 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("cluster", &["core", "config", "error", "pg"]),
     ("data", &["core", "config", "classify", "error", "pg", "cluster"]),
     ("control", &["core", "config", "error", "pg", "ha", "cluster"]),
+    // The handle, over both planes: manager < pool < status, global < orm.
+    ("manager", &["core", "config", "error", "cluster", "control"]),
+    (
+        "pool",
+        &["core", "config", "error", "pg", "cluster", "data", "control", "manager"],
+    ),
+    (
+        "status",
+        &["core", "config", "cluster", "data", "control", "manager", "pool"],
+    ),
+    ("global", &["config", "error", "pool"]),
+    (
+        "orm",
+        &["core", "config", "classify", "error", "data", "pool", "global"],
+    ),
 ];
 
 /// The `crate::x` (and `$crate::x`) modules named in the code of `dir`, comments left out.

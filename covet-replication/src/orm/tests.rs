@@ -292,8 +292,9 @@ async fn instance_writes_insert_upsert_and_delete_by_key() {
 #[tokio::test]
 async fn orm_statements_skip_the_classifier_and_writes_pin_the_primary() {
     let config =
-        crate::ReplicationConfig::from_urls("postgres://u@127.0.0.1:1/db", &["postgres://u@127.0.0.1:2/db"]).unwrap();
-    let db = crate::ReplicatedPool::connect_lazy(config).unwrap();
+        crate::config::ReplicationConfig::from_urls("postgres://u@127.0.0.1:1/db", &["postgres://u@127.0.0.1:2/db"])
+            .unwrap();
+    let db = crate::pool::ReplicatedPool::connect_lazy(config).unwrap();
     let write = super::executor::routed(&db.data, &Access::Write);
     assert_eq!(write.target, Some(Target::Primary));
     assert_eq!(
@@ -320,7 +321,7 @@ async fn orm_statements_skip_the_classifier_and_writes_pin_the_primary() {
 
     // Through a session: the same routing, the session's own state (so its watermark).
     let session = db.using(Target::Region("eu".into())).session();
-    let class = |s: &crate::Session| s.handle.known_kind.as_ref().map(|k| k.class());
+    let class = |s: &crate::data::session::Session| s.handle.known_kind.as_ref().map(|k| k.class());
     let Via::Session(write) = Via::session(&session, &Access::Write) else {
         panic!("a session")
     };
@@ -426,7 +427,7 @@ async fn consistency_is_declared_on_reads_only_and_survives_using() {
 
 /// Public futures must be `Send` (deadpool issues 320 and 323).
 #[allow(dead_code, clippy::let_underscore_future)]
-fn futures_are_send(db: &crate::ReplicatedPool, mut user: User, config: crate::ReplicationConfig) {
+fn futures_are_send(db: &crate::pool::ReplicatedPool, mut user: User, config: crate::config::ReplicationConfig) {
     fn send<T: Send>(_: T) {}
     send(User::objects().all());
     send(User::objects().all_on(db));
@@ -443,5 +444,5 @@ fn futures_are_send(db: &crate::ReplicatedPool, mut user: User, config: crate::R
     send(user.save_on(&session));
     send(user.insert());
     send(user.delete());
-    send(crate::setup_replication(config));
+    send(crate::global::setup_replication(config));
 }
