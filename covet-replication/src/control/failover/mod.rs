@@ -411,9 +411,18 @@ async fn follow_patroni(m: &Arc<Control>, round: &Round, view: &ClusterView) {
         .collect();
     for id in gone {
         tracing::info!(target: "covet::topology", node = %id, "no longer a Patroni member: draining");
-        if let Err(error) = m.remove_replica(id.as_str(), m.cluster.config.health.timeout).await {
-            tracing::warn!(target: "covet::topology", node = %id, %error, "not removed");
-        }
+        // A drain waits for the reads in flight there: not on this task, which the next
+        // round's leader change must not wait behind.
+        let control = Arc::downgrade(m);
+        m.tasks.spawn(async move {
+            let Some(control) = control.upgrade() else { return };
+            if let Err(error) = control
+                .remove_replica(id.as_str(), control.cluster.config.health.timeout)
+                .await
+            {
+                tracing::warn!(target: "covet::topology", node = %id, %error, "not removed");
+            }
+        });
     }
 }
 

@@ -278,6 +278,9 @@ async fn unless_abandoned<F: Future>(gone: Pin<&mut WaitForCancellationFuture<'_
     }
 }
 
+/// How long a primary connection may take before the health loop is asked for a round now.
+const PRIMARY_CONNECT_SLOW: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A connection from `node`. Waiting for a replica is bounded by the health-check timeout, so a
 /// dead replica costs a retry, not the pool's full acquire timeout.
 async fn acquire(pool: &Handle, route: &Route) -> Result<PoolConnection<Postgres>, sqlx::Error> {
@@ -290,12 +293,26 @@ async fn acquire(pool: &Handle, route: &Route) -> Result<PoolConnection<Postgres
     if route.role == Role::Primary {
         // A dead primary's pool keeps trying to connect until its acquire timeout; a failover
         // that replaces it ends the wait (nothing was sent, so the statement can go on).
-        let mut switched = pool.cluster().gate.switches();
+        let cluster = pool.cluster();
+        let mut switched = cluster.gate.switches();
         return Box::pin(async move {
-            tokio::select! {
-                biased;
-                conn = node.pool.acquire() => conn,
-                _ = switched.changed() => Err(sqlx::Error::PoolClosed),
+            let acquire = node.pool.acquire();
+            tokio::pin!(acquire);
+            let slow = tokio::time::sleep(PRIMARY_CONNECT_SLOW);
+            tokio::pin!(slow);
+            loop {
+                tokio::select! {
+                    biased;
+                    conn = &mut acquire => return conn,
+                    _ = switched.changed() => return Err(sqlx::Error::PoolClosed),
+                    // sqlx retries a refused connection until the acquire timeout: the
+                    // primary may be gone (a switchover its manager runs), so have every node
+                    // asked now, and again while this waits, rather than at the next tick.
+                    () = &mut slow => {
+                        cluster.wake.notify_one();
+                        slow.as_mut().reset(tokio::time::Instant::now() + PRIMARY_CONNECT_SLOW);
+                    }
+                }
             }
         })
         .await;
