@@ -340,12 +340,16 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
     );
 
     // Asked for a replica that has not replayed the session's writes: an error, not the
-    // primary in its place (as for statements).
+    // primary in its place (as for statements). Usually NotCaughtUp; SessionPositionUnknown
+    // when the settling of the sqlx transaction above took a later transaction on the same
+    // pooled connection for it (seen once on PostgreSQL 16): the position is not known then.
     let err = db.acquire(covet_replication::Target::Replica).await.unwrap_err();
     assert!(
         matches!(
             covet_replication::Error::from_sqlx(&err),
-            Some(covet_replication::Error::NotCaughtUp { .. })
+            Some(
+                covet_replication::Error::NotCaughtUp { .. } | covet_replication::Error::SessionPositionUnknown { .. }
+            )
         ),
         "{err}"
     );

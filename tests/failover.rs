@@ -1035,7 +1035,7 @@ async fn a_switchover_made_by_another_process_fails_no_write_here() {
 async fn two_writable_nodes_are_reported_and_writes_go_to_the_higher_timeline() {
     let cluster = start_with(
         LocalCluster::builder().replicas(2),
-        "CREATE TABLE tw_t (id int PRIMARY KEY)",
+        "CREATE TABLE tw_t (id serial PRIMARY KEY)",
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -1053,21 +1053,7 @@ async fn two_writable_nodes_are_reported_and_writes_go_to_the_higher_timeline() 
     assert_eq!(warning(&db), None, "one writable node yet");
     // Someone promotes replica2 by hand, leaving the primary as it was.
     cluster.promote(2).await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        || format!("{:#?}", db.failover().history()),
-        || async {
-            db.explain("INSERT INTO tw_t VALUES (1)")
-                .await
-                .is_ok_and(|(node, _)| node.as_str() == "replica2")
-        },
-    )
-    .await;
-    let port: i32 = sqlx::query_scalar("INSERT INTO tw_t VALUES (1) RETURNING inet_server_port()")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(node_name(&cluster, port), "replica2");
+    writes_go_to(&db, &cluster, "tw_t", "replica2").await;
     let adopt = wait_event(&db, FailoverKind::Adopt, Duration::from_secs(5)).await;
     assert!(adopt.steps[0].detail.contains("two writable nodes"), "{adopt:#?}");
     eventually(
@@ -1090,6 +1076,31 @@ async fn two_writable_nodes_are_reported_and_writes_go_to_the_higher_timeline() 
         .unwrap();
 }
 
+/// Waits until `db` routes writes to `node`, then checks that one lands there.
+async fn writes_go_to(db: &ReplicatedPool, cluster: &LocalCluster, table: &str, node: &str) {
+    let insert = format!("INSERT INTO {table} VALUES (DEFAULT) RETURNING inet_server_port()");
+    eventually(
+        Duration::from_secs(10),
+        || format!("writes never routed to {node}: {:#?}", db.failover().history()),
+        || async { db.explain(&insert).await.is_ok_and(|(n, _)| n.as_str() == node) },
+    )
+    .await;
+    let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(insert))
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(node_name(cluster, port), node);
+}
+
+/// `default_transaction_read_only` on node `i`: `on` once fenced.
+async fn read_only_setting(cluster: &LocalCluster, i: usize) -> String {
+    let mut conn = cluster.connect(i).await.unwrap();
+    sqlx::query_scalar("SHOW default_transaction_read_only")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
 fn promoted_by_us(db: &ReplicatedPool) -> usize {
     db.failover()
         .history()
@@ -1102,7 +1113,7 @@ fn promoted_by_us(db: &ReplicatedPool) -> usize {
 async fn in_follow_mode_nothing_is_promoted_fenced_or_repointed_by_us() {
     let cluster = start_with(
         LocalCluster::builder().replicas(2),
-        "CREATE TABLE fm_t (id int PRIMARY KEY)",
+        "CREATE TABLE fm_t (id serial PRIMARY KEY)",
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -1125,21 +1136,7 @@ async fn in_follow_mode_nothing_is_promoted_fenced_or_repointed_by_us() {
     }
     // Whoever manages the cluster promotes replica1: followed.
     cluster.promote(1).await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        || format!("{:#?}", db.failover().history()),
-        || async {
-            db.explain("INSERT INTO fm_t VALUES (1)")
-                .await
-                .is_ok_and(|(node, _)| node.as_str() == "replica1")
-        },
-    )
-    .await;
-    let port: i32 = sqlx::query_scalar("INSERT INTO fm_t VALUES (1) RETURNING inet_server_port()")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(node_name(&cluster, port), "replica1");
+    writes_go_to(&db, &cluster, "fm_t", "replica1").await;
     // replica2 is left to the manager: not repointed by us.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let replica1_port = i32::from(cluster.nodes()[1].port);
@@ -1158,17 +1155,12 @@ async fn in_follow_mode_nothing_is_promoted_fenced_or_repointed_by_us() {
         },
     )
     .await;
-    let mut old = cluster.connect(0).await.unwrap();
-    let read_only: String = sqlx::query_scalar("SHOW default_transaction_read_only")
-        .fetch_one(&mut old)
-        .await
-        .unwrap();
-    assert_eq!(read_only, "off", "the old primary was not fenced by us");
-    let port: i32 = sqlx::query_scalar("INSERT INTO fm_t VALUES (2) RETURNING inet_server_port()")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(node_name(&cluster, port), "replica1");
+    assert_eq!(
+        read_only_setting(&cluster, 0).await,
+        "off",
+        "the old primary was not fenced by us"
+    );
+    writes_go_to(&db, &cluster, "fm_t", "replica1").await;
     assert_eq!(promoted_by_us(&db), 0);
 }
 
@@ -1209,12 +1201,7 @@ async fn own_mode_stops_acting_once_it_sees_a_promotion_it_did_not_make() {
         "{refused}"
     );
     // The old primary was not fenced either: following, it fences nothing.
-    let mut old = cluster.connect(0).await.unwrap();
-    let read_only: String = sqlx::query_scalar("SHOW default_transaction_read_only")
-        .fetch_one(&mut old)
-        .await
-        .unwrap();
-    assert_eq!(read_only, "off");
+    assert_eq!(read_only_setting(&cluster, 0).await, "off");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

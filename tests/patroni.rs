@@ -213,6 +213,31 @@ async fn the_handle_follows_patroni_through_switchover_crash_and_node_loss() {
         db.explain("INSERT INTO pt VALUES (0)").await.unwrap().0.as_str(),
         leader
     );
+    // Given one member's address and the REST API, a handle learns the others from Patroni.
+    let one = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+        cluster.port(&leader)
+    );
+    let mut partial = ReplicationConfig::from_url(&one).unwrap();
+    partial.patroni = cluster.rest_urls();
+    partial.health.interval = Duration::from_millis(200);
+    let partial = ReplicatedPool::connect(partial).await.unwrap();
+    let others: Vec<String> = cluster.names().into_iter().filter(|n| *n != leader).collect();
+    for name in &others {
+        eventually(
+            Duration::from_secs(10),
+            || format!("{name} not added: {:?}", partial.manager().nodes()),
+            || async {
+                let target = covet_replication::Target::Node(name.clone());
+                sqlx::query_scalar::<_, i32>("SELECT inet_server_port()")
+                    .fetch_one(&partial.using(target))
+                    .await
+                    .is_ok_and(|port| i32::from(cluster.port(name)) == port)
+            },
+        )
+        .await;
+    }
+    partial.close().await;
     // Patroni manages the cluster: the default mode follows, and will not act.
     assert_eq!(db.failover().mode(), FailoverMode::Follow);
     let refused = db.failover().switchover(None).await.unwrap_err();
