@@ -453,3 +453,36 @@ async fn lsns_decode_from_and_bind_as_pg_lsn_in_both_wire_formats() {
     let wrong = sqlx::query_scalar::<_, Lsn>("SELECT 42::int8").fetch_one(&db).await;
     assert!(matches!(wrong, Err(sqlx::Error::ColumnDecode { .. })), "{wrong:?}");
 }
+
+#[tokio::test]
+async fn a_write_the_primary_refuses_on_its_own_gets_its_error_after_the_retries() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let t = table("ro");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TABLE {t} (id int); CREATE FUNCTION {t}_write() RETURNS void LANGUAGE plpgsql AS \
+         $$ BEGIN SET TRANSACTION READ ONLY; INSERT INTO {t} VALUES (1); END $$"
+    )))
+    .execute(&db)
+    .await
+    .unwrap();
+    let before = db.counters().retries;
+    // Refused (25006) by a primary that takes writes: the handle asks every node, finds the
+    // primary writable, sends it again (nothing ran), and after the retries gives the error.
+    let err = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {t}_write()")))
+        .execute(&db)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("25006"),
+        "{err}"
+    );
+    assert_eq!(db.counters().retries - before, 2, "sent three times in all");
+    let mut conn = cluster.connect(cluster.primary()).await.unwrap();
+    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {t}")))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}

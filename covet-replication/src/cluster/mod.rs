@@ -83,8 +83,10 @@ impl Cluster {
 
     /// After `old` refused a write as read-only, or could not be reached, nothing having been
     /// sent: asks for a health round now and waits (up to `failover.hold_writes`) for the
-    /// primary to change. `None` when a round taken after asking found `old` writable (the
-    /// refusal was the statement's own) or the time ran out.
+    /// primary to change. The primary to send the statement to again: the new one, or `old`
+    /// itself when a round taken after asking found it writable (a fence lifted, a reload the
+    /// round saw before the refused statement's session did, or the statement's own refusal,
+    /// which its next attempt meets again). `None` when the time ran out.
     pub async fn new_primary_after(&self, old: &Arc<Node>) -> Option<Arc<Node>> {
         let deadline = Instant::now() + self.config.failover.hold_writes;
         let mut verdicts = self.verdicts.subscribe();
@@ -99,7 +101,7 @@ impl Cluster {
                 let verdict = *verdicts.borrow_and_update();
                 if verdict.round > asked_after {
                     if verdict.primary_writable {
-                        return None;
+                        return Some(Arc::clone(old));
                     }
                     // Not writable, nobody else is yet (a switchover between its fence and
                     // its promotion): ask again.

@@ -20,8 +20,9 @@ pub(crate) struct Member {
     pub role: String,
     /// `running`, `streaming`, `starting`, `stopped`, `crashed`, ...
     pub state: String,
-    pub host: String,
-    pub port: u16,
+    /// From its `conn_url`: missing for a member that has none (yet).
+    pub host: Option<String>,
+    pub port: Option<u16>,
     pub timeline: Option<u32>,
 }
 
@@ -97,8 +98,15 @@ mod tests {
              "host": "127.0.0.1", "port": 5443, "lag": "unknown"}
         ], "scope": "covet"}"#;
         let view: ClusterView = serde_json::from_str(body).unwrap();
-        assert_eq!(view.leader().map(|m| (m.name.as_str(), m.port)), Some(("node2", 5442)));
+        assert_eq!(
+            view.leader().map(|m| (m.name.as_str(), m.port)),
+            Some(("node2", Some(5442)))
+        );
         assert_eq!(view.members[2].timeline, None);
+        // A member without a conn_url has no address: it still parses.
+        let bare: ClusterView =
+            serde_json::from_str(r#"{"members": [{"name": "n4", "role": "replica", "state": "starting"}]}"#).unwrap();
+        assert_eq!((bare.members[0].host.as_deref(), bare.members[0].port), (None, None));
         let leaderless: ClusterView = serde_json::from_str(r#"{"members": []}"#).unwrap();
         assert_eq!(leaderless.leader(), None);
     }

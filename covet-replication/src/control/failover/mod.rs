@@ -285,6 +285,10 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
         }
         return;
     }
+    if topology.primary.state() != NodeState::Down {
+        // The primary is back: a proposal for the outage that ended stands no more.
+        lock(&m.failover.proposal).take();
+    }
     if !cfg.automatic || topology.primary.state() != NodeState::Down || topology.replicas.is_empty() {
         return;
     }
@@ -352,29 +356,23 @@ async fn supervise(m: &Arc<Control>, cfg: &FailoverConfig) {
 async fn follow_patroni(m: &Arc<Control>, round: &Round, view: &ClusterView) {
     let topology = &round.topology;
     let at = |node: &Node, member: &Member| {
-        node.config.port == member.port && NodeConfig::host_key(&node.config.host) == NodeConfig::host_key(&member.host)
+        member.port == Some(node.config.port)
+            && member
+                .host
+                .as_deref()
+                .is_some_and(|h| NodeConfig::host_key(&node.config.host) == NodeConfig::host_key(h))
     };
     let primary_writable = round.samples[0].as_ref().is_ok_and(|s| !s.in_recovery && !s.read_only);
     let leader = view.leader().filter(|l| !at(&topology.primary, l));
-    // A member answers `/cluster` from its own copy of the DCS, up to a loop_wait old: while it
-    // still names the old primary, which no longer takes writes, PostgreSQL's word decides.
-    if leader.is_none()
-        && !primary_writable
-        && let Some((node, timeline)) = promoted_elsewhere(m, round)
-    {
-        adopt(m, &node, timeline, OldPrimary::of(&round.samples[0], &node)).await;
-        return;
-    }
-    if let Some(leader) = leader {
-        let found = topology
+    let found = leader.and_then(|l| {
+        topology
             .replicas
             .iter()
             .zip(&round.samples[1..])
-            .find(|(node, _)| at(node, leader));
-        if let Some((node, Ok(s))) = found
-            && !s.in_recovery
-            && !s.read_only
-        {
+            .find(|(node, _)| at(node, l))
+    });
+    match found {
+        Some((node, Ok(s))) if !s.in_recovery && !s.read_only => {
             let node = Arc::clone(node);
             adopt(
                 m,
@@ -383,17 +381,34 @@ async fn follow_patroni(m: &Arc<Control>, round: &Round, view: &ClusterView) {
                 OldPrimary::of(&round.samples[0], &node),
             )
             .await;
+            return;
         }
-        // Membership once the leader is settled.
+        // The leader is promoting: the next round.
+        Some(_) => return,
+        // No new leader, or one this process cannot place (a member not added yet, an address
+        // written another way): PostgreSQL's word decides. A member answers `/cluster` from
+        // its own copy of the DCS, so it may still name the old primary for a moment.
+        None => {
+            if !primary_writable && let Some((node, timeline)) = promoted_elsewhere(m, round) {
+                adopt(m, &node, timeline, OldPrimary::of(&round.samples[0], &node)).await;
+                return;
+            }
+        }
+    }
+    // Membership only while a leader stands: a cluster between leaders lists what it lists.
+    if view.leader().is_none() {
         return;
     }
     for member in &view.members {
+        let (Some(host), Some(port)) = (&member.host, member.port) else {
+            continue;
+        };
         if topology.nodes().any(|n| at(n, member)) {
             continue;
         }
         let mut config = topology.primary.config.clone().with_id(member.name.clone());
-        config.host = member.host.clone();
-        config.port = member.port;
+        config.host = host.clone();
+        config.port = port;
         match m.add_replica(config) {
             Ok(()) => {
                 tracing::info!(target: "covet::topology", node = %member.name, "Patroni member added as a replica")

@@ -18,6 +18,10 @@ pub(crate) struct Counters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Observed {
     Failed,
+    /// Failed again within one health interval of a failure that counted: rounds asked for out
+    /// of turn (a write waiting for a new primary) must not bring `failure_threshold` sooner
+    /// than the interval would.
+    FailedAgain,
     Answered {
         /// The server's role matches the one the node has in the topology.
         role_ok: bool,
@@ -34,6 +38,14 @@ pub(crate) fn decide(prev: NodeState, counters: &mut Counters, observed: Observe
         return prev;
     }
     match observed {
+        Observed::FailedAgain => {
+            counters.successes = 0;
+            if prev == NodeState::Down {
+                NodeState::Down
+            } else {
+                NodeState::Unhealthy
+            }
+        }
         Observed::Failed => {
             counters.failures = counters.failures.saturating_add(1);
             counters.successes = 0;
@@ -127,6 +139,16 @@ mod tests {
         assert_eq!(run(&cfg, Healthy, &[f, ok(), ok()]), [Unhealthy, Unhealthy, Healthy]);
         // An interrupted run of successes starts again.
         assert_eq!(run(&cfg, Down, &[ok(), f, ok(), ok()]), [Down, Down, Down, Healthy]);
+        // Failures again within an interval (rounds asked for out of turn) do not count: only
+        // failures an interval apart take it down, and a success still needs its run.
+        let again = Observed::FailedAgain;
+        assert_eq!(
+            run(&cfg, Healthy, &[f, again, again, again, again, f, again, f]),
+            [
+                Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Down
+            ]
+        );
+        assert_eq!(run(&cfg, Down, &[ok(), again, ok(), ok()]), [Down, Down, Down, Healthy]);
     }
 
     #[test]

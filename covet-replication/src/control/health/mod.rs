@@ -62,6 +62,8 @@ struct Probe {
     node: Weak<Node>,
     conn: Option<PgConnection>,
     counters: Counters,
+    /// When the last failure that counted happened.
+    counted_failure: Option<Instant>,
 }
 
 impl Default for Health {
@@ -86,6 +88,7 @@ impl Health {
                 node: Arc::downgrade(node),
                 conn: None,
                 counters: Counters::default(),
+                counted_failure: None,
             }))
         };
         let entry = probes.entry(node.id.clone()).or_insert_with(fresh);
@@ -204,11 +207,23 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
         if node.state() == NodeState::Fenced {
             continue;
         }
-        let mut probe = probe.lock().await;
+        let mut guard = probe.lock().await;
+        let probe = &mut *guard;
         let counters = &mut probe.counters;
         let observed = match sample {
-            Err(_) => Observed::Failed,
+            Err(_)
+                if probe
+                    .counted_failure
+                    .is_some_and(|t| now.duration_since(t) < cfg.interval) =>
+            {
+                Observed::FailedAgain
+            }
+            Err(_) => {
+                probe.counted_failure = Some(now);
+                Observed::Failed
+            }
             Ok(s) => {
+                probe.counted_failure = None;
                 node.record_rtt(s.rtt);
                 let over = node.role() == Role::Replica && apply_lag(manager, node, s, &lock_history(manager), now);
                 let readmit_after = manager.cluster.config.lag.readmit_after;

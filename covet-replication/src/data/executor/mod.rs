@@ -602,7 +602,7 @@ impl<'a> Attempts<'a> {
                 }
                 let replaced = !Arc::ptr_eq(&inner.cluster.primary(), node);
                 if replaced || inner.cluster.new_primary_after(node).await.is_some() {
-                    tracing::info!(target: "covet::route", node = %node.id, ?failure, "the primary changed; sending the statement to the new one");
+                    tracing::info!(target: "covet::route", node = %node.id, ?failure, "nothing ran on the primary; sending the statement again");
                     inner.stats.retries.fetch_add(1, Relaxed);
                     return Ok(());
                 }
