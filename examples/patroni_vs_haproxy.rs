@@ -101,9 +101,9 @@ fn haproxy_config(cluster: &PatroniCluster, port: u16) -> String {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let trials: usize = std::env::args().nth(1).map_or(Ok(3), |a| a.parse())?;
     let cluster = PatroniCluster::start(3).await?;
-    let dir = tempfile_dir()?;
+    let dir = tempfile::tempdir()?;
     let hport = free_port()?;
-    let cfg_path = dir.join("haproxy.cfg");
+    let cfg_path = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg_path, haproxy_config(&cluster, hport))?;
     let mut haproxy = tokio::process::Command::new("haproxy")
         .arg("-db")
@@ -203,12 +203,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     haproxy.kill().await?;
     Ok(())
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("covet-haproxy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn free_port() -> std::io::Result<u16> {

@@ -119,6 +119,15 @@ async fn start_with(builder: LocalClusterBuilder, schema: &str) -> LocalCluster 
     cluster
 }
 
+/// A primary and two standbys with `schema`, and a config for them whose audit log lives in the
+/// returned directory (keep it while the test runs).
+async fn two_standbys_with(schema: &str) -> (LocalCluster, tempfile::TempDir, ReplicationConfig) {
+    let cluster = start_with(LocalCluster::builder().replicas(2), schema).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&cluster, &dir.path().join("audit.jsonl"));
+    (cluster, dir, config)
+}
+
 async fn wait_until_present(cluster: &LocalCluster, i: usize, table: &str, ids: &[i32]) {
     eventually(
         Duration::from_secs(20),
@@ -294,13 +303,7 @@ async fn a_crashed_primary_is_replaced_by_the_standby_with_the_most_wal_losing_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_moves_the_primary_without_losing_or_failing_a_write() {
-    let cluster = start_with(
-        LocalCluster::builder().replicas(2),
-        "CREATE TABLE so_t (id int PRIMARY KEY)",
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    let (cluster, _dir, mut config) = two_standbys_with("CREATE TABLE so_t (id int PRIMARY KEY)").await;
     config.failover.automatic = false;
     let db = connect(config).await;
     let writer = Writer::start(&db, "so_t");
@@ -970,13 +973,7 @@ fn refusals(failed: &[String]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_made_by_another_process_fails_no_write_here() {
-    let cluster = start_with(
-        LocalCluster::builder().replicas(2),
-        "CREATE TABLE xs_t (id int PRIMARY KEY)",
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    let (cluster, _dir, mut config) = two_standbys_with("CREATE TABLE xs_t (id int PRIMARY KEY)").await;
     config.failover.automatic = false;
     // The application's handle writes; another handle (as `covet switchover` in another process
     // would) moves the primary. They share nothing but the servers.
@@ -1030,13 +1027,7 @@ async fn a_switchover_made_by_another_process_fails_no_write_here() {
 
 #[tokio::test]
 async fn two_writable_nodes_are_reported_and_writes_go_to_the_higher_timeline() {
-    let cluster = start_with(
-        LocalCluster::builder().replicas(2),
-        "CREATE TABLE tw_t (id serial PRIMARY KEY)",
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    let (cluster, _dir, mut config) = two_standbys_with("CREATE TABLE tw_t (id serial PRIMARY KEY)").await;
     config.failover.automatic = false;
     // Nobody fences the old primary: it stays writable.
     config.failover.fence = false;
@@ -1108,13 +1099,7 @@ fn promoted_by_us(db: &ReplicatedPool) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_follow_mode_nothing_is_promoted_fenced_or_repointed_by_us() {
-    let cluster = start_with(
-        LocalCluster::builder().replicas(2),
-        "CREATE TABLE fm_t (id serial PRIMARY KEY)",
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    let (cluster, _dir, mut config) = two_standbys_with("CREATE TABLE fm_t (id serial PRIMARY KEY)").await;
     config.failover.mode = FailoverMode::Follow;
     config.failover.cooldown = Duration::from_millis(100);
     let db = connect(config).await;
@@ -1163,13 +1148,7 @@ async fn in_follow_mode_nothing_is_promoted_fenced_or_repointed_by_us() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_mode_stops_acting_once_it_sees_a_promotion_it_did_not_make() {
-    let cluster = start_with(
-        LocalCluster::builder().replicas(2),
-        "CREATE TABLE om_t (id int PRIMARY KEY)",
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    let (cluster, _dir, mut config) = two_standbys_with("CREATE TABLE om_t (id int PRIMARY KEY)").await;
     config.failover.cooldown = Duration::from_millis(100);
     let db = connect(config).await;
     assert_eq!(db.failover().mode(), FailoverMode::Own);
@@ -1203,13 +1182,7 @@ async fn own_mode_stops_acting_once_it_sees_a_promotion_it_did_not_make() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervised_mode_proposes_a_failover_and_promotes_only_once_approved() {
-    let cluster = start_with(
-        LocalCluster::builder().replicas(2),
-        "CREATE TABLE sv_t (id int PRIMARY KEY)",
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    let (cluster, _dir, mut config) = two_standbys_with("CREATE TABLE sv_t (id int PRIMARY KEY)").await;
     config.failover.mode = FailoverMode::Supervised;
     config.failover.approval_timeout = Duration::from_secs(30);
     let db = connect(config).await;
@@ -1266,13 +1239,7 @@ async fn supervised_mode_proposes_a_failover_and_promotes_only_once_approved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approver_callback_can_approve_a_proposed_failover() {
-    let cluster = start_with(
-        LocalCluster::builder().replicas(2),
-        "CREATE TABLE ap_t (id int PRIMARY KEY)",
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&cluster, &dir.path().join("audit.jsonl"));
+    let (cluster, _dir, mut config) = two_standbys_with("CREATE TABLE ap_t (id int PRIMARY KEY)").await;
     config.failover.mode = FailoverMode::Supervised;
     let db = connect(config).await;
     db.failover()
