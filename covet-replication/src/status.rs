@@ -13,6 +13,7 @@ use crate::control::failover::FailoverEvent;
 use crate::control::lag::Alert;
 use crate::pool::ReplicatedPool;
 
+pub use crate::control::failover::FleetStatus;
 pub use crate::data::routing::{ClassCounters, RouterCounters};
 pub use crate::data::session::ConsistencyCounters;
 pub use crate::manager::NodeReport;
@@ -47,6 +48,8 @@ pub struct ClusterStatus {
     pub failover_in_progress: bool,
     /// The failover mode in force ([`FailoverManager::mode`](crate::failover::FailoverManager::mode)).
     pub failover_mode: crate::config::FailoverMode,
+    /// In `coordinated` mode, where this process stands in the fleet.
+    pub fleet: Option<FleetStatus>,
     /// Settings of the servers that work against what this handle is configured to do, one
     /// sentence each (e.g. a standby whose `wal_retrieve_retry_interval` would slow an
     /// automatic failover). `covet check` prints them.
@@ -100,6 +103,7 @@ impl ReplicatedPool {
             recent_alerts: control.lag_monitor.recent_alerts(),
             failover_in_progress: self.failover().in_progress(),
             failover_mode: self.failover().mode(),
+            fleet: crate::control::failover::fleet_status(control),
             warnings,
             recent_failovers: {
                 let mut events = self.failover().history();
@@ -200,6 +204,9 @@ impl fmt::Display for ClusterStatus {
             self.recent_alerts.len()
         )?;
         write!(f, "\nfailover mode: {}", self.failover_mode.name())?;
+        if let Some(fleet) = &self.fleet {
+            write!(f, " (instance {}: {})", fleet.instance, fleet.standing)?;
+        }
         if self.failover_in_progress {
             write!(f, "\nfailover in progress")?;
         }

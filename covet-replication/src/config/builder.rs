@@ -41,12 +41,19 @@ pub struct ReplicationConfigBuilder {
     lag: super::LagConfig,
     failover: super::FailoverConfig,
     patroni: Vec<String>,
+    etcd: super::EtcdConfig,
 }
 
 impl ReplicationConfigBuilder {
     /// Sets `patroni`: the REST API URLs of the Patroni members.
     pub fn patroni<I: IntoIterator<Item = S>, S: Into<String>>(mut self, endpoints: I) -> Self {
         self.patroni = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets `etcd`: the etcd cluster a fleet coordinates failover through.
+    pub fn etcd(mut self, etcd: super::EtcdConfig) -> Self {
+        self.etcd = etcd;
         self
     }
 
@@ -177,6 +184,7 @@ impl ReplicationConfigBuilder {
             lag: self.lag,
             failover: self.failover,
             patroni: self.patroni,
+            etcd: self.etcd,
         };
         config.assign_default_ids();
         config.validate()?;

@@ -16,6 +16,10 @@ const PRIMARY_URL: &str = "COVET_PRIMARY_URL";
 const REPLICA_URLS: &str = "COVET_REPLICA_URLS";
 /// Comma-separated REST API URLs of the Patroni members.
 const PATRONI: &str = "COVET_PATRONI";
+/// Comma-separated etcd client URLs: the fleet coordinates failover through them.
+const ETCD: &str = "COVET_ETCD";
+/// `etcd.prefix`.
+const ETCD_PREFIX: &str = "COVET_ETCD_PREFIX";
 /// A [`ReadPreference`].
 const READ_PREFERENCE: &str = "COVET_READ_PREFERENCE";
 /// `health.interval`, as a humantime duration.
@@ -42,6 +46,8 @@ impl ReplicationConfig {
     ///   (ids `replica1`, `replica2`, ...). Without it, the file's replicas keep the connection settings
     ///   they inherited from the file's primary, whatever `COVET_PRIMARY_URL` says.
     /// - `COVET_PATRONI`: comma-separated REST API URLs of the Patroni members (`patroni`).
+    /// - `COVET_ETCD`: comma-separated etcd client URLs (`etcd.endpoints`): the processes that
+    ///   share them coordinate failover (`coordinated` mode); `COVET_ETCD_PREFIX`: `etcd.prefix`.
     /// - `COVET_READ_PREFERENCE`: `primary`, `primary_preferred`, `replica`, `replica_preferred` or
     ///   `nearest` (kebab-case too).
     /// - `COVET_HEALTH_INTERVAL`: `health.interval`, e.g. `500ms`.
@@ -118,13 +124,22 @@ impl ReplicationConfig {
                 .collect::<Result<_, _>>()?;
         }
 
-        if let Some(urls) = get(PATRONI) {
-            config.patroni = urls
+        let list = |value: String| -> Vec<String> {
+            value
                 .split(',')
                 .map(str::trim)
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned)
-                .collect();
+                .collect()
+        };
+        if let Some(urls) = get(PATRONI) {
+            config.patroni = list(urls);
+        }
+        if let Some(urls) = get(ETCD) {
+            config.etcd.endpoints = list(urls);
+        }
+        if let Some(prefix) = get(ETCD_PREFIX) {
+            config.etcd.prefix = prefix.trim().to_owned();
         }
 
         if let Some(value) = get(READ_PREFERENCE) {

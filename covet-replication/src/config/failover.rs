@@ -18,7 +18,8 @@ use super::serde_util::optional_u64;
 #[non_exhaustive]
 pub struct FailoverConfig {
     /// Who replaces a failed primary: this process (`own`), this process once an operator
-    /// approves (`supervised`), or whoever manages the cluster (`follow`). See [`FailoverMode`].
+    /// approves (`supervised`), whoever manages the cluster (`follow`), or the fleet's etcd lease
+    /// holder (`coordinated`). See [`FailoverMode`].
     pub mode: FailoverMode,
     /// In `supervised` mode, how long a proposed failover waits for approval.
     #[serde(with = "humantime_serde")]
@@ -102,6 +103,12 @@ pub enum FailoverMode {
     /// Never promote, fence or repoint: follow whichever node answers as the primary (Patroni,
     /// CloudNativePG, a cloud's managed failover). Manual failovers and switchovers are refused.
     Follow,
+    /// A fleet of processes without an HA manager, coordinated through etcd (`[etcd]`, which
+    /// makes `own` mean this): the process holding the fleet's etcd lease acts as `own` does,
+    /// but promotes only after recording the promotion in etcd under its lease, and publishes
+    /// the new primary there; every other process follows, switching as soon as etcd says so.
+    /// A process that cannot reach etcd never promotes. Needs the crate's `etcd` feature.
+    Coordinated,
 }
 
 impl FailoverMode {
@@ -111,6 +118,7 @@ impl FailoverMode {
             FailoverMode::Own => "own",
             FailoverMode::Supervised => "supervised",
             FailoverMode::Follow => "follow",
+            FailoverMode::Coordinated => "coordinated",
         }
     }
 }

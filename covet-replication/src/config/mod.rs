@@ -90,6 +90,7 @@ mod builder;
 mod consistency;
 mod env;
 mod error;
+mod etcd;
 mod failover;
 mod health;
 mod lag;
@@ -108,6 +109,7 @@ use serde::{Deserialize, Serialize};
 pub use builder::ReplicationConfigBuilder;
 pub use consistency::{Consistency, ConsistencyConfig};
 pub use error::ConfigError;
+pub use etcd::EtcdConfig;
 pub use failover::{FailoverConfig, FailoverMode};
 pub use health::HealthConfig;
 pub use lag::{LagByteThresholds, LagConfig, LagThresholds};
@@ -159,6 +161,9 @@ pub struct ReplicationConfig {
     /// leader and the members from `GET /cluster` every health round, and falls back to asking
     /// PostgreSQL while the API does not answer.
     pub patroni: Vec<String>,
+    /// The etcd cluster a fleet of processes coordinates failover through (`[etcd]`); with
+    /// endpoints, `failover.mode` `own` means `coordinated`. See [`EtcdConfig`].
+    pub etcd: EtcdConfig,
 }
 
 impl Default for ReplicationConfig {
@@ -181,6 +186,8 @@ impl Default for ReplicationConfig {
             failover: FailoverConfig::default(),
             // None: nothing else manages the cluster.
             patroni: Vec::new(),
+            // None: no fleet to coordinate.
+            etcd: EtcdConfig::default(),
         }
     }
 }
@@ -204,6 +211,8 @@ struct RawReplicationConfig {
     failover: FailoverConfig,
     #[serde(default)]
     patroni: Vec<String>,
+    #[serde(default)]
+    etcd: EtcdConfig,
 }
 
 impl From<RawReplicationConfig> for ReplicationConfig {
@@ -219,6 +228,7 @@ impl From<RawReplicationConfig> for ReplicationConfig {
             lag: raw.lag,
             failover: raw.failover,
             patroni: raw.patroni,
+            etcd: raw.etcd,
         };
         config.assign_default_ids();
         config

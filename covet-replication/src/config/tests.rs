@@ -1380,7 +1380,7 @@ fn failover_section_loads_round_trips_and_validates() {
     let err = load_err(&format!("{}[failover]\nmode = \"patroni\"\n", primary_with("")));
     assert!(
         err.to_string()
-            .contains("unknown variant `patroni`, expected one of `own`, `supervised`, `follow`"),
+            .contains("unknown variant `patroni`, expected one of `own`, `supervised`, `follow`, `coordinated`"),
         "{err}"
     );
 }
@@ -1446,4 +1446,113 @@ fn env_takes_every_node_in_one_url() {
         err.to_string(),
         "COVET_URL: set together with COVET_PRIMARY_URL: give the nodes one way"
     );
+}
+
+#[test]
+fn an_etcd_table_makes_the_fleet_coordinate_and_is_checked() {
+    let config = ReplicationConfig::from_toml_str(&format!(
+        "{}[etcd]\nendpoints = [\"http://etcd1:2379\", \"https://etcd2:2379\"]\nprefix = \"/covet/orders\"\n\
+         lease_ttl = \"3s\"\ninstance = \"web-7\"\n",
+        primary_with("")
+    ));
+    if cfg!(feature = "etcd") {
+        let config = config.unwrap();
+        assert_eq!(config.etcd.endpoints, ["http://etcd1:2379", "https://etcd2:2379"]);
+        assert_eq!(config.etcd.prefix, "/covet/orders");
+        assert_eq!(config.etcd.lease_ttl, Duration::from_secs(3));
+        assert_eq!(config.etcd.instance.as_deref(), Some("web-7"));
+        // Serialized and read back, it is the same.
+        let again = ReplicationConfig::from_toml_str(&config.to_toml_string().unwrap()).unwrap();
+        assert_eq!(again.etcd, config.etcd);
+    } else {
+        let err = config.unwrap_err();
+        assert_eq!(
+            messages(&err),
+            ["failover.mode: coordinated needs covet-replication's `etcd` feature"]
+        );
+    }
+
+    let etcd = |f: fn(&mut ReplicationConfig)| {
+        let mut config = valid();
+        config.etcd = EtcdConfig::default().with_endpoints(["http://etcd1:2379"]);
+        config.failover.mode = FailoverMode::Coordinated;
+        f(&mut config);
+        config
+    };
+    let cases: [Case; 8] = [
+        (
+            |c| c.etcd.endpoints = vec!["etcd1:2379".into()],
+            "etcd.endpoints[0]",
+            "etcd.endpoints[0]: must be an http:// or https:// URL of an etcd member",
+        ),
+        (
+            |c| c.etcd.prefix = "covet".into(),
+            "etcd.prefix",
+            "etcd.prefix: must start with '/', and not end with one (e.g. \"/covet/orders\")",
+        ),
+        (
+            |c| c.etcd.prefix = "/covet/".into(),
+            "etcd.prefix",
+            "etcd.prefix: must start with '/', and not end with one (e.g. \"/covet/orders\")",
+        ),
+        (
+            |c| c.etcd.lease_ttl = Duration::from_millis(1500),
+            "etcd.lease_ttl",
+            "etcd.lease_ttl: must be >= 2s (etcd's shortest lease)",
+        ),
+        (
+            |c| c.etcd.instance = Some(" ".into()),
+            "etcd.instance",
+            "etcd.instance: must not be empty",
+        ),
+        (
+            |c| c.etcd.endpoints.clear(),
+            "failover.mode",
+            "failover.mode: coordinated needs etcd.endpoints",
+        ),
+        (
+            |c| c.patroni = vec!["http://db1:8008".into()],
+            "etcd",
+            "etcd: Patroni manages this cluster: it is followed, not coordinated (remove [etcd])",
+        ),
+        (
+            |c| c.failover.mode = FailoverMode::Supervised,
+            "failover.mode",
+            "failover.mode: supervised is not coordinated: with [etcd], use coordinated or follow",
+        ),
+    ];
+    for (change, field, message) in cases {
+        let config = etcd(change);
+        let err = config.validate().expect_err(message);
+        // Without the feature, the missing feature is reported too (after the others).
+        assert_eq!(messages(&err)[0], message, "{err}");
+        assert_eq!(err.field(), Some(field));
+    }
+    // `follow` with endpoints is valid with or without the feature: it never asks etcd to act.
+    let follow = etcd(|c| c.failover.mode = FailoverMode::Follow);
+    follow.validate().unwrap();
+}
+
+#[test]
+fn covet_etcd_names_the_fleets_etcd() {
+    let env = std::collections::HashMap::from([
+        ("COVET_URL", "postgres://app@db1,db2/app"),
+        ("COVET_ETCD", "http://etcd1:2379, http://etcd2:2379"),
+        ("COVET_ETCD_PREFIX", "/covet/shop"),
+    ]);
+    let config = ReplicationConfig::from_env_map(|name| env.get(name).map(|v| v.to_string()));
+    if !cfg!(feature = "etcd") {
+        assert!(config.unwrap_err().to_string().contains("`etcd` feature"));
+        return;
+    }
+    let config = config.unwrap();
+    assert_eq!(config.etcd.endpoints, ["http://etcd1:2379", "http://etcd2:2379"]);
+    assert_eq!(config.etcd.prefix, "/covet/shop");
+    let env = std::collections::HashMap::from([
+        ("COVET_URL", "postgres://app@db1,db2/app"),
+        ("COVET_ETCD", "http://etcd1:2379"),
+        ("COVET_ETCD_PREFIX", "covet"),
+    ]);
+    let err = ReplicationConfig::from_env_map(|name| env.get(name).map(|v| v.to_string())).unwrap_err();
+    assert_eq!(err.field(), Some("etcd.prefix"));
 }

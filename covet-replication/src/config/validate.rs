@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use super::{ConfigError, HealthConfig, NodeConfig, PoolConfig, ReadPreference, ReplicationConfig, RoutingConfig};
+use super::{
+    ConfigError, FailoverMode, HealthConfig, NodeConfig, PoolConfig, ReadPreference, ReplicationConfig, RoutingConfig,
+};
 
 impl ReplicationConfig {
     /// Checks every setting; every loader and [`ReplicationConfigBuilder::build`](super::ReplicationConfigBuilder::build)
@@ -26,7 +28,10 @@ impl ReplicationConfig {
     ///   `preferred_region` / `preferred_datacenter` not empty when set, and
     ///   `read_preference = "replica"` needs a replica;
     /// - `failover.exclude` names configured replicas, `failover.max_data_loss_bytes` > 0 when
-    ///   set, and the failover timeouts are not zero.
+    ///   set, and the failover timeouts are not zero;
+    /// - `etcd.endpoints` are http(s) URLs, `etcd.prefix` starts with `/` and does not end with
+    ///   one, `etcd.lease_ttl` >= 2s; `failover.mode = "coordinated"` needs endpoints (and the
+    ///   `etcd` feature), and endpoints go neither with `patroni` nor with `supervised`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         validate_node(&self.primary, "primary", true, &mut errors);
@@ -39,6 +44,7 @@ impl ReplicationConfig {
         validate_consistency(&self.consistency, &mut errors);
         validate_lag(&self.lag, &mut errors);
         self.validate_failover(&mut errors);
+        self.validate_etcd(&mut errors);
         ConfigError::from_errors(errors)
     }
 
@@ -257,8 +263,7 @@ impl ReplicationConfig {
             fail("max_data_loss_bytes", "must be > 0 (use \"none\" for no limit)");
         }
         for (i, endpoint) in self.patroni.iter().enumerate() {
-            let scheme = url::Url::parse(endpoint).map(|u| u.scheme().to_owned());
-            if !matches!(scheme.as_deref(), Ok("http" | "https")) {
+            if !is_http_url(endpoint) {
                 errors.push(ConfigError::invalid(
                     format!("patroni[{i}]"),
                     "must be an http:// or https:// URL of a member's REST API",
@@ -275,6 +280,60 @@ impl ReplicationConfig {
         ] {
             if d.is_zero() {
                 fail(field, "must be > 0");
+            }
+        }
+    }
+}
+
+fn is_http_url(endpoint: &str) -> bool {
+    let scheme = url::Url::parse(endpoint).map(|u| u.scheme().to_owned());
+    matches!(scheme.as_deref(), Ok("http" | "https"))
+}
+
+impl ReplicationConfig {
+    /// `[etcd]`, and the modes it goes with: coordination is for fleets nothing else manages.
+    fn validate_etcd(&self, errors: &mut Vec<ConfigError>) {
+        let etcd = &self.etcd;
+        let mut fail = |field: &str, message: &str| errors.push(ConfigError::invalid(field, message));
+        for (i, endpoint) in etcd.endpoints.iter().enumerate() {
+            if !is_http_url(endpoint) {
+                fail(
+                    &format!("etcd.endpoints[{i}]"),
+                    "must be an http:// or https:// URL of an etcd member",
+                );
+            }
+        }
+        if !etcd.prefix.starts_with('/') || etcd.prefix.len() < 2 || etcd.prefix.ends_with('/') {
+            fail(
+                "etcd.prefix",
+                "must start with '/', and not end with one (e.g. \"/covet/orders\")",
+            );
+        }
+        if etcd.lease_ttl < Duration::from_secs(2) {
+            fail("etcd.lease_ttl", "must be >= 2s (etcd's shortest lease)");
+        }
+        if etcd.instance.as_deref().is_some_and(|name| name.trim().is_empty()) {
+            fail("etcd.instance", "must not be empty");
+        }
+        let mode = self.failover.mode;
+        if !etcd.is_enabled() && mode == FailoverMode::Coordinated {
+            fail("failover.mode", "coordinated needs etcd.endpoints");
+        }
+        if etcd.is_enabled() {
+            if !self.patroni.is_empty() {
+                fail(
+                    "etcd",
+                    "Patroni manages this cluster: it is followed, not coordinated (remove [etcd])",
+                );
+            }
+            if mode == FailoverMode::Supervised {
+                fail(
+                    "failover.mode",
+                    "supervised is not coordinated: with [etcd], use coordinated or follow",
+                );
+            }
+            if !cfg!(feature = "etcd") && matches!(mode, FailoverMode::Own | FailoverMode::Coordinated) {
+                fail("failover.mode", "coordinated needs covet-replication's `etcd` feature");
             }
         }
     }

@@ -44,6 +44,9 @@ pub(crate) struct Control {
     pub health: Health,
     /// Patroni's REST API, when `patroni` names it.
     pub patroni: Option<crate::ha::patroni::Patroni>,
+    /// This process's member of the fleet, when `etcd` names endpoints.
+    #[cfg(feature = "etcd")]
+    pub fleet: Option<Arc<crate::ha::etcd::Fleet>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -59,6 +62,11 @@ impl Control {
             failover: FailoverState::new(&config.failover),
             health: Health::default(),
             patroni: patroni_client(config),
+            #[cfg(feature = "etcd")]
+            fleet: config
+                .etcd
+                .is_enabled()
+                .then(|| Arc::new(crate::ha::etcd::Fleet::new(&config.etcd, config.health.timeout))),
             shutdown,
             tasks: TaskTracker::new(),
             cluster,
@@ -72,6 +80,16 @@ impl Control {
             control.health.rounds(),
             control.shutdown.child_token(),
         ));
+        #[cfg(feature = "etcd")]
+        if let Some(fleet) = &control.fleet {
+            use crate::ha::etcd::{lead, watch_primary};
+            let token = control.shutdown.child_token();
+            control.tasks.spawn(lead(Arc::clone(fleet), token.clone()));
+            // A published primary: a health round now, which adopts it once it answers so.
+            let cluster = Arc::clone(&control.cluster);
+            let wake = move || cluster.wake.notify_one();
+            control.tasks.spawn(watch_primary(Arc::clone(fleet), wake, token));
+        }
         control.tasks.close();
         control
     }

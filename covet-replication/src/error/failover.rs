@@ -111,6 +111,25 @@ pub enum FailoverError {
         /// `failover.mode = follow`, or the promotion made elsewhere that was seen.
         reason: String,
     },
+    /// `coordinated`: the fleet's consent (this process holding its etcd lease, the promotion
+    /// recorded under it) could not be had, so nothing was promoted.
+    #[error("not coordinated through etcd: {source}")]
+    Coordination {
+        /// Why: not the lease holder, etcd unreachable.
+        #[source]
+        source: crate::error::HaError,
+    },
+    /// `coordinated`: another lease holder began promoting `node` and the promotion may have
+    /// happened; only that node may become primary until `until`.
+    #[error("a promotion of {node} begun by {by} may have happened: only {node} may be promoted (for {left:?} more)")]
+    PromotionUnderWay {
+        /// The node it was promoting.
+        node: String,
+        /// The instance that began it.
+        by: String,
+        /// How long the record of it stands.
+        left: std::time::Duration,
+    },
     /// A step failed on a node.
     #[error("{step} on {node} failed: {source}")]
     Step {

@@ -8,6 +8,7 @@ mod basebackup;
 mod binaries;
 mod cluster;
 mod error;
+mod etcd;
 mod patroni;
 mod process;
 mod registry;
@@ -15,6 +16,7 @@ mod registry;
 pub use binaries::{BINDIR_ENV, CACHE_ENV, VERSION_ENV};
 pub use cluster::{LocalCluster, LocalClusterBuilder, NodeInfo};
 pub use error::ClusterError;
+pub use etcd::EtcdServer;
 pub use patroni::PatroniCluster;
 
 /// The cluster the examples and demos use: the one `COVET_CONFIG` or `COVET_PRIMARY_URL`

@@ -3,14 +3,15 @@
 //! (Debian: `apt-get install patroni etcd-server`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ClusterError;
 use super::binaries::find_bindir;
 use super::cluster::free_port;
-use super::process::{RunAs, run_tool, signal, spawn_tied, terminate_blocking};
+use super::etcd::{EtcdServer, spawn_logged};
+use super::process::{RunAs, run_tool, signal};
 use crate::core::lock;
 use crate::ha::patroni::{ClusterView, Patroni};
 
@@ -33,7 +34,7 @@ struct Member {
 pub struct PatroniCluster {
     dir: tempfile::TempDir,
     run_as: RunAs,
-    etcd: Mutex<Option<Child>>,
+    etcd: EtcdServer,
     members: Vec<Member>,
     api: Patroni,
 }
@@ -63,18 +64,8 @@ impl PatroniCluster {
             .map_err(ClusterError::io("creating the Patroni directory"))?;
         run_as.give(dir.path())?;
         let hosts = [LOOPBACK.to_owned()];
-        let (etcd_client, etcd_peer) = (free_port(&hosts)?, free_port(&hosts)?);
-        let mut etcd = run_as.command(Path::new("etcd"), dir.path());
-        etcd.args(["--name", "e1", "--data-dir", "etcd"])
-            .args(["--listen-client-urls", &format!("http://{LOOPBACK}:{etcd_client}")])
-            .args(["--advertise-client-urls", &format!("http://{LOOPBACK}:{etcd_client}")])
-            .args(["--listen-peer-urls", &format!("http://{LOOPBACK}:{etcd_peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://{LOOPBACK}:{etcd_peer}"),
-            ])
-            .args(["--initial-cluster", &format!("e1=http://{LOOPBACK}:{etcd_peer}")]);
-        let etcd = spawn_logged(etcd, &dir.path().join("etcd.log"))?;
+        let etcd = EtcdServer::spawn(dir.path(), &run_as)?;
+        let etcd_client = etcd.port();
         let mut list = Vec::new();
         for i in 1..=members {
             let name = format!("node{i}");
@@ -115,7 +106,7 @@ impl PatroniCluster {
         let cluster = PatroniCluster {
             dir,
             run_as,
-            etcd: Mutex::new(Some(etcd)),
+            etcd,
             members: list,
             api,
         };
@@ -302,22 +293,8 @@ impl Drop for PatroniCluster {
                 super::process::signal_tree(pid, libc::SIGKILL);
             }
         }
-        if let Some(mut etcd) = lock(&self.etcd).take() {
-            terminate_blocking(&mut etcd);
-        }
+        self.etcd.stop();
     }
-}
-
-fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, ClusterError> {
-    let file = std::fs::File::create(log).map_err(ClusterError::io("creating a log file"))?;
-    let err = file.try_clone().map_err(ClusterError::io("opening a log file"))?;
-    cmd.stdout(Stdio::from(file)).stderr(Stdio::from(err));
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    spawn_tied(cmd).map_err(|e| ClusterError::Tool {
-        program,
-        status: format!("could not start: {e}"),
-        output: String::new(),
-    })
 }
 
 fn postmaster_pid(data: &Path) -> Option<u32> {

@@ -10,12 +10,15 @@
 //! primary is made read-only and its sessions are ended; one that comes back as a standby of
 //! the cluster is readmitted as a replica.
 
+mod coordinate;
 mod elect;
 mod event;
 mod follow;
 mod plan;
 mod run;
 
+pub use coordinate::FleetStatus;
+pub(crate) use coordinate::status as fleet_status;
 pub use event::{FailoverEvent, FailoverKind, Outcome, Step};
 
 use std::future::Future;
@@ -86,28 +89,43 @@ impl FailoverState {
         }
     }
 
-    /// The mode in force: `own` turns into `follow` once a promotion made elsewhere was seen.
+    /// The mode in force: Patroni's endpoints make it `follow`, etcd's `coordinated` (for
+    /// `own`), and `own` turns into `follow` once a promotion made elsewhere was seen.
     fn mode(&self, config: &ReplicationConfig) -> FailoverMode {
         match config.failover.mode {
             _ if !config.patroni.is_empty() => FailoverMode::Follow,
+            FailoverMode::Own if config.etcd.is_enabled() => FailoverMode::Coordinated,
             FailoverMode::Own if lock(&self.following).is_some() => FailoverMode::Follow,
             mode => mode,
         }
     }
+}
 
-    /// Refuses to act for a process that follows another manager.
-    fn may_act(&self, config: &ReplicationConfig) -> Result<(), FailoverError> {
-        if self.mode(config) != FailoverMode::Follow {
-            return Ok(());
+/// Refuses to act for a process that follows another manager, or a fleet's other lease holder.
+fn may_act(m: &Control) -> Result<(), FailoverError> {
+    let config = &m.cluster.config;
+    match m.failover.mode(config) {
+        FailoverMode::Follow => {
+            let reason = if config.patroni.is_empty() {
+                lock(&m.failover.following)
+                    .clone()
+                    .unwrap_or_else(|| "failover.mode = follow".to_owned())
+            } else {
+                "Patroni manages the cluster".to_owned()
+            };
+            Err(FailoverError::Following { reason })
         }
-        let reason = if config.patroni.is_empty() {
-            lock(&self.following)
-                .clone()
-                .unwrap_or_else(|| "failover.mode = follow".to_owned())
-        } else {
-            "Patroni manages the cluster".to_owned()
-        };
-        Err(FailoverError::Following { reason })
+        _ => coordinate::refusal(m).map_or(Ok(()), Err),
+    }
+}
+
+/// Whether this process promotes, fences and repoints: not when it follows, and in a fleet
+/// only while it holds the lease.
+fn acts(m: &Control) -> bool {
+    match m.failover.mode(&m.cluster.config) {
+        FailoverMode::Follow => false,
+        FailoverMode::Coordinated => coordinate::leads(m),
+        _ => true,
     }
 }
 
@@ -182,7 +200,7 @@ impl FailoverManager {
     }
 
     fn may_act(&self) -> Result<(), Error> {
-        Ok(self.control.failover.may_act(&self.control.cluster.config)?)
+        Ok(may_act(&self.control)?)
     }
 
     /// Moves the primary role to a standby (`target`, else the best one) while the primary is
@@ -254,7 +272,7 @@ pub(crate) async fn task(
 /// down and that is allowed.
 async fn after_health_round(m: &Arc<Control>, round: &Round) {
     let cfg = &m.cluster.config.failover;
-    let acting = m.failover.mode(&m.cluster.config) != FailoverMode::Follow;
+    let acting = acts(m);
     if acting {
         repoint_stragglers(m).await;
     }
@@ -278,7 +296,8 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
         let adopted = adopt(m, &node, timeline, OldPrimary::of(&round.samples[0], &node)).await;
         // A promotion past the timeline this process knew was made by someone else (at
         // startup the timeline is unknown: that is only the configuration being wrong).
-        if adopted && cfg.mode == FailoverMode::Own && known != 0 && timeline > known {
+        let own = m.failover.mode(&m.cluster.config) == FailoverMode::Own;
+        if adopted && own && known != 0 && timeline > known {
             let reason = format!("{} was promoted elsewhere, to timeline {timeline}", node.id);
             tracing::warn!(target: "covet::failover", %reason, "failover.mode = own: following from now on");
             lock(&m.failover.following).get_or_insert(reason);
@@ -298,7 +317,9 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
     match m.failover.mode(&m.cluster.config) {
         FailoverMode::Follow => {}
         FailoverMode::Supervised => supervise(m, cfg).await,
-        FailoverMode::Own => {
+        // Only the lease holder: the others follow what it does.
+        FailoverMode::Coordinated if !acting => {}
+        FailoverMode::Own | FailoverMode::Coordinated => {
             if run(m, FailoverKind::Automatic, None).await.is_ok() {
                 *lock(&m.failover.last_automatic) = Some(Instant::now());
             }

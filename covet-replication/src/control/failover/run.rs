@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::coordinate;
 use super::elect::Candidate;
 use super::event::Recorder;
 use super::follow::note_stragglers;
@@ -161,7 +162,10 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
         Ok(_) => rec.step("confirm", Some(&old.id), true, "the old primary answers, in recovery"),
         Err(e) => rec.step("confirm", Some(&old.id), true, format!("unreachable: {e}")),
     }
-    // 2. ...and from the standbys; then elect, and check what it would cost.
+    // 2. ...and from the standbys; then elect, and check what it would cost. In a fleet, a
+    // promotion another lease holder began may have happened: only its node may be next.
+    let under_way = coordinate::under_way(m, rec).await.map_err(Stop::Check)?;
+    let target = under_way.as_deref().or(target);
     let surveyed = survey_all(m, &standbys(topology), rec).await;
     let (system_id, _) = m.cluster.identity.get();
     let sync = m.cluster.identity.sync_rule();
@@ -216,6 +220,8 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
             let ids: Vec<&NodeId> = answered.iter().map(|(n, _)| &n.id).collect();
             let again: Vec<Option<Sample>> = again.into_iter().map(Result::ok).collect();
             plan::still_unpromoted(&ids, &again).map_err(Stop::Check)?;
+            let (_, left) = m.cluster.identity.get();
+            coordinate::begin(m, &node, left, rec).await.map_err(Stop::Check)?;
             // A paused old primary may wake and answer statements sent before it stopped: none
             // of those answers may reach a caller once another node is primary.
             let in_flight = old.in_flight.load(Ordering::SeqCst);
@@ -231,6 +237,7 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
         }
     };
     switch(m, old, &new, timeline, false, rec);
+    coordinate::publish(m, &new, timeline, rec).await;
     rec.step(
         "fence",
         Some(&old.id),
@@ -282,7 +289,9 @@ async fn switchover(
         catch_up(&mut old_conn, &mut target_conn, &node, cfg.catchup_timeout, rec).await?;
         pg::unfence(&mut target_conn)
             .await
-            .map_err(step_failed("promote", &node))
+            .map_err(step_failed("promote", &node))?;
+        let (_, left) = m.cluster.identity.get();
+        coordinate::begin(m, &node, left, rec).await.map_err(Stop::Check)
     }
     .await;
     if let Err(stop) = prepared {
@@ -298,6 +307,7 @@ async fn switchover(
     // Sent: even if it reports a failure, the promotion may complete, so no unfencing now.
     let timeline = promote_on(m, &mut target_conn, &node, rec).await?;
     switch(m, old, &node, timeline, false, rec);
+    coordinate::publish(m, &node, timeline, rec).await;
     finish(m, topology, &node, &answered, hold, rec).await;
     Ok(())
 }

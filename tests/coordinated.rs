@@ -1,0 +1,629 @@
+//! A fleet without an HA manager, coordinated through etcd: a real etcd, a real primary with two
+//! synchronous standbys, and three application processes (this test binary run again as
+//! `instance`), each writing through its own handle every 10 ms. Each scenario counts
+//! promotions (timelines and the instances' events), primaries at the end, writes that landed
+//! on a node that was not the primary, acknowledged writes lost, and how long after the new
+//! primary first answered as one each instance wrote to it.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use covet_replication::config::EtcdConfig;
+use covet_replication::testing::{EtcdServer, LocalCluster};
+use covet_replication::{ReplicatedPool, ReplicationConfig};
+use covet_tests::{eventually, test_config};
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+/// Set in an instance's environment: its name.
+const INSTANCE_ENV: &str = "COVET_FLEET_INSTANCE";
+/// Its configuration file.
+const CONFIG_ENV: &str = "COVET_FLEET_CONFIG";
+/// What an instance prints before each JSON line it reports.
+const PREFIX: &str = "FLEET ";
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn report(line: &Value) {
+    println!("{PREFIX}{line}");
+}
+
+/// The instance: runs only as a child of the scenarios below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "an application process of the fleet scenarios, started by them"]
+async fn instance() {
+    let (Ok(name), Ok(path)) = (std::env::var(INSTANCE_ENV), std::env::var(CONFIG_ENV)) else {
+        return;
+    };
+    let config = ReplicationConfig::from_toml_file(&path).unwrap();
+    let db = ReplicatedPool::connect(config).await.unwrap();
+    db.failover().register_event_callback(|event| async move {
+        report(&json!({ "event": event }));
+    });
+    // The parent closing our stdin (or dying) ends us, once a failover running here has ended
+    // and its event is out.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while std::io::Read::read(&mut std::io::stdin(), &mut buf).is_ok_and(|n| n > 0) {}
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let status = db.clone();
+    tokio::spawn(async move {
+        loop {
+            report(&json!({ "fleet": status.status().fleet }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    for seq in 1i64.. {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let sent = now_ms();
+        let written = sqlx::query_scalar::<_, i32>(
+            "INSERT INTO fleet (instance, seq) VALUES ($1, $2) RETURNING inet_server_port()",
+        )
+        .bind(&name)
+        .bind(seq)
+        .fetch_one(&db)
+        .await;
+        let line = match written {
+            Ok(port) => json!({ "write": seq, "port": port, "sent": sent, "t": now_ms() }),
+            Err(e) => json!({ "write": seq, "err": e.to_string(), "sent": sent, "t": now_ms() }),
+        };
+        report(&line);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    while db.failover().in_progress() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Event callbacks run on tasks of their own.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::process::exit(0);
+}
+
+/// What one instance reported.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `(seq, port, acknowledged at)` of each acknowledged write.
+    acked: Vec<(i64, i32, u64)>,
+    failed: Vec<String>,
+    events: Vec<Value>,
+    leader: bool,
+    /// When it last said it leads.
+    led_at: Option<u64>,
+}
+
+struct Instance {
+    name: String,
+    child: Child,
+    seen: Arc<Mutex<Seen>>,
+    _reader: JoinHandle<()>,
+}
+
+impl Instance {
+    fn start(name: &str, config: &std::path::Path) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "instance", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(INSTANCE_ENV, name)
+            .env(CONFIG_ENV, config)
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let into = seen.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Some(text) = line.strip_prefix(PREFIX) else {
+                    continue;
+                };
+                let v: Value = serde_json::from_str(text).unwrap();
+                let mut s = into.lock().unwrap();
+                if let Some(seq) = v["write"].as_i64() {
+                    match v["port"].as_i64() {
+                        Some(port) => s.acked.push((seq, port as i32, v["t"].as_u64().unwrap())),
+                        None => s.failed.push(v["err"].as_str().unwrap_or_default().to_owned()),
+                    }
+                } else if v.get("event").is_some() {
+                    s.events.push(v["event"].clone());
+                } else if v.get("fleet").is_some() {
+                    s.leader = v["fleet"]["leader"].as_bool().unwrap_or(false);
+                    if s.leader {
+                        s.led_at = Some(now_ms());
+                    }
+                }
+            }
+        });
+        Instance {
+            name: name.to_owned(),
+            child,
+            seen,
+            _reader: reader,
+        }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap()
+    }
+
+    async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// Ends it (its stdin closes) and waits for it.
+    async fn stop(mut self) -> (String, Seen) {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await;
+        let _ = self.child.kill().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self._reader).await;
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        (self.name, seen)
+    }
+}
+
+/// A TCP link to etcd that a test can cut: every connection through it is dropped and new ones
+/// are refused.
+struct Link {
+    port: u16,
+    accept: JoinHandle<()>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    /// Bytes came back from etcd.
+    replied: Arc<tokio::sync::Notify>,
+}
+
+impl Link {
+    async fn to(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let replied = Arc::new(tokio::sync::Notify::new());
+        let (list, notify) = (conns.clone(), replied.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let (mut in_read, mut in_write) = inbound.into_split();
+                let (mut out_read, mut out_write) = outbound.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut in_read, &mut out_write).await;
+                });
+                let notify = notify.clone();
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = out_read.read(&mut buf).await
+                        && n > 0
+                    {
+                        if in_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        notify.notify_waiters();
+                    }
+                });
+                list.lock().unwrap().extend([up, down]);
+            }
+        });
+        Link {
+            port,
+            accept,
+            conns,
+            replied,
+        }
+    }
+
+    /// Cuts the link just after etcd's next answer through it (a lease keep-alive's, for an
+    /// idle lease holder): the holder's next keep-alive is nearly a whole interval away.
+    async fn cut_after_next_reply(&self) {
+        self.replied.notified().await;
+        // The reply may be an HTTP/2 frame that comes before the keep-alive's answer: let that
+        // answer through too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.accept.abort();
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+}
+
+/// A primary and two synchronous standbys (ANY 1), the `fleet` table, and etcd.
+struct Fleet {
+    cluster: LocalCluster,
+    etcd: EtcdServer,
+    dir: tempfile::TempDir,
+    prefix: String,
+}
+
+impl Fleet {
+    async fn start(prefix: &str) -> Self {
+        let cluster = LocalCluster::builder()
+            .replicas(2)
+            .synchronous(true)
+            .start()
+            .await
+            .unwrap();
+        cluster
+            .execute(
+                0,
+                "CREATE TABLE fleet (instance text, seq bigint, PRIMARY KEY (instance, seq))",
+            )
+            .await
+            .unwrap();
+        cluster.wait_streaming().await.unwrap();
+        Fleet {
+            cluster,
+            etcd: EtcdServer::start().await.unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// A configuration file for instance `name`, reaching etcd at `etcd_port`.
+    fn config(&self, name: &str, etcd_port: u16) -> std::path::PathBuf {
+        self.config_with(name, etcd_port, LEASE_TTL)
+    }
+
+    fn config_with(&self, name: &str, etcd_port: u16, lease_ttl: Duration) -> std::path::PathBuf {
+        let mut config = test_config(&self.cluster);
+        config.health.timeout = Duration::from_millis(500);
+        config.etcd = EtcdConfig::default()
+            .with_endpoints([format!("http://127.0.0.1:{etcd_port}")])
+            .with_prefix(self.prefix.clone())
+            .with_lease_ttl(lease_ttl)
+            .with_instance(name);
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+        path
+    }
+
+    fn instance(&self, name: &str) -> Instance {
+        Instance::start(name, &self.config(name, self.etcd.port()))
+    }
+
+    /// The ports of the nodes that answer as primaries, and the timeline of each.
+    async fn primaries(&self) -> Vec<(u16, u32)> {
+        let mut found = Vec::new();
+        for node in self.cluster.nodes() {
+            // Not LocalCluster::connect, which waits for a node that is down to come up.
+            let options = self.cluster.connect_options(node.index).unwrap();
+            let connect = sqlx::PgConnection::connect_with(&options);
+            let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_secs(1), connect).await else {
+                continue;
+            };
+            let row: Result<(bool, String), _> = sqlx::query_as(
+                "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN '' \
+                 ELSE pg_walfile_name(pg_current_wal_lsn()) END",
+            )
+            .fetch_one(&mut conn)
+            .await;
+            if let Ok((false, walfile)) = row {
+                found.push((node.port, u32::from_str_radix(&walfile[..8], 16).unwrap()));
+            }
+        }
+        found
+    }
+
+    /// Waits until a standby answers as a primary: its port, and when (ms since the epoch).
+    async fn wait_promoted(&self, old: u16) -> (u16, u64) {
+        let started = Instant::now();
+        loop {
+            if let Some((port, _)) = self.primaries().await.into_iter().find(|(p, _)| *p != old) {
+                return (port, now_ms());
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "nothing promoted in 30 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn key(&self, name: &str) -> Option<Value> {
+        let key = format!("{}/{name}", self.prefix);
+        let text = self.etcd.get(&key).await.unwrap()?;
+        Some(serde_json::from_str(&text).unwrap())
+    }
+
+    /// The acknowledged writes missing on the node at `port`.
+    async fn lost(&self, port: u16, instances: &[(String, Seen)]) -> usize {
+        let node = self.cluster.nodes().into_iter().find(|n| n.port == port).unwrap();
+        let mut conn = self.cluster.connect(node.index).await.unwrap();
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT instance, seq FROM fleet")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let present: HashSet<(String, i64)> = rows.into_iter().collect();
+        instances
+            .iter()
+            .flat_map(|(name, s)| s.acked.iter().map(move |(seq, _, _)| (name.clone(), *seq)))
+            .filter(|w| !present.contains(w))
+            .count()
+    }
+}
+
+async fn wait_writing(instances: &[&Instance], port: u16, after: u64) {
+    for i in instances {
+        eventually(
+            Duration::from_secs(15),
+            || format!("{} never wrote to port {port}: {:?}", i.name, i.seen().failed.last()),
+            || async {
+                i.seen()
+                    .acked
+                    .iter()
+                    .any(|(_, p, t)| *p == i32::from(port) && *t >= after)
+            },
+        )
+        .await;
+    }
+}
+
+async fn wait_leader(instances: &[&Instance]) -> String {
+    let mut leader = String::new();
+    eventually(
+        Duration::from_secs(20),
+        || "no instance leads the fleet".to_owned(),
+        || {
+            let leaders: Vec<&str> = instances
+                .iter()
+                .filter(|i| i.seen().leader)
+                .map(|i| i.name.as_str())
+                .collect();
+            if let [one] = leaders[..] {
+                leader = one.to_owned();
+            }
+            async move { leaders.len() == 1 }
+        },
+    )
+    .await;
+    leader
+}
+
+/// The steps named `name` in an instance's events, with their outcome.
+fn steps_named<'a>(seen: &'a Seen, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    seen.events
+        .iter()
+        .flat_map(|e| e["steps"].as_array().into_iter().flatten())
+        .filter(move |s| s["name"] == name)
+}
+
+/// The promotions an instance made (its `promote` steps that succeeded).
+fn promotions(seen: &Seen) -> usize {
+    steps_named(seen, "promote").filter(|s| s["ok"] == true).count()
+}
+
+/// Per instance: how long after `promoted_at` its first write landed on `port`.
+fn first_write_after(instances: &[(String, Seen)], port: u16, promoted_at: u64) -> Vec<(String, u64)> {
+    instances
+        .iter()
+        .map(|(name, s)| {
+            let first = s
+                .acked
+                .iter()
+                .find(|(_, p, _)| *p == i32::from(port))
+                .map(|(_, _, t)| t.saturating_sub(promoted_at))
+                .unwrap_or(u64::MAX);
+            (name.clone(), first)
+        })
+        .collect()
+}
+
+/// Every acknowledged write went to the old primary before the new one answered as a primary,
+/// or to the new one: the count of the others.
+fn misplaced(instances: &[(String, Seen)], old: u16, new: u16) -> usize {
+    instances
+        .iter()
+        .flat_map(|(_, s)| &s.acked)
+        .filter(|(_, p, _)| *p != i32::from(old) && *p != i32::from(new))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_primary_is_replaced_once_and_every_instance_writes_to_the_new_one_within_a_second() {
+    let fleet = Fleet::start("/covet/kill-primary").await;
+    let old = fleet.cluster.nodes()[0].port;
+    let (_, timeline) = fleet.primaries().await[0];
+    let instances: Vec<Instance> = ["i1", "i2", "i3"].iter().map(|n| fleet.instance(n)).collect();
+    let all: Vec<&Instance> = instances.iter().collect();
+    wait_leader(&all).await;
+    wait_writing(&all, old, 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    fleet.cluster.kill(0).await.unwrap();
+    let (new, promoted_at) = fleet.wait_promoted(old).await;
+    wait_writing(&all, new, promoted_at).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut done = Vec::new();
+    for i in instances {
+        done.push(i.stop().await);
+    }
+
+    assert_eq!(
+        fleet.primaries().await,
+        vec![(new, timeline + 1)],
+        "one promotion, one primary"
+    );
+    let made: Vec<(&str, usize)> = done.iter().map(|(n, s)| (n.as_str(), promotions(s))).collect();
+    assert_eq!(
+        made.iter().map(|(_, n)| n).sum::<usize>(),
+        1,
+        "promotions by instance: {made:?}"
+    );
+    let published = fleet.key("primary").await.expect("the new primary is published");
+    assert_eq!(published["port"], new);
+    assert_eq!(published["timeline"], timeline + 1);
+    assert_eq!(fleet.key("failover").await, None, "the promotion under way is cleared");
+    assert_eq!(misplaced(&done, old, new), 0);
+    assert_eq!(fleet.lost(new, &done).await, 0, "acknowledged writes lost");
+    let late = first_write_after(&done, new, promoted_at);
+    assert!(
+        late.iter().all(|(_, ms)| *ms <= 1000),
+        "first write on the new primary, ms after it answered: {late:?}"
+    );
+    eprintln!("first write on the new primary, ms after it answered: {late:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_holder_killed_mid_failover_is_finished_for_by_another_with_still_one_primary() {
+    let fleet = Fleet::start("/covet/kill-holder").await;
+    let old = fleet.cluster.nodes()[0].port;
+    let (_, timeline) = fleet.primaries().await[0];
+    let mut instances: Vec<Instance> = ["i1", "i2", "i3"].iter().map(|n| fleet.instance(n)).collect();
+    let holder = wait_leader(&instances.iter().collect::<Vec<_>>()).await;
+    wait_writing(&instances.iter().collect::<Vec<_>>(), old, 0).await;
+
+    fleet.cluster.kill(0).await.unwrap();
+    // The holder records the promotion in etcd right before pg_promote: kill it then.
+    let started = Instant::now();
+    let under_way = loop {
+        if let Some(p) = fleet.key("failover").await {
+            break p;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the holder began no promotion"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let at = instances.iter().position(|i| i.name == holder).unwrap();
+    let mut killed = instances.remove(at);
+    killed.kill().await;
+    let (_, holder_seen) = killed.stop().await;
+    assert_eq!(under_way["by"], holder.as_str());
+    let unfinished = fleet.key("failover").await.is_some();
+    let promoted_before = !fleet.primaries().await.iter().all(|(p, _)| *p == old);
+
+    let (new, promoted_at) = fleet.wait_promoted(old).await;
+    assert_eq!(
+        under_way["port"], new,
+        "the node the holder began promoting is the one promoted"
+    );
+    let rest: Vec<&Instance> = instances.iter().collect();
+    wait_writing(&rest, new, promoted_at).await;
+    eventually(
+        Duration::from_secs(15),
+        || "nobody published the new primary".into(),
+        || async { fleet.key("primary").await.is_some_and(|p| p["port"] == new) },
+    )
+    .await;
+    // Its event is out once the failover ends (after repointing).
+    let published = || {
+        rest.iter()
+            .any(|i| steps_named(&i.seen(), "publish").any(|s| s["ok"] == true))
+    };
+    if unfinished {
+        eventually(
+            Duration::from_secs(30),
+            || "no survivor's event says it published".into(),
+            || {
+                let done = published();
+                async move { done }
+            },
+        )
+        .await;
+    }
+    let mut done = Vec::new();
+    for i in instances {
+        done.push(i.stop().await);
+    }
+
+    assert_eq!(
+        fleet.primaries().await,
+        vec![(new, timeline + 1)],
+        "still one primary, one promotion"
+    );
+    let published = fleet.key("primary").await.unwrap();
+    if unfinished {
+        // The holder died before publishing: a survivor took the lease and finished.
+        assert_ne!(published["by"], holder.as_str());
+        let finished: Vec<&str> = done
+            .iter()
+            .filter(|(_, s)| steps_named(s, "publish").any(|s| s["ok"] == true))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(finished.len(), 1, "survivors that published: {finished:?}");
+        // ...and took the holder's choice as the only candidate.
+        let (_, finisher) = done.iter().find(|(n, _)| n == finished[0]).unwrap();
+        let took = steps_named(finisher, "coordinate")
+            .any(|s| s["ok"] == true && s["detail"].as_str().unwrap_or_default().contains("began promoting it"));
+        assert!(
+            took,
+            "{} ignored the promotion under way: {:?}",
+            finished[0], finisher.events
+        );
+    }
+    assert_eq!(fleet.key("failover").await, None);
+    let survivors: usize = done.iter().map(|(_, s)| promotions(s)).sum();
+    assert!(survivors + promotions(&holder_seen) <= 1, "two promotions");
+    assert_eq!(misplaced(&done, old, new), 0);
+    assert_eq!(fleet.lost(new, &done).await, 0, "acknowledged writes lost");
+    eprintln!(
+        "holder {holder} killed with the promotion under way (promoted already: {promoted_before}, \
+         unpublished: {unfinished}); first writes after: {:?}",
+        first_write_after(&done, new, promoted_at)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_from_etcd_never_promotes_even_while_it_believes_it_holds_the_lease() {
+    let fleet = Fleet::start("/covet/cut").await;
+    let old = fleet.cluster.nodes()[0].port;
+    let (_, timeline) = fleet.primaries().await[0];
+    // i1 reaches etcd through a link the test cuts; it starts first, so it holds the lease. Its
+    // lease is long (9 s: a keep-alive every 3 s), so that once cut right after a keep-alive it
+    // goes on believing it holds the lease while it finds the primary gone.
+    let link = Link::to(fleet.etcd.port()).await;
+    let cut_off = Instance::start("i1", &fleet.config_with("i1", link.port, Duration::from_secs(9)));
+    assert_eq!(wait_leader(&[&cut_off]).await, "i1");
+    let others = [fleet.instance("i2"), fleet.instance("i3")];
+    let all = [&cut_off, &others[0], &others[1]];
+    wait_writing(&all, old, 0).await;
+    assert_eq!(wait_leader(&all).await, "i1");
+
+    link.cut_after_next_reply().await;
+    let cut_at = now_ms();
+    fleet.cluster.kill(0).await.unwrap();
+    let (new, promoted_at) = fleet.wait_promoted(old).await;
+    wait_writing(&all, new, promoted_at).await;
+    let mut done = Vec::new();
+    for i in [cut_off].into_iter().chain(others) {
+        done.push(i.stop().await);
+    }
+
+    assert_eq!(
+        fleet.primaries().await,
+        vec![(new, timeline + 1)],
+        "one promotion, one primary"
+    );
+    let (_, i1) = &done[0];
+    assert_eq!(promotions(i1), 0, "i1 promoted while cut off from etcd");
+    // It did try, and etcd's consent is what it lacked: the test would pass vacuously otherwise.
+    let refused: Vec<&Value> = steps_named(i1, "coordinate").filter(|s| s["ok"] == false).collect();
+    assert!(!refused.is_empty(), "i1 never tried to fail over: {:?}", i1.events);
+    assert!(
+        i1.led_at.is_some_and(|t| t > cut_at),
+        "i1 did not believe it led after the cut"
+    );
+    let published = fleet.key("primary").await.unwrap();
+    assert_ne!(published["by"], "i1");
+    let made: usize = done.iter().map(|(_, s)| promotions(s)).sum();
+    assert_eq!(made, 1);
+    assert_eq!(misplaced(&done, old, new), 0);
+    assert_eq!(fleet.lost(new, &done).await, 0, "acknowledged writes lost");
+    eprintln!(
+        "i1's refused promotions: {}; first writes after: {:?}",
+        refused.len(),
+        first_write_after(&done, new, promoted_at)
+    );
+}
