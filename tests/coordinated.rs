@@ -13,11 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use covet_replication::config::EtcdConfig;
 use covet_replication::testing::{EtcdServer, LocalCluster};
 use covet_replication::{ReplicatedPool, ReplicationConfig};
-use covet_tests::{eventually, test_config};
+use covet_tests::{Link, eventually, test_config};
 use serde_json::{Value, json};
 use sqlx::Connection;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -174,70 +173,6 @@ impl Instance {
         let _ = tokio::time::timeout(Duration::from_secs(2), self._reader).await;
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
         (self.name, seen)
-    }
-}
-
-/// A TCP link to etcd that a test can cut: every connection through it is dropped and new ones
-/// are refused.
-struct Link {
-    port: u16,
-    accept: JoinHandle<()>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    /// Bytes came back from etcd.
-    replied: Arc<tokio::sync::Notify>,
-}
-
-impl Link {
-    async fn to(upstream: u16) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let replied = Arc::new(tokio::sync::Notify::new());
-        let (list, notify) = (conns.clone(), replied.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                    continue;
-                };
-                let (mut in_read, mut in_write) = inbound.into_split();
-                let (mut out_read, mut out_write) = outbound.into_split();
-                let up = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut in_read, &mut out_write).await;
-                });
-                let notify = notify.clone();
-                let down = tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = out_read.read(&mut buf).await
-                        && n > 0
-                    {
-                        if in_write.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        notify.notify_waiters();
-                    }
-                });
-                list.lock().unwrap().extend([up, down]);
-            }
-        });
-        Link {
-            port,
-            accept,
-            conns,
-            replied,
-        }
-    }
-
-    /// Cuts the link just after etcd's next answer through it (a lease keep-alive's, for an
-    /// idle lease holder): the holder's next keep-alive is nearly a whole interval away.
-    async fn cut_after_next_reply(&self) {
-        self.replied.notified().await;
-        // The reply may be an HTTP/2 frame that comes before the keep-alive's answer: let that
-        // answer through too.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        self.accept.abort();
-        for conn in self.conns.lock().unwrap().drain(..) {
-            conn.abort();
-        }
     }
 }
 
@@ -584,7 +519,7 @@ async fn an_instance_cut_from_etcd_never_promotes_even_while_it_believes_it_hold
     // lease is long (9 s: a keep-alive every 3 s), so that once cut right after a keep-alive it
     // goes on believing it holds the lease while it finds the primary gone.
     let link = Link::to(fleet.etcd.port()).await;
-    let cut_off = Instance::start("i1", &fleet.config_with("i1", link.port, Duration::from_secs(9)));
+    let cut_off = Instance::start("i1", &fleet.config_with("i1", link.port(), Duration::from_secs(9)));
     assert_eq!(wait_leader(&[&cut_off]).await, "i1");
     let others = [fleet.instance("i2"), fleet.instance("i3")];
     let all = [&cut_off, &others[0], &others[1]];

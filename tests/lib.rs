@@ -1,6 +1,8 @@
 //! Support for the integration tests: a cluster shared by the non-destructive tests of one
 //! test binary, and helpers that ask a server who it is.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use covet_replication::testing::LocalCluster;
@@ -110,4 +112,102 @@ pub async fn set_upstream(cluster: &LocalCluster, i: usize, port: u16) {
     );
     cluster.execute(i, &sql).await.unwrap();
     cluster.execute(i, "SELECT pg_reload_conf()").await.unwrap();
+}
+
+/// A TCP link to a server on loopback that a test can break: cut (every connection through it
+/// dropped, new ones refused), or stalled (connections stay open, bytes go nowhere: a far end
+/// that stopped answering).
+#[derive(Debug)]
+pub struct Link {
+    port: u16,
+    accept: tokio::task::JoinHandle<()>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Bytes came back from the server.
+    replied: Arc<tokio::sync::Notify>,
+    stalled: Arc<AtomicBool>,
+}
+
+impl Link {
+    /// A link to `127.0.0.1:upstream`.
+    pub async fn to(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let replied = Arc::new(tokio::sync::Notify::new());
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (list, notify, stall) = (conns.clone(), replied.clone(), stalled.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                let up = tokio::spawn(forward(in_read, out_write, stall.clone(), None));
+                let down = tokio::spawn(forward(out_read, in_write, stall.clone(), Some(notify.clone())));
+                list.lock().unwrap().extend([up, down]);
+            }
+        });
+        Link {
+            port,
+            accept,
+            conns,
+            replied,
+            stalled,
+        }
+    }
+
+    /// The port to connect to instead of the server's.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Drops every connection through the link and refuses new ones.
+    pub fn cut(&self) {
+        self.accept.abort();
+        for conn in self.conns.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+
+    /// Cuts the link just after the server's next answer through it (a lease keep-alive's, for
+    /// an idle etcd lease holder: its next keep-alive is nearly a whole interval away).
+    pub async fn cut_after_next_reply(&self) {
+        self.replied.notified().await;
+        // The reply may be an HTTP/2 frame that comes before the answer itself: let that
+        // through too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.cut();
+    }
+
+    /// Stalls the link (`true`: nothing goes through either way, nothing is closed) or lets
+    /// bytes through again.
+    pub fn stall(&self, on: bool) {
+        self.stalled.store(on, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` but while stalled (reading and dropping), notifying `replied` of
+/// each chunk passed on.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+    replied: Option<Arc<tokio::sync::Notify>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await
+        && n > 0
+    {
+        if stalled.load(Ordering::SeqCst) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        if let Some(replied) = &replied {
+            replied.notify_waiters();
+        }
+    }
 }

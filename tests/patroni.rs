@@ -11,7 +11,7 @@ use covet_replication::config::FailoverMode;
 use covet_replication::failover::{FailoverError, FailoverKind};
 use covet_replication::testing::PatroniCluster;
 use covet_replication::{Error, ReplicatedPool, ReplicationConfig};
-use covet_tests::eventually;
+use covet_tests::{Link, eventually};
 use sqlx::Connection;
 
 /// An acknowledged write: id, port of the server that took it, when.
@@ -395,6 +395,37 @@ async fn the_handle_follows_patroni_through_switchover_crash_and_node_loss() {
         })
         .collect();
     assert!(ours.is_empty(), "{ours:#?}");
+
+    // 5. The REST API stops answering mid-run (connections stay open, nothing comes back), then
+    // patronictl switchover: the handle follows PostgreSQL's word, its checks unslowed.
+    cluster.wait_formed(Duration::from_secs(60)).await.unwrap();
+    let mut links = Vec::new();
+    for name in cluster.names() {
+        links.push(Link::to(cluster.api_port(&name)).await);
+    }
+    let rest: Vec<String> = links.iter().map(|l| format!("http://127.0.0.1:{}", l.port())).collect();
+    let linked = ReplicatedPool::connect(config(&cluster, rest)).await.unwrap();
+    let leader = new;
+    assert_eq!(
+        linked.explain("INSERT INTO pt VALUES (0)").await.unwrap().0.as_str(),
+        leader
+    );
+    for link in &links {
+        link.stall(true);
+    }
+    let candidate = cluster.names().into_iter().find(|n| *n != leader).unwrap();
+    let (counts, new) = measure(&cluster, &linked, &leader, 5_000_000, async {
+        cluster.switchover(&leader, &candidate).await.unwrap();
+    })
+    .await;
+    println!("switchover {leader} -> {new}, REST API stalled: {counts:?}");
+    assert_eq!(new, candidate);
+    assert_eq!((counts.lost, counts.on_non_leader), (0, 0), "{counts:?}");
+    assert!(
+        counts.first_write_after.is_some_and(|d| d < Duration::from_secs(1)),
+        "{counts:?}"
+    );
+    linked.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

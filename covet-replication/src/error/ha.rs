@@ -18,6 +18,12 @@ pub enum HaError {
         #[source]
         source: reqwest::Error,
     },
+    /// No member's API answered by the time the servers' checks did (and a little after).
+    #[error("no Patroni member answered GET /cluster within {after:?} of the servers' checks")]
+    Late {
+        /// How long it was waited for after the checks.
+        after: std::time::Duration,
+    },
     /// No endpoint is configured.
     #[error("no endpoint configured")]
     NoEndpoint,

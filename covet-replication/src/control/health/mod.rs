@@ -167,22 +167,19 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
     let probes: Vec<_> = topology.nodes().map(|n| health.probe_of(n)).collect();
     // The primary first: a replica sampled after it has had the time to replay what the
     // primary reported, so an idle cluster reads as zero lag rather than as a race.
-    let ask_patroni = async {
-        match &manager.patroni {
-            Some(patroni) => Some(patroni.cluster().await),
-            None => None,
-        }
+    let probing = async {
+        let primary = probe(&topology.primary, &probes[0], cfg.timeout).await;
+        let replicas = futures::future::join_all(
+            topology
+                .replicas
+                .iter()
+                .zip(&probes[1..])
+                .map(|(node, p)| probe(node, p, cfg.timeout)),
+        )
+        .await;
+        std::iter::once(primary).chain(replicas).collect::<Vec<_>>()
     };
-    let (primary, patroni) = tokio::join!(probe(&topology.primary, &probes[0], cfg.timeout), ask_patroni);
-    let replicas = futures::future::join_all(
-        topology
-            .replicas
-            .iter()
-            .zip(&probes[1..])
-            .map(|(node, p)| probe(node, p, cfg.timeout)),
-    )
-    .await;
-    let samples: Vec<_> = std::iter::once(primary).chain(replicas).collect();
+    let (samples, patroni) = with_patroni(manager.patroni.as_ref(), probing).await;
     let now = Instant::now();
     // The primary first: its position is what replica lag is measured against.
     if let (Ok(s), primary) = (&samples[0], &topology.primary)
@@ -263,6 +260,40 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
     });
     health.rounds.send_replace(Some(Arc::clone(&round)));
     round
+}
+
+/// How much longer than the probes a round waits for Patroni's `GET /cluster`: a slow or
+/// unreachable REST API must not slow the checks of the servers themselves.
+const PATRONI_GRACE: Duration = Duration::from_millis(100);
+
+/// Runs `probing` and, beside it, asks Patroni (when configured) for its view, which counts only
+/// if it arrives by [`PATRONI_GRACE`] after the probes end.
+async fn with_patroni<T>(
+    patroni: Option<&crate::ha::patroni::Patroni>,
+    probing: impl Future<Output = T>,
+) -> (
+    T,
+    Option<Result<crate::ha::patroni::ClusterView, crate::error::HaError>>,
+) {
+    let Some(patroni) = patroni else {
+        return (probing.await, None);
+    };
+    let ask = patroni.cluster();
+    tokio::pin!(ask, probing);
+    let mut view = None;
+    let samples = loop {
+        tokio::select! {
+            answer = &mut ask, if view.is_none() => view = Some(answer),
+            samples = &mut probing => break samples,
+        }
+    };
+    let view = match view {
+        Some(view) => view,
+        None => tokio::time::timeout(PATRONI_GRACE, ask)
+            .await
+            .unwrap_or(Err(crate::error::HaError::Late { after: PATRONI_GRACE })),
+    };
+    (samples, Some(view))
 }
 
 fn lock_history(manager: &Control) -> std::sync::MutexGuard<'_, crate::control::lag::WalHistory> {
