@@ -84,7 +84,12 @@ fn rows(
             // has seen data.
             match unless_abandoned(gone.as_mut(), rows.try_next()).await {
                 None => abandoned = true,
-                Some(Err(e)) => { drop(rows); attempt.failed(&route, e, true).await?; continue; }
+                Some(Err(e)) => {
+                    drop(rows);
+                    attempt.release(&e, conn, in_flight);
+                    attempt.failed(&route, e, true).await?;
+                    continue;
+                }
                 Some(Ok(first)) => {
                     if let Some(first) = first {
                         yield first;
@@ -110,6 +115,7 @@ fn rows(
                     Err(err)?;
                     break;
                 }
+                drop(in_flight);
                 attempt.failed(&route, err, true).await?;
                 continue;
             }
@@ -155,6 +161,7 @@ async fn optional_row(
         match unless_abandoned(gone.as_mut(), (&mut *conn).fetch_optional(statement.clone())).await {
             None if route.role == Role::Replica => {
                 let err = attempt.abandoned_read(conn.into_inner());
+                drop(in_flight);
                 attempt.failed(&route, err, true).await?;
             }
             None => return Err(attempt.abandoned(&route, conn.into_inner())),
@@ -166,7 +173,10 @@ async fn optional_row(
                 conn.settled();
                 return Ok(row);
             }
-            Some(Err(e)) => attempt.failed(&route, e, true).await?,
+            Some(Err(e)) => {
+                attempt.release(&e, conn, in_flight);
+                attempt.failed(&route, e, true).await?;
+            }
         }
     }
 }
@@ -482,7 +492,10 @@ impl<'a> Attempts<'a> {
                     return Ok((route, in_flight, conn, abandon));
                 }
                 Ok(None) => {}
-                Err(e) => self.failed(&route, e, false).await?,
+                Err(e) => {
+                    drop(in_flight);
+                    self.failed(&route, e, false).await?;
+                }
             }
         }
     }
@@ -576,6 +589,16 @@ impl<'a> Attempts<'a> {
                 .consistency
                 .read(session.level, session.watermark().is_some(), on_replica);
         }
+    }
+
+    /// Lets go of a failed attempt's connection, before [`failed`](Self::failed) may wait (up to
+    /// `failover.hold_writes`) for a new primary: a statement waiting is in flight nowhere, and
+    /// one the primary refused as read-only wrote nothing, so its session need not settle it.
+    fn release(&self, err: &sqlx::Error, mut conn: Unsettled, in_flight: InFlight) {
+        if classify_error(err) == Failure::ReadOnlyRefused && self.kind.is_atomic() {
+            conn.settled();
+        }
+        drop((conn, in_flight));
     }
 
     /// Decides whether `err` on `route` allows another attempt (after a backoff); returns the
