@@ -149,10 +149,11 @@ fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
     PgPoolOptions::new()
         // A replica's dead connection fails its read, which is retried on another node, so the
         // round trip sqlx spends testing each connection before handing it out buys nothing
-        // there. The primary's statements are never retried: keep the test. (Without the test
-        // and without a `before_acquire` hook, which we never set, the executor takes idle
-        // connections with `try_acquire`: see `data::executor::idle_connection`.)
-        .test_before_acquire(role == Role::Primary)
+        // there. A primary's statement is not resent once it may have reached the server: keep
+        // the test there, unless configured otherwise. (Without the test and without a
+        // `before_acquire` hook, which we never set, the executor takes idle connections with
+        // `try_acquire`: see `data::executor::idle_connection`.)
+        .test_before_acquire(p.test_before_acquire.unwrap_or(role == Role::Primary))
         .min_connections(p.min_connections)
         .max_connections(p.max_connections)
         .acquire_timeout(acquire_timeout)
@@ -176,5 +177,25 @@ impl Topology {
 
     pub fn find(&self, id: &str) -> Option<&Arc<Node>> {
         self.nodes().find(|n| n.id.as_str() == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pre_acquire_ping_is_the_roles_unless_configured() {
+        let node = |test: Option<bool>| {
+            let mut config = NodeConfig::from_url("postgres://u@127.0.0.1:1/db").unwrap();
+            config.pool = config.pool.with_test_before_acquire(test);
+            config
+        };
+        let timeout = Duration::from_secs(1);
+        let ping = |config: &NodeConfig, role| pool_for(config, role, timeout).options().get_test_before_acquire();
+        assert!(ping(&node(None), Role::Primary));
+        assert!(!ping(&node(None), Role::Replica));
+        assert!(!ping(&node(Some(false)), Role::Primary));
+        assert!(ping(&node(Some(true)), Role::Replica));
     }
 }

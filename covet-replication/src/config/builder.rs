@@ -42,12 +42,19 @@ pub struct ReplicationConfigBuilder {
     failover: super::FailoverConfig,
     patroni: Vec<String>,
     etcd: super::EtcdConfig,
+    pool: Option<super::PoolConfig>,
 }
 
 impl ReplicationConfigBuilder {
     /// Sets `patroni`: the REST API URLs of the Patroni members.
     pub fn patroni<I: IntoIterator<Item = S>, S: Into<String>>(mut self, endpoints: I) -> Self {
         self.patroni = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets every node's pool (replacing what each node's config says).
+    pub fn pool(mut self, pool: super::PoolConfig) -> Self {
+        self.pool = Some(pool);
         self
     }
 
@@ -186,6 +193,12 @@ impl ReplicationConfigBuilder {
             patroni: self.patroni,
             etcd: self.etcd,
         };
+        if let Some(pool) = self.pool {
+            config.primary.pool = pool.clone();
+            for replica in &mut config.replicas {
+                replica.pool = pool.clone();
+            }
+        }
         config.assign_default_ids();
         config.validate()?;
         Ok(config)

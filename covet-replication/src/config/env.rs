@@ -20,6 +20,8 @@ const PATRONI: &str = "COVET_PATRONI";
 const ETCD: &str = "COVET_ETCD";
 /// `etcd.prefix`.
 const ETCD_PREFIX: &str = "COVET_ETCD_PREFIX";
+/// Every node's `pool.max_connections`.
+const MAX_CONNECTIONS: &str = "COVET_MAX_CONNECTIONS";
 /// A [`ReadPreference`].
 const READ_PREFERENCE: &str = "COVET_READ_PREFERENCE";
 /// `health.interval`, as a humantime duration.
@@ -48,6 +50,8 @@ impl ReplicationConfig {
     /// - `COVET_PATRONI`: comma-separated REST API URLs of the Patroni members (`patroni`).
     /// - `COVET_ETCD`: comma-separated etcd client URLs (`etcd.endpoints`): the processes that
     ///   share them coordinate failover (`coordinated` mode); `COVET_ETCD_PREFIX`: `etcd.prefix`.
+    /// - `COVET_MAX_CONNECTIONS`: every node's `pool.max_connections` (per node, a URL's
+    ///   `?max_connections=` does the same).
     /// - `COVET_READ_PREFERENCE`: `primary`, `primary_preferred`, `replica`, `replica_preferred` or
     ///   `nearest` (kebab-case too).
     /// - `COVET_HEALTH_INTERVAL`: `health.interval`, e.g. `500ms`.
@@ -140,6 +144,17 @@ impl ReplicationConfig {
         }
         if let Some(prefix) = get(ETCD_PREFIX) {
             config.etcd.prefix = prefix.trim().to_owned();
+        }
+
+        if let Some(value) = get(MAX_CONNECTIONS) {
+            let max = value.trim().parse::<u32>().map_err(|_| ConfigError::Env {
+                var: MAX_CONNECTIONS.to_owned(),
+                message: "invalid number (expected a whole number of connections per node)".to_owned(),
+            })?;
+            config.primary.pool.max_connections = max;
+            for replica in &mut config.replicas {
+                replica.pool.max_connections = max;
+            }
         }
 
         if let Some(value) = get(READ_PREFERENCE) {

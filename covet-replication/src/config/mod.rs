@@ -40,6 +40,10 @@
 //! - Durations are humantime strings: `"500ms"`, `"5s"`, `"10m"`, `"1h 30m"`. `pool.idle_timeout`,
 //!   `pool.max_lifetime` and `routing.max_lag_bytes` also take `"none"` to switch them off.
 //! - Node ids default to `primary` and `replica1`, `replica2`, ... by position.
+//! - A top-level `[pool]` table is every node's pool, but for a node with a `pool` table of its
+//!   own; a node's URL may also carry `?max_connections=`, `min_connections`, `acquire_timeout`
+//!   and `test_before_acquire`, over `[pool]`. `COVET_MAX_CONNECTIONS` sets every node's
+//!   `max_connections`. `status()` shows each node's pool (`pool_max`, `pool_size`, ...).
 //! - A replica table inherits from `[primary]` every connection setting it doesn't give (itself or
 //!   in its `url`): `port`, `user`, `password`, `database`, `tls`, `ssl_root_cert` and
 //!   `application_name` — a hot standby has the primary's databases and roles. Not the host, nor
@@ -213,12 +217,19 @@ struct RawReplicationConfig {
     patroni: Vec<String>,
     #[serde(default)]
     etcd: EtcdConfig,
+    /// Every node's pool, but where a node's own `pool` table (or URL) says otherwise.
+    pool: Option<PoolConfig>,
 }
 
 impl From<RawReplicationConfig> for ReplicationConfig {
     fn from(raw: RawReplicationConfig) -> Self {
-        let primary = raw.primary.into_node(None);
-        let replicas = raw.replicas.into_iter().map(|r| r.into_node(Some(&primary))).collect();
+        let pool = raw.pool.as_ref();
+        let primary = raw.primary.into_node(None, pool);
+        let replicas = raw
+            .replicas
+            .into_iter()
+            .map(|r| r.into_node(Some(&primary), pool))
+            .collect();
         let mut config = Self {
             primary,
             replicas,

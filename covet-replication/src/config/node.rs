@@ -234,6 +234,11 @@ pub struct PoolConfig {
     /// Connections are closed (and replaced on demand) after this age; `None`: never.
     #[serde(with = "optional_duration")]
     pub max_lifetime: Option<Duration>,
+    /// sqlx's ping of an idle connection before handing it out (one round trip). `None`: on for
+    /// the primary, whose statements are not resent once they may have reached it (a dead
+    /// connection found by the statement itself fails it), off for replicas, whose reads are
+    /// retried elsewhere.
+    pub test_before_acquire: Option<bool>,
 }
 
 impl Default for PoolConfig {
@@ -253,6 +258,8 @@ impl Default for PoolConfig {
             // 30 min: sqlx's default; bounds per-backend memory growth and spreads connections again
             // after a failover or a load-balancer change.
             max_lifetime: Some(Duration::from_secs(30 * 60)),
+            // See the field: the role decides.
+            test_before_acquire: None,
         }
     }
 }
@@ -292,6 +299,40 @@ impl PoolConfig {
         self.max_lifetime = max_lifetime;
         self
     }
+
+    /// Sets `test_before_acquire` (`None`: by role).
+    #[must_use]
+    pub fn with_test_before_acquire(mut self, test: Option<bool>) -> Self {
+        self.test_before_acquire = test;
+        self
+    }
+
+    /// What a URL's query parameters (`max_connections`, `min_connections`, `acquire_timeout`,
+    /// `test_before_acquire`) set, over `self`.
+    fn with_url(mut self, url: &PoolUrl) -> Self {
+        if let Some(n) = url.max_connections {
+            self.max_connections = n;
+        }
+        if let Some(n) = url.min_connections {
+            self.min_connections = n;
+        }
+        if let Some(d) = url.acquire_timeout {
+            self.acquire_timeout = d;
+        }
+        if let Some(t) = url.test_before_acquire {
+            self.test_before_acquire = Some(t);
+        }
+        self
+    }
+}
+
+/// The pool settings a URL's query may carry.
+#[derive(Debug, Default, Clone, Copy)]
+struct PoolUrl {
+    max_connections: Option<u32>,
+    min_connections: Option<u32>,
+    acquire_timeout: Option<Duration>,
+    test_before_acquire: Option<bool>,
 }
 
 /// One PostgreSQL server: the primary or a hot standby.
@@ -707,15 +748,17 @@ pub(super) struct RawNode {
     weight: Option<u32>,
     #[serde(with = "humantime_serde")]
     max_lag: Option<Duration>,
-    pool: PoolConfig,
+    pool: Option<PoolConfig>,
     application_name: Option<String>,
 }
 
 impl RawNode {
     /// The node. Connection settings come from the explicit fields, else the URL, else (when given)
-    /// `inherit`'s (all but the host), else the defaults. An invalid URL is kept (redacted) for
-    /// `validate`, which reports it with the node's path.
-    pub(super) fn into_node(self, inherit: Option<&NodeConfig>) -> NodeConfig {
+    /// `inherit`'s (all but the host), else the defaults; its pool from its `pool` table, else
+    /// the URL's pool parameters over `pool` (the file's `[pool]`, for every node), else the
+    /// defaults. An invalid URL is kept (redacted) for `validate`, which reports it with the
+    /// node's path.
+    pub(super) fn into_node(self, inherit: Option<&NodeConfig>, pool: Option<&PoolConfig>) -> NodeConfig {
         let explicit = UrlParts {
             host: self.host,
             port: self.port,
@@ -725,13 +768,16 @@ impl RawNode {
             tls: self.tls,
             ssl_root_cert: self.ssl_root_cert,
             application_name: self.application_name,
+            pool: PoolUrl::default(),
         };
         let (from_url, url_error) = match self.url.as_deref().map(UrlParts::parse) {
             Some(Ok(parts)) => (parts, None),
             Some(Err(message)) => (UrlParts::default(), Some(message)),
             None => (UrlParts::default(), None),
         };
+        let url_pool = from_url.pool;
         let mut parts = explicit.or(from_url);
+        parts.pool = url_pool;
         if let Some(other) = inherit {
             parts = parts.or(UrlParts::inherited_from(other));
         }
@@ -741,7 +787,10 @@ impl RawNode {
         node.datacenter = self.datacenter;
         node.weight = self.weight.unwrap_or(node.weight);
         node.max_lag = self.max_lag;
-        node.pool = self.pool;
+        node.pool = match self.pool {
+            Some(own) => own,
+            None => pool.cloned().unwrap_or_default().with_url(&url_pool),
+        };
         node.private.url_error = url_error;
         node
     }
@@ -750,7 +799,7 @@ impl RawNode {
 impl From<RawNode> for NodeConfig {
     /// Explicit fields override the URL's parts.
     fn from(raw: RawNode) -> Self {
-        raw.into_node(None)
+        raw.into_node(None, None)
     }
 }
 
@@ -765,6 +814,7 @@ struct UrlParts {
     tls: Option<TlsMode>,
     ssl_root_cert: Option<PathBuf>,
     application_name: Option<String>,
+    pool: PoolUrl,
 }
 
 impl UrlParts {
@@ -779,6 +829,7 @@ impl UrlParts {
             tls: self.tls.or(other.tls),
             ssl_root_cert: self.ssl_root_cert.or(other.ssl_root_cert),
             application_name: self.application_name.or(other.application_name),
+            pool: self.pool,
         }
     }
 
@@ -793,6 +844,7 @@ impl UrlParts {
             tls: Some(node.tls),
             ssl_root_cert: node.ssl_root_cert.clone(),
             application_name: node.application_name.clone(),
+            pool: PoolUrl::default(),
         }
     }
 
@@ -809,6 +861,7 @@ impl UrlParts {
             tls: self.tls.unwrap_or(defaults.tls),
             ssl_root_cert: self.ssl_root_cert,
             application_name: self.application_name,
+            pool: PoolConfig::default().with_url(&self.pool),
             ..NodeConfig::default()
         }
     }
@@ -872,10 +925,26 @@ impl UrlParts {
                 "user" => parts.user = Some(value),
                 "password" => parts.password = Some(Password(value)),
                 "dbname" => parts.database = Some(value),
+                "max_connections" => parts.pool.max_connections = Some(count(&value, "max_connections")?),
+                "min_connections" => parts.pool.min_connections = Some(count(&value, "min_connections")?),
+                "acquire_timeout" => {
+                    parts.pool.acquire_timeout =
+                        Some(humantime_serde::re::humantime::parse_duration(&value).map_err(|_| {
+                            "invalid acquire_timeout (expected a duration, e.g. 5s or 500ms)".to_owned()
+                        })?);
+                }
+                "test_before_acquire" => {
+                    parts.pool.test_before_acquire = Some(match &*value {
+                        "true" | "on" | "1" => true,
+                        "false" | "off" | "0" => false,
+                        _ => return Err("invalid test_before_acquire (expected true or false)".to_owned()),
+                    });
+                }
                 other => {
                     return Err(format!(
                         "unsupported query parameter {other:?} (supported: sslmode, sslrootcert, \
-                         application_name, host, port, user, password, dbname)"
+                         application_name, host, port, user, password, dbname, max_connections, \
+                         min_connections, acquire_timeout, test_before_acquire)"
                     ));
                 }
             }
@@ -909,6 +978,13 @@ fn split_hosts(url: &str) -> Result<Vec<String>, String> {
             }
         })
         .collect()
+}
+
+/// A connection count of a URL's query; the error names `what`, never the value.
+fn count(value: &str, what: &str) -> Result<u32, String> {
+    value
+        .parse()
+        .map_err(|_| format!("invalid {what} (expected a whole number)"))
 }
 
 /// Percent-decodes `s` as UTF-8; the error names `what`, never the value.

@@ -605,7 +605,8 @@ fn url_errors_never_contain_the_password() {
         (
             "postgres://app:hunter2@db1/app?connect_timeout=3",
             "url: unsupported query parameter \"connect_timeout\" (supported: sslmode, sslrootcert, application_name, \
-             host, port, user, password, dbname)",
+             host, port, user, password, dbname, max_connections, min_connections, acquire_timeout, \
+             test_before_acquire)",
         ),
         (
             "postgres://app:hunter2@db1,db2/app",
@@ -1555,4 +1556,77 @@ fn covet_etcd_names_the_fleets_etcd() {
     ]);
     let err = ReplicationConfig::from_env_map(|name| env.get(name).map(|v| v.to_string())).unwrap_err();
     assert_eq!(err.field(), Some("etcd.prefix"));
+}
+
+#[test]
+fn pool_sizes_reach_every_node_from_a_url_a_pool_table_the_builder_and_the_environment() {
+    // A URL's query: for every host of a multi-host URL.
+    let config = ReplicationConfig::from_url(
+        "postgres://app@db1,db2,db3/app?max_connections=32&min_connections=2&acquire_timeout=750ms&test_before_acquire=false",
+    )
+    .unwrap();
+    for node in config.nodes() {
+        assert_eq!(
+            (
+                node.pool.max_connections,
+                node.pool.min_connections,
+                node.pool.acquire_timeout
+            ),
+            (32, 2, Duration::from_millis(750)),
+            "{}",
+            node.id
+        );
+        assert_eq!(node.pool.test_before_acquire, Some(false));
+    }
+    // A [pool] table: every node without a pool of its own; a node's URL parameters over it.
+    let config = load(
+        "[pool]\nmax_connections = 24\n\n[primary]\nurl = \"postgres://app@db1/app?max_connections=40\"\n\n\
+         [[replicas]]\nhost = \"db2\"\n\n[[replicas]]\nhost = \"db3\"\npool = { max_connections = 4 }\n",
+    );
+    let max: Vec<u32> = config.nodes().map(|n| n.pool.max_connections).collect();
+    assert_eq!(max, [40, 24, 4]);
+    assert_eq!(config.replicas[1].pool.test_before_acquire, None);
+    // The builder: every node.
+    let config = ReplicationConfig::builder()
+        .primary_url("postgres://app@db1/app")
+        .replica_url("postgres://app@db2/app")
+        .pool(PoolConfig::default().with_max_connections(16))
+        .build()
+        .unwrap();
+    assert!(config.nodes().all(|n| n.pool.max_connections == 16));
+    // The environment: every node.
+    let env = HashMap::from([
+        ("COVET_URL", "postgres://app@db1,db2/app"),
+        ("COVET_MAX_CONNECTIONS", "20"),
+    ]);
+    let config = ReplicationConfig::from_env_map(|name| env.get(name).map(|v| v.to_string())).unwrap();
+    assert!(config.nodes().all(|n| n.pool.max_connections == 20));
+    let env = HashMap::from([
+        ("COVET_URL", "postgres://app@db1/app"),
+        ("COVET_MAX_CONNECTIONS", "lots"),
+    ]);
+    let err = ReplicationConfig::from_env_map(|name| env.get(name).map(|v| v.to_string())).unwrap_err();
+    assert_eq!(err.field(), Some("COVET_MAX_CONNECTIONS"));
+    // Bad values name the parameter, never the URL.
+    for (query, message) in [
+        (
+            "max_connections=many",
+            "invalid max_connections (expected a whole number)",
+        ),
+        (
+            "acquire_timeout=soon",
+            "invalid acquire_timeout (expected a duration, e.g. 5s or 500ms)",
+        ),
+        (
+            "test_before_acquire=maybe",
+            "invalid test_before_acquire (expected true or false)",
+        ),
+    ] {
+        let err = ReplicationConfig::from_url(&format!("postgres://app:hunter2@db1/app?{query}")).unwrap_err();
+        assert!(err.to_string().ends_with(message), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+    // Zero is refused by validation, as in a pool table.
+    let err = ReplicationConfig::from_url("postgres://app@db1/app?max_connections=0").unwrap_err();
+    assert!(err.to_string().contains("max_connections"), "{err}");
 }
