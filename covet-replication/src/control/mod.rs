@@ -84,7 +84,19 @@ impl Control {
         if let Some(fleet) = &control.fleet {
             use crate::ha::etcd::{lead, watch_primary};
             let token = control.shutdown.child_token();
-            control.tasks.spawn(lead(Arc::clone(fleet), token.clone()));
+            // Only a process that would fail over campaigns: a `follow` one (or one with
+            // `automatic` off) holding the lease would leave the fleet without a failover.
+            let failover = &control.cluster.config.failover;
+            let campaigns = failover.automatic
+                && matches!(
+                    failover.mode,
+                    crate::config::FailoverMode::Own | crate::config::FailoverMode::Coordinated
+                );
+            if campaigns {
+                control.tasks.spawn(lead(Arc::clone(fleet), token.clone()));
+            } else {
+                fleet.observe_only();
+            }
             // A published primary: a health round now, which adopts it once it answers so.
             let cluster = Arc::clone(&control.cluster);
             let wake = move || cluster.wake.notify_one();

@@ -62,6 +62,8 @@ pub(crate) enum Standing {
     Unreachable(String),
     /// Campaigning; the instance that leads, when known.
     Candidate(Option<String>),
+    /// Not campaigning (`follow`, or `automatic` off): only following what etcd publishes.
+    Observer,
     /// Holding the election key `key` (created at revision `rev`), while the lease lasts: by
     /// this process's clock, until `until`.
     Leader { key: Vec<u8>, rev: i64, until: Instant },
@@ -73,6 +75,7 @@ impl std::fmt::Display for Standing {
             Standing::Unreachable(why) => write!(f, "etcd unreachable ({why})"),
             Standing::Candidate(Some(leader)) => write!(f, "{leader} leads"),
             Standing::Candidate(None) => f.write_str("nobody leads yet"),
+            Standing::Observer => f.write_str("does not campaign (follow mode, or automatic failover off)"),
             Standing::Leader { .. } => f.write_str("this process leads"),
         }
     }
@@ -89,6 +92,8 @@ pub(crate) struct Fleet {
     standing: watch::Sender<Standing>,
     /// The last primary published, as the watch saw it.
     primary: watch::Sender<Option<Promotion>>,
+    /// etcd refused a guarded write: the election key is gone, whatever the lease says.
+    deposed: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -102,16 +107,24 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
+    /// `timeout` bounds each request, to at most a quarter of the lease (a holder keeps a
+    /// request's time to spare before its lease ends).
     pub fn new(config: &EtcdConfig, timeout: Duration) -> Self {
         let instance = config.instance.clone().unwrap_or_else(default_instance);
         Fleet {
             config: config.clone(),
             instance,
-            timeout,
+            timeout: timeout.min(config.lease_ttl / 4),
             client: Mutex::new(None),
             standing: watch::Sender::new(Standing::Unreachable("not connected yet".into())),
             primary: watch::Sender::new(None),
+            deposed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// This process will not campaign.
+    pub fn observe_only(&self) {
+        self.standing.send_replace(Standing::Observer);
     }
 
     pub fn instance(&self) -> &str {
@@ -171,84 +184,94 @@ impl Fleet {
         }
     }
 
-    /// Writes `key` = `value` if this process still holds the election key (checked by etcd
-    /// in the same transaction), and deletes `clear`.
-    async fn guarded(
-        &self,
-        op: &'static str,
-        key: &str,
-        value: Option<&Promotion>,
-        clear: Option<&str>,
-    ) -> Result<(), HaError> {
+    /// Runs `ops` if this process still holds the election key (checked by etcd in the same
+    /// transaction) and `also` holds. A refusal ends the term.
+    async fn guarded(&self, op: &'static str, also: Vec<Compare>, ops: Vec<TxnOp>) -> Result<(), HaError> {
         let (leader, rev) = self.held()?;
         let mut client = self.client()?;
-        let mut ops = Vec::new();
-        if let Some(value) = value {
-            let json = serde_json::to_string(value).map_err(|source| HaError::Record {
-                key: key.to_owned(),
-                source,
-            })?;
-            ops.push(TxnOp::put(key, json, None));
-        }
-        if let Some(clear) = clear {
-            ops.push(TxnOp::delete(clear, None));
-        }
-        let txn = Txn::new()
-            .when([Compare::create_revision(leader, CompareOp::Equal, rev)])
-            .and_then(ops);
-        let answer = self.ask(op, client.txn(txn)).await?;
+        let mut when = vec![Compare::create_revision(leader.clone(), CompareOp::Equal, rev)];
+        when.extend(also);
+        let answer = self.ask(op, client.txn(Txn::new().when(when).and_then(ops))).await?;
         if !answer.succeeded() {
+            // Which comparison failed: the election key's means this process leads no more.
+            let key = self.ask("read the election key", client.get(leader, None)).await;
+            let ours = key.is_ok_and(|k| k.kvs().first().is_some_and(|kv| kv.create_revision() == rev));
+            if !ours {
+                self.deposed.notify_one();
+                return Err(HaError::NotLeader {
+                    standing: "etcd refused: this process's election key is gone".into(),
+                });
+            }
             return Err(HaError::NotLeader {
-                standing: "etcd says the election key is gone (the lease lapsed)".into(),
+                standing: "etcd refused: another holder recorded a promotion meanwhile".into(),
             });
         }
         // The answer may have taken long: the lease must still stand now.
         self.held().map(drop)
     }
 
-    /// Records, under the lease, that `p` is about to be promoted. Nothing may be promoted
-    /// unless this succeeds.
-    pub async fn begin(&self, p: &Promotion) -> Result<(), HaError> {
-        self.guarded("record the promotion", &self.key("failover"), Some(p), None)
+    fn put(&self, name: &str, p: &Promotion) -> Result<TxnOp, HaError> {
+        let key = self.key(name);
+        let json = serde_json::to_string(p).map_err(|source| HaError::Record {
+            key: key.clone(),
+            source,
+        })?;
+        Ok(TxnOp::put(key, json, None))
+    }
+
+    /// Records, under the lease, that `p` is about to be promoted, if the record is as read
+    /// (`seen`: its revision, 0 for none). Nothing may be promoted unless this succeeds.
+    pub async fn begin(&self, p: &Promotion, seen: i64) -> Result<(), HaError> {
+        let unchanged = Compare::mod_revision(self.key("failover"), CompareOp::Equal, seen);
+        self.guarded("record the promotion", vec![unchanged], vec![self.put("failover", p)?])
             .await
+    }
+
+    /// Drops the record of a promotion this process began and will not make (a switchover
+    /// that stopped before `pg_promote`).
+    pub async fn abandon(&self) -> Result<(), HaError> {
+        let record = TxnOp::delete(self.key("failover"), None);
+        self.guarded("drop the promotion", Vec::new(), vec![record]).await
     }
 
     /// Publishes the new primary (and clears the promotion under way).
     pub async fn publish(&self, p: &Promotion) -> Result<(), HaError> {
-        let under_way = self.key("failover");
-        self.guarded("publish the primary", &self.key("primary"), Some(p), Some(&under_way))
-            .await
+        let ops = vec![self.put("primary", p)?, TxnOp::delete(self.key("failover"), None)];
+        self.guarded("publish the primary", Vec::new(), ops).await
     }
 
-    /// The promotion a lease holder began and did not finish, if any.
-    pub async fn under_way(&self) -> Result<Option<Promotion>, HaError> {
+    /// The promotion a lease holder began and did not finish, if any, and the record's
+    /// revision (0: none), for [`begin`](Self::begin).
+    pub async fn under_way(&self) -> Result<(Option<Promotion>, i64), HaError> {
         let mut client = self.client()?;
         let key = self.key("failover");
         let answer = self
             .ask("read the promotion under way", client.get(key.as_str(), None))
             .await?;
-        answer
-            .kvs()
-            .first()
-            .map(|kv| serde_json::from_slice(kv.value()).map_err(|source| HaError::Record { key, source }))
-            .transpose()
+        let Some(kv) = answer.kvs().first() else {
+            return Ok((None, 0));
+        };
+        let p = serde_json::from_slice(kv.value()).map_err(|source| HaError::Record { key, source })?;
+        Ok((Some(p), kv.mod_revision()))
     }
 
-    /// One term: connect, take a lease, campaign, and keep the lease alive until something fails.
-    /// Returns why it ended.
+    /// One term: connect, take a lease, campaign, and keep the lease alive until something
+    /// fails. Returns why it ended.
     async fn term(&self) -> Result<(), HaError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(self.timeout)
-            .with_timeout(self.timeout);
+        // No client-wide timeout: the campaign waits as long as another holds the lease; every
+        // other request has its own (`ask`).
+        let options = ConnectOptions::new().with_connect_timeout(self.timeout);
         let mut client = self
             .ask("connect", Client::connect(&self.config.endpoints, Some(options)))
             .await?;
-        let ttl = self.config.lease_ttl;
         let granted = Instant::now();
-        let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        let lease = self.ask("lease grant", client.lease_grant(secs, None)).await?.id();
-        let (mut keeper, mut replies) = self.ask("lease keep-alive", client.lease_keep_alive(lease)).await?;
+        let secs = i64::try_from(self.config.lease_ttl.as_secs()).unwrap_or(i64::MAX);
+        let grant = self.ask("lease grant", client.lease_grant(secs, None)).await?;
+        // etcd may grant more than asked (its minimum).
+        let ttl = Duration::from_secs(grant.ttl().unsigned_abs());
+        let lease = grant.id();
         *lock(&self.client) = Some((client.clone(), lease));
+        let (mut keeper, mut replies) = self.ask("lease keep-alive", client.lease_keep_alive(lease)).await?;
         let mut until = granted + ttl;
         let name = self.key("leader");
         let mut election = client.election_client();
@@ -258,6 +281,9 @@ impl Fleet {
         let mut tick = tokio::time::interval(ttl / 3);
         loop {
             tokio::select! {
+                () = self.deposed.notified() => {
+                    return Err(HaError::NotLeader { standing: "etcd refused a write under the lease".into() });
+                }
                 won = &mut campaign, if !elected => {
                     let won = won.map_err(|source| HaError::Etcd { op: "campaign", source })?;
                     let key = won.leader().ok_or_else(|| HaError::NotLeader {
@@ -290,9 +316,24 @@ impl Fleet {
         }
     }
 
+    /// Ends the term's lease (best effort: one etcd cannot be asked lets it lapse), so that its
+    /// election key does not stand in the next holder's way for a whole TTL.
+    async fn revoke(&self) {
+        let term = lock(&self.client).take();
+        if let Some((mut client, lease)) = term {
+            let _ = self.ask("lease revoke", client.lease_revoke(lease)).await;
+        }
+    }
+
     /// Follows `<prefix>/primary`: its value now, then every change, until a request fails.
     async fn follow(&self, wake: &(dyn Fn() + Send + Sync)) -> Result<(), HaError> {
-        let options = ConnectOptions::new().with_connect_timeout(self.timeout);
+        // HTTP/2 pings find a half-open connection; a member cut off from etcd's quorum
+        // refuses the watch instead of keeping it silent.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(self.timeout)
+            .with_keep_alive(self.config.lease_ttl / 2, self.timeout)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
         let mut client = self
             .ask("connect", Client::connect(&self.config.endpoints, Some(options)))
             .await?;
@@ -307,6 +348,12 @@ impl Fleet {
             .await
             .map_err(|source| HaError::Etcd { op: "watch", source })?
         {
+            if answer.canceled() {
+                // Compacted past our revision, or refused: read it afresh.
+                return Err(HaError::NotLeader {
+                    standing: format!("etcd canceled the watch ({})", answer.cancel_reason()),
+                });
+            }
             for event in answer.events() {
                 let value = (event.event_type() == EventType::Put)
                     .then(|| event.kv().map(|kv| kv.value()))
@@ -349,18 +396,15 @@ pub(crate) async fn lead(fleet: Arc<Fleet>, token: CancellationToken) {
             .map_or_else(|| "the term ended".to_owned(), |e| e.to_string());
         tracing::warn!(target: "covet::fleet", instance = %fleet.instance, %why, "lost etcd");
         fleet.standing.send_replace(Standing::Unreachable(why));
-        lock(&fleet.client).take();
+        fleet.revoke().await;
         tokio::select! {
             _ = token.cancelled() => break,
             () = tokio::time::sleep(pause) => {}
         }
     }
     // On a clean stop, give the lease up: another process need not wait out its TTL.
-    let term = lock(&fleet.client).take();
-    if let Some((mut client, lease)) = term {
-        let _ = fleet.ask("lease revoke", client.lease_revoke(lease)).await;
-    }
     fleet.standing.send_replace(Standing::Unreachable("stopped".into()));
+    fleet.revoke().await;
 }
 
 /// The watch task: follows the published primary, calling `wake` on each change.
@@ -386,4 +430,64 @@ fn default_instance() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "localhost".to_owned());
     format!("{host}:{}", std::process::id())
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::testing::EtcdServer;
+
+    async fn leading(fleet: &Fleet) {
+        let started = Instant::now();
+        while !fleet.leads() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{}", fleet.standing());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The guarded write is the whole guarantee of `coordinated` mode: a holder that believes
+    /// it leads (its lease alive, its clock fine) records nothing once its election key is
+    /// gone, nor over a record it did not read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_election_key_s_owner_records_a_promotion_and_only_over_what_it_read() {
+        let etcd = EtcdServer::start().await.unwrap();
+        let config = EtcdConfig::default()
+            .with_endpoints([etcd.url()])
+            .with_prefix("/guard")
+            .with_lease_ttl(Duration::from_secs(4))
+            .with_instance("a");
+        let a = Arc::new(Fleet::new(&config, Duration::from_secs(1)));
+        let token = CancellationToken::new();
+        tokio::spawn(lead(Arc::clone(&a), token.child_token()));
+        leading(&a).await;
+        let p = Promotion::new("db2", 5432, "replica1", 1, "a");
+        a.begin(&p, 0).await.unwrap();
+        let (read, revision) = a.under_way().await.unwrap();
+        assert_eq!(read.as_ref(), Some(&p));
+        // A record it did not read (it read "none"): refused, and it still leads.
+        let refused = a.begin(&p, 0).await.unwrap_err();
+        assert!(refused.to_string().contains("another holder recorded"), "{refused}");
+        a.begin(&p, revision).await.unwrap();
+        assert!(a.leads());
+
+        // The election key deleted behind its back, the lease alive: it believes it leads...
+        let mut client = Client::connect([etcd.url()], None).await.unwrap();
+        let deleted = client
+            .delete("/guard/leader", Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        assert_eq!(deleted.deleted(), 1);
+        assert!(a.leads());
+        // ...but etcd records nothing for it, and its term ends.
+        let (_, revision) = a.under_way().await.unwrap();
+        let refused = a.begin(&p, revision).await.unwrap_err();
+        assert!(refused.to_string().contains("election key is gone"), "{refused}");
+        let refused = a.publish(&p).await.unwrap_err();
+        assert!(matches!(refused, HaError::NotLeader { .. }), "{refused}");
+        // A new term campaigns again, and leads with a new key.
+        leading(&a).await;
+        a.publish(&p).await.unwrap();
+        assert_eq!(a.under_way().await.unwrap(), (None, 0));
+        token.cancel();
+    }
 }

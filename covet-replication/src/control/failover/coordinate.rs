@@ -67,24 +67,52 @@ pub(super) fn refusal(m: &Control) -> Option<FailoverError> {
     None
 }
 
-/// The node a promotion left under way names, if one stands (it may have happened, so no other
-/// node may be promoted): its id here, or an error when no node here is at its address. A
-/// record older than `promote_timeout` + `lease_ttl`, or of a timeline already left, is over.
-pub(super) async fn under_way(m: &Control, rec: &mut Recorder) -> Result<Option<String>, FailoverError> {
+/// What a failover learned of the promotion a lease holder may have left under way.
+#[derive(Debug, Default)]
+pub(super) struct UnderWay {
+    /// The node it names, by its id here: the only one that may be promoted.
+    pub target: Option<String>,
+    /// Who began it, and how long its record stands.
+    pub by: String,
+    pub left: std::time::Duration,
+    /// The record's revision (0: none): [`begin`] writes only over what was read.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    revision: i64,
+}
+
+impl UnderWay {
+    /// Refuses a switchover while a promotion stands.
+    pub fn refusal(&self) -> Option<FailoverError> {
+        self.target.as_ref().map(|node| FailoverError::PromotionUnderWay {
+            node: node.clone(),
+            by: self.by.clone(),
+            left: self.left,
+        })
+    }
+}
+
+/// The promotion a lease holder left under way, if one stands: it may have happened, so no
+/// other node may be promoted. An error when no node here is at its address. A record older
+/// than twice `promote_timeout` plus `lease_ttl` (by this process's clock: the record has the
+/// writer's), or of a timeline the cluster has left, is over.
+pub(super) async fn under_way(m: &Control, rec: &mut Recorder) -> Result<UnderWay, FailoverError> {
     #[cfg(feature = "etcd")]
     if let Some(fleet) = &m.fleet {
-        let p = match fleet.under_way().await {
-            Ok(p) => p,
+        let (p, revision) = match fleet.under_way().await {
+            Ok(found) => found,
             Err(source) => {
                 rec.step("coordinate", None, false, source.to_string());
                 return Err(FailoverError::Coordination { source });
             }
         };
         let cfg = &m.cluster.config;
-        let stands = cfg.failover.promote_timeout + cfg.etcd.lease_ttl;
+        let stands = cfg.failover.promote_timeout * 2 + cfg.etcd.lease_ttl;
         let (_, timeline) = m.cluster.identity.get();
         let Some(p) = p.filter(|p| p.age() < stands && p.timeline >= timeline) else {
-            return Ok(None);
+            return Ok(UnderWay {
+                revision,
+                ..UnderWay::default()
+            });
         };
         let topology = m.cluster.topology.load();
         let here = topology.nodes().find(|n| {
@@ -104,19 +132,31 @@ pub(super) async fn under_way(m: &Control, rec: &mut Recorder) -> Result<Option<
             true,
             format!("{} began promoting it: the only candidate", p.by),
         );
-        return Ok(Some(node.id.as_str().to_owned()));
+        return Ok(UnderWay {
+            target: Some(node.id.as_str().to_owned()),
+            left: stands.saturating_sub(p.age()),
+            by: p.by,
+            revision,
+        });
     }
     let _ = (m, rec);
-    Ok(None)
+    Ok(UnderWay::default())
 }
 
-/// Records in etcd, under this process's lease, that `node` is being promoted from
-/// `timeline`. Nothing may be promoted unless this succeeds.
-pub(super) async fn begin(m: &Control, node: &Node, timeline: u32, rec: &mut Recorder) -> Result<(), FailoverError> {
+/// Records in etcd, under this process's lease and over the record `seen` read, that `node`
+/// (a standby on `timeline`) is about to be promoted. Nothing may be promoted unless this
+/// succeeds.
+pub(super) async fn begin(
+    m: &Control,
+    node: &Node,
+    timeline: u32,
+    seen: &UnderWay,
+    rec: &mut Recorder,
+) -> Result<(), FailoverError> {
     #[cfg(feature = "etcd")]
     if let Some(fleet) = &m.fleet {
         let p = promotion(fleet, node, timeline);
-        if let Err(source) = fleet.begin(&p).await {
+        if let Err(source) = fleet.begin(&p, seen.revision).await {
             rec.step("coordinate", Some(&node.id), false, source.to_string());
             return Err(FailoverError::Coordination { source });
         }
@@ -127,8 +167,23 @@ pub(super) async fn begin(m: &Control, node: &Node, timeline: u32, rec: &mut Rec
             format!("promotion recorded in etcd under {}'s lease", fleet.instance()),
         );
     }
-    let _ = (m, node, timeline, rec);
+    let _ = (m, node, timeline, seen, rec);
     Ok(())
+}
+
+/// Drops the record [`begin`] wrote, for a switchover that stopped before promoting.
+pub(super) async fn abandon(m: &Control, rec: &mut Recorder) {
+    #[cfg(feature = "etcd")]
+    if let Some(fleet) = &m.fleet {
+        let dropped = fleet.abandon().await;
+        rec.step(
+            "coordinate",
+            None,
+            dropped.is_ok(),
+            dropped.map_or_else(|e| e.to_string(), |()| "promotion record dropped".to_owned()),
+        );
+    }
+    let _ = (m, rec);
 }
 
 /// Publishes `node`, now primary on `timeline`, for the fleet. A failure is recorded: the
@@ -149,6 +204,35 @@ pub(super) async fn publish(m: &Control, node: &Node, timeline: u32, rec: &mut R
         );
     }
     let _ = (m, node, timeline, rec);
+}
+
+/// The lease holder publishes the primary it follows when etcd names another (one it adopted,
+/// one promoted by a holder that died before publishing, the first at startup).
+pub(super) async fn reconcile(m: &Control, primary: &Node, sample: Option<&crate::pg::Sample>) {
+    #[cfg(feature = "etcd")]
+    if let Some(fleet) = &m.fleet
+        && fleet.leads()
+        && let Some(s) = sample.filter(|s| !s.in_recovery && !s.read_only)
+        && let Some(timeline) = s.timeline
+    {
+        let published = fleet.published();
+        let same = published.as_ref().is_some_and(|p| {
+            p.port == primary.config.port
+                && p.timeline == timeline
+                && crate::config::NodeConfig::host_key(&p.host)
+                    == crate::config::NodeConfig::host_key(&primary.config.host)
+        });
+        if !same {
+            let p = promotion(fleet, primary, timeline);
+            match fleet.publish(&p).await {
+                Ok(()) => tracing::info!(target: "covet::fleet", node = %primary.id, timeline, "published the primary"),
+                Err(error) => {
+                    tracing::warn!(target: "covet::fleet", node = %primary.id, %error, "primary not published")
+                }
+            }
+        }
+    }
+    let _ = (m, primary, sample);
 }
 
 #[cfg(feature = "etcd")]

@@ -272,13 +272,14 @@ pub(crate) async fn task(
 /// down and that is allowed.
 async fn after_health_round(m: &Arc<Control>, round: &Round) {
     let cfg = &m.cluster.config.failover;
-    let acting = acts(m);
-    if acting {
+    if acts(m) {
+        coordinate::reconcile(m, &round.topology.primary, round.samples[0].as_ref().ok()).await;
         repoint_stragglers(m).await;
     }
     for (node, sample) in round.topology.nodes().zip(&round.samples) {
         if let (NodeState::Fenced, Ok(s)) = (node.state(), sample) {
-            fenced_node_answered(m, node, s, acting && cfg.fence).await;
+            // Asked each time: a repoint above may have outlasted a fleet's lease.
+            fenced_node_answered(m, node, s, cfg.fence && acts(m)).await;
         }
     }
     // A round taken before the topology changed says nothing about the new one.
@@ -318,7 +319,7 @@ async fn after_health_round(m: &Arc<Control>, round: &Round) {
         FailoverMode::Follow => {}
         FailoverMode::Supervised => supervise(m, cfg).await,
         // Only the lease holder: the others follow what it does.
-        FailoverMode::Coordinated if !acting => {}
+        FailoverMode::Coordinated if !acts(m) => {}
         FailoverMode::Own | FailoverMode::Coordinated => {
             if run(m, FailoverKind::Automatic, None).await.is_ok() {
                 *lock(&m.failover.last_automatic) = Some(Instant::now());

@@ -165,7 +165,7 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
     // 2. ...and from the standbys; then elect, and check what it would cost. In a fleet, a
     // promotion another lease holder began may have happened: only its node may be next.
     let under_way = coordinate::under_way(m, rec).await.map_err(Stop::Check)?;
-    let target = under_way.as_deref().or(target);
+    let target = under_way.target.as_deref().or(target);
     let surveyed = survey_all(m, &standbys(topology), rec).await;
     let (system_id, _) = m.cluster.identity.get();
     let sync = m.cluster.identity.sync_rule();
@@ -220,8 +220,10 @@ async fn failover(m: &Arc<Control>, topology: &Topology, target: Option<&str>, r
             let ids: Vec<&NodeId> = answered.iter().map(|(n, _)| &n.id).collect();
             let again: Vec<Option<Sample>> = again.into_iter().map(Result::ok).collect();
             plan::still_unpromoted(&ids, &again).map_err(Stop::Check)?;
-            let (_, left) = m.cluster.identity.get();
-            coordinate::begin(m, &node, left, rec).await.map_err(Stop::Check)?;
+            let left = timeline_of(&answered, &node, m);
+            coordinate::begin(m, &node, left, &under_way, rec)
+                .await
+                .map_err(Stop::Check)?;
             // A paused old primary may wake and answer statements sent before it stopped: none
             // of those answers may reach a caller once another node is primary.
             let in_flight = old.in_flight.load(Ordering::SeqCst);
@@ -257,6 +259,10 @@ async fn switchover(
     let cfg = &m.cluster.config.failover;
     let old = &topology.primary;
     let timeout = m.cluster.config.health.timeout;
+    let under_way = coordinate::under_way(m, rec).await.map_err(Stop::Check)?;
+    if let Some(refused) = under_way.refusal() {
+        return Err(Stop::Check(refused));
+    }
     let mut old_conn = connect(old, timeout).await.map_err(step_failed("connect", old))?;
     let answered = answered(&survey_all(m, &standbys(topology), rec).await);
     let facts: Vec<plan::Standby<'_>> = answered.iter().map(|(n, s)| as_standby(n, Some(s))).collect();
@@ -273,6 +279,12 @@ async fn switchover(
     while old.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // In a fleet, the promotion is recorded before anything changes: a holder that cannot
+    // record it fences nothing.
+    let left = timeline_of(&answered, &node, m);
+    coordinate::begin(m, &node, left, &under_way, rec)
+        .await
+        .map_err(Stop::Check)?;
     // From the fence until pg_promote is sent, any failure must make the old primary writable
     // again: otherwise the cluster is left without one.
     let prepared = async {
@@ -289,9 +301,7 @@ async fn switchover(
         catch_up(&mut old_conn, &mut target_conn, &node, cfg.catchup_timeout, rec).await?;
         pg::unfence(&mut target_conn)
             .await
-            .map_err(step_failed("promote", &node))?;
-        let (_, left) = m.cluster.identity.get();
-        coordinate::begin(m, &node, left, rec).await.map_err(Stop::Check)
+            .map_err(step_failed("promote", &node))
     }
     .await;
     if let Err(stop) = prepared {
@@ -302,6 +312,7 @@ async fn switchover(
             undone.is_ok(),
             undone.map_or_else(|e| e.to_string(), |()| "writable again".into()),
         );
+        coordinate::abandon(m, rec).await;
         return Err(stop);
     }
     // Sent: even if it reports a failure, the promotion may complete, so no unfencing now.
@@ -310,6 +321,15 @@ async fn switchover(
     coordinate::publish(m, &node, timeline, rec).await;
     finish(m, topology, &node, &answered, hold, rec).await;
     Ok(())
+}
+
+/// The timeline `node` answered on in the survey (the one being left), else the cluster's.
+fn timeline_of(answered: &[(Arc<Node>, Sample)], node: &Node, m: &Control) -> u32 {
+    answered
+        .iter()
+        .find(|(n, _)| n.id == node.id)
+        .and_then(|(_, s)| s.timeline)
+        .unwrap_or_else(|| m.cluster.identity.get().1)
 }
 
 /// After the switch: writes go on (to the new primary), the other standbys are repointed, and
