@@ -230,6 +230,96 @@ async fn bounded_staleness_excludes_a_paused_replica() {
     cluster.resume_replay(1).await.unwrap();
 }
 
+/// `BoundedStaleness(d)` is a bound, also between two health checks: a replica whose replay
+/// stopped right after a check (its lag then within `d`) is not read once it may be more than
+/// `d` behind. Staleness is measured by the server that answers: the age of the newest
+/// timestamp a writer sets every 5 ms on the primary (one machine, one clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounded_read_is_never_older_than_its_bound_between_health_checks() {
+    let cluster = Arc::new(cluster_with_table().await);
+    cluster
+        .execute(
+            0,
+            "CREATE TABLE clock (id int PRIMARY KEY, at timestamptz); INSERT INTO clock VALUES (1, now())",
+        )
+        .await
+        .unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let mut config = test_config(&cluster);
+    // Checks a second apart: a replica that stops replaying just after one keeps its lag
+    // reading for a whole second.
+    config.health.interval = Duration::from_secs(1);
+    let db = connect(config).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut conn = cluster.connect(0).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                sqlx::query("UPDATE clock SET at = clock_timestamp() WHERE id = 1")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bound = Duration::from_secs(2);
+    // Slack for the writer's period and its commit.
+    let over = bound.as_secs_f64() + 0.05;
+    let read = |level: Consistency| {
+        let session = db.session_with(level);
+        let cluster = &cluster;
+        async move {
+            let (age, port): (f64, i32) = sqlx::query_as(
+                "SELECT EXTRACT(EPOCH FROM clock_timestamp() - at)::float8, inet_server_port() FROM clock",
+            )
+            .fetch_one(&session)
+            .await
+            .unwrap();
+            (age, node_name(cluster, port))
+        }
+    };
+    cluster.pause_replay(1).await.unwrap();
+    let paused = Instant::now();
+    let (mut bounded, mut eventual) = (Vec::new(), Vec::new());
+    while paused.elapsed() < Duration::from_secs(6) {
+        bounded.push(read(Consistency::BoundedStaleness(bound)).await);
+        eventual.push(read(Consistency::Eventual).await);
+    }
+    cluster.resume_replay(1).await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    let late = |reads: &[(f64, String)]| -> Vec<(f64, String)> {
+        reads.iter().filter(|(age, _)| *age > over).cloned().collect()
+    };
+    let on_paused = bounded.iter().filter(|(_, n)| n == "replica1").count();
+    println!(
+        "{} bounded reads ({on_paused} on the paused replica), {} over {over} s; eventual: {} of {} over",
+        bounded.len(),
+        late(&bounded).len(),
+        late(&eventual).len(),
+        eventual.len()
+    );
+    // The check can fail: Eventual reads of the paused replica are older than the bound.
+    assert!(
+        !late(&eventual).is_empty(),
+        "the paused replica never served a stale read"
+    );
+    let late = late(&bounded);
+    assert!(
+        late.is_empty(),
+        "{} bounded reads older than {bound:?}: {:?}",
+        late.len(),
+        &late[..late.len().min(5)]
+    );
+    assert!(
+        on_paused > 0,
+        "the paused replica served no bounded read while it was within the bound"
+    );
+}
+
 #[tokio::test]
 async fn tokens_from_elsewhere_are_refused_or_sent_to_the_primary() {
     let cluster = cluster_with_table().await;

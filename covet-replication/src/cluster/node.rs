@@ -37,6 +37,11 @@ pub(crate) struct Node {
     /// Replication lag at the last check.
     pub lag_bytes: AtomicU64,
     pub lag_us: AtomicU64,
+    /// When a health check last measured this node's position (and a replica's lag), on
+    /// [`now_us`]'s clock; 0: not since it was lost.
+    measured_at_us: AtomicU64,
+    /// At most how old a replica's data was when last measured (the lag is a lower bound).
+    pub staleness_us: AtomicU64,
     /// Metric handles, registered once: the hot path only increments.
     queries_metric: metrics::Counter,
     query_seconds_metric: metrics::Histogram,
@@ -83,6 +88,8 @@ impl Node {
             writable: AtomicBool::new(false),
             lag_bytes: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
+            measured_at_us: AtomicU64::new(0),
+            staleness_us: AtomicU64::new(u64::MAX),
             suspect: Default::default(),
             abandon: Default::default(),
         }
@@ -209,6 +216,37 @@ impl Node {
         self.abandon_in_flight();
         self.lsn.store(0, Relaxed);
         self.incarnation.store(0, Relaxed);
+        self.measured_at_us.store(0, Relaxed);
+    }
+
+    /// A health check that began at `at` measured this node's position (and a replica's lag).
+    pub fn mark_measured(&self, at: std::time::Instant) {
+        let ago = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.measured_at_us.store(now_us().saturating_sub(ago).max(1), Relaxed);
+    }
+
+    /// As if a health check had measured this node `ago`, with lag `lag`.
+    #[cfg(test)]
+    pub fn measured(&self, ago: Duration, lag: Duration) {
+        let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
+        self.measured_at_us.store(now_us().saturating_sub(ago).max(1), Relaxed);
+        self.lag_us.store(lag.as_micros() as u64, Relaxed);
+        self.staleness_us.store(lag.as_micros() as u64, Relaxed);
+    }
+
+    /// How long ago a health check measured this node's position; `Duration::MAX` if none
+    /// has since it was lost.
+    pub fn measured_age(&self) -> Duration {
+        match self.measured_at_us.load(Relaxed) {
+            0 => Duration::MAX,
+            at => Duration::from_micros(now_us().saturating_sub(at)),
+        }
+    }
+
+    /// At most how old the data a read here sees is: its staleness when last measured plus
+    /// the time since (the replica may have stopped replaying right after).
+    pub fn staleness(&self) -> Duration {
+        Duration::from_micros(self.staleness_us.load(Relaxed)).saturating_add(self.measured_age())
     }
 
     pub fn lag(&self) -> (u64, Duration) {

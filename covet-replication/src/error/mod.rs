@@ -64,6 +64,17 @@ pub enum Error {
         /// The replica's position at the last check.
         replayed: crate::core::Lsn,
     },
+    /// A `BoundedStaleness` read targeted at a replica whose staleness cannot be shown to be
+    /// within the bound: its lag was last measured too long ago, and so was the primary's
+    /// position it would have to prove it has replayed (a bound shorter than about a health
+    /// interval). Nothing was sent.
+    #[error("{node} cannot be shown to be less than {bound:?} behind the primary; nothing was sent")]
+    StalenessUnknown {
+        /// The replica.
+        node: NodeId,
+        /// The session's bound.
+        bound: std::time::Duration,
+    },
     /// A read targeted away from the primary in a session whose position is unknown (a write
     /// whose position could not be read, a token from another timeline or from the future):
     /// no replica can be shown to have it, and the primary does not serve it in the replica's

@@ -137,3 +137,72 @@ pub(crate) fn spawn_logged(mut cmd: Command, log: &Path) -> Result<Child, Cluste
         output: String::new(),
     })
 }
+
+/// The guarded write of `coordinated` mode (crate::ha::etcd), against a real etcd.
+#[cfg(all(test, feature = "etcd"))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use etcd_client::Client;
+    use tokio_util::sync::CancellationToken;
+
+    use super::EtcdServer;
+    use crate::config::EtcdConfig;
+    use crate::error::HaError;
+    use crate::ha::etcd::{Fleet, Promotion, lead};
+
+    async fn leading(fleet: &Fleet) {
+        let started = Instant::now();
+        while !fleet.leads() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{}", fleet.standing());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The guarded write is the whole guarantee of `coordinated` mode: a holder that believes
+    /// it leads (its lease alive, its clock fine) records nothing once its election key is
+    /// gone, nor over a record it did not read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_election_key_s_owner_records_a_promotion_and_only_over_what_it_read() {
+        let etcd = EtcdServer::start().await.unwrap();
+        let config = EtcdConfig::default()
+            .with_endpoints([etcd.url()])
+            .with_prefix("/guard")
+            .with_lease_ttl(Duration::from_secs(4))
+            .with_instance("a");
+        let a = Arc::new(Fleet::new(&config, Duration::from_secs(1)));
+        let token = CancellationToken::new();
+        tokio::spawn(lead(Arc::clone(&a), token.child_token()));
+        leading(&a).await;
+        let p = Promotion::new("db2", 5432, "replica1", 1, "a");
+        a.begin(&p, 0).await.unwrap();
+        let (read, revision) = a.under_way().await.unwrap();
+        assert_eq!(read.as_ref(), Some(&p));
+        // A record it did not read (it read "none"): refused, and it still leads.
+        let refused = a.begin(&p, 0).await.unwrap_err();
+        assert!(refused.to_string().contains("another holder recorded"), "{refused}");
+        a.begin(&p, revision).await.unwrap();
+        assert!(a.leads());
+
+        // The election key deleted behind its back, the lease alive: it believes it leads...
+        let mut client = Client::connect([etcd.url()], None).await.unwrap();
+        let deleted = client
+            .delete("/guard/leader", Some(etcd_client::DeleteOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        assert_eq!(deleted.deleted(), 1);
+        assert!(a.leads());
+        // ...but etcd records nothing for it, and its term ends.
+        let (_, revision) = a.under_way().await.unwrap();
+        let refused = a.begin(&p, revision).await.unwrap_err();
+        assert!(refused.to_string().contains("election key is gone"), "{refused}");
+        let refused = a.publish(&p).await.unwrap_err();
+        assert!(matches!(refused, HaError::NotLeader { .. }), "{refused}");
+        // A new term campaigns again, and leads with a new key.
+        leading(&a).await;
+        a.publish(&p).await.unwrap();
+        assert_eq!(a.under_way().await.unwrap(), (None, 0));
+        token.cancel();
+    }
+}

@@ -153,6 +153,8 @@ pub(crate) async fn task(control: Weak<Control>, token: CancellationToken) {
 /// Checks every node once, concurrently, applies the results and publishes them.
 pub(crate) async fn round(manager: &Control) -> Arc<Round> {
     let id = manager.cluster.rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    // What the round measures is at most this old: ages count from here.
+    let began = Instant::now();
     let topology = manager.cluster.topology.load_full();
     let cfg = &manager.cluster.config.health;
     // Failures the data plane reported: those nodes are unhealthy from now (probed on a new
@@ -188,6 +190,7 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
     {
         lock_history(manager).record(now, s.lsn);
         primary.observe_lsn(s.lsn);
+        primary.mark_measured(began);
         manager.cluster.identity.observe(s.system_id, s.timeline);
         manager.cluster.identity.observe_synchronous(&s.synchronous);
     }
@@ -222,7 +225,8 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
             Ok(s) => {
                 probe.counted_failure = None;
                 node.record_rtt(s.rtt);
-                let over = node.role() == Role::Replica && apply_lag(manager, node, s, &lock_history(manager), now);
+                let over =
+                    node.role() == Role::Replica && apply_lag(manager, node, s, &lock_history(manager), (began, now));
                 let readmit_after = manager.cluster.config.lag.readmit_after;
                 let lagging = lagging(node.state(), over, &mut counters.below_since, now, readmit_after);
                 Observed::Answered {
@@ -306,7 +310,7 @@ fn apply_lag(
     node: &Node,
     s: &Sample,
     history: &crate::control::lag::WalHistory,
-    now: Instant,
+    (began, now): (Instant, Instant),
 ) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     node.observe_replay(s.incarnation, s.lsn);
@@ -315,6 +319,10 @@ fn apply_lag(
     node.lag_bytes.store(bytes, Relaxed);
     node.lag_us
         .store(time.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    let bound = history.staleness(s.lsn, now);
+    node.staleness_us
+        .store(bound.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    node.mark_measured(began);
     manager.lag_monitor.observe(&node.id, time, bytes, now);
     let id = node.id.to_string();
     metrics::gauge!("covet_replica_lag_seconds", "node" => id.clone()).set(time.as_secs_f64());

@@ -18,6 +18,8 @@ use crate::core::Lsn;
 #[derive(Debug)]
 pub(crate) struct WalHistory {
     samples: VecDeque<(Instant, Lsn)>,
+    /// For each sample, when the primary was last seen at its position (it may sit there long).
+    seen: VecDeque<Instant>,
     capacity: usize,
 }
 
@@ -25,6 +27,7 @@ impl WalHistory {
     pub fn new(capacity: usize) -> Self {
         WalHistory {
             samples: VecDeque::with_capacity(capacity.min(1024)),
+            seen: VecDeque::with_capacity(capacity.min(1024)),
             capacity: capacity.max(2),
         }
     }
@@ -32,12 +35,28 @@ impl WalHistory {
     /// Records the primary's position at `at`. A position seen before keeps its first time.
     pub fn record(&mut self, at: Instant, lsn: Lsn) {
         if self.samples.back().is_some_and(|&(_, last)| lsn <= last) {
+            if let Some(seen) = self.seen.back_mut() {
+                *seen = at;
+            }
             return;
         }
         if self.samples.len() == self.capacity {
             self.samples.pop_front();
+            self.seen.pop_front();
         }
         self.samples.push_back((at, lsn));
+        self.seen.push_back(at);
+    }
+
+    /// At most how old the data of a replica that has replayed up to `replay` is, as seen at
+    /// `now`: it has everything the primary had when last seen at or below `replay`. Unlike
+    /// [`lag`](Self::lag) (the age of the oldest WAL it lacks, a lower bound, one interval
+    /// coarse), an upper bound: `Duration::MAX` when the history does not reach back that far.
+    pub fn staleness(&self, replay: Lsn, now: Instant) -> Duration {
+        match self.samples.partition_point(|&(_, lsn)| lsn <= replay) {
+            0 => Duration::MAX,
+            n => now.saturating_duration_since(self.seen[n - 1]),
+        }
     }
 
     pub fn latest(&self) -> Option<Lsn> {
@@ -99,6 +118,31 @@ mod tests {
             h.lag(Lsn(1300), now + Duration::from_secs(5)).1,
             Duration::from_secs(11)
         );
+    }
+
+    /// The upper bound: everything the primary had when last seen at or below the replay
+    /// position (an idle primary seen again at its position counts).
+    #[test]
+    fn staleness_is_bounded_by_when_the_primary_was_last_seen_at_or_below_the_replay_position() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut h = WalHistory::new(100);
+        h.record(t0, Lsn(1000));
+        h.record(t0 + s(1), Lsn(1000));
+        h.record(t0 + s(2), Lsn(1000));
+        h.record(t0 + s(3), Lsn(1200));
+        let now = t0 + s(4);
+        // Replayed 1000: the primary was still there at t0+2s (the lag says 1 s: WAL of t0+3s).
+        assert_eq!(h.staleness(Lsn(1000), now), s(2));
+        assert_eq!(h.lag(Lsn(1000), now).1, Duration::ZERO);
+        // Between samples: no later than the last time it was seen at 1000.
+        assert_eq!(h.staleness(Lsn(1100), now), s(2));
+        // Caught up: as of the last check that saw the position.
+        assert_eq!(h.staleness(Lsn(1200), now), s(1));
+        h.record(t0 + s(4), Lsn(1200));
+        assert_eq!(h.staleness(Lsn(1200), now), Duration::ZERO);
+        // Older than the history: nothing bounds it.
+        assert_eq!(h.staleness(Lsn(900), now), Duration::MAX);
     }
 
     #[test]

@@ -171,6 +171,10 @@ pub(crate) fn decide(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Erro
     }
     let min_lsn = session.and_then(|s| s.min_lsn);
     let sticky = session.and_then(|s| s.sticky.as_deref());
+    let bound = session.and_then(|s| match s.level {
+        Consistency::BoundedStaleness(d) => Some(d),
+        _ => None,
+    });
     match f.target {
         None => {}
         Some(Target::Primary) => return go(primary, RouteReason::Override),
@@ -187,8 +191,15 @@ pub(crate) fn decide(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Erro
             if !Arc::ptr_eq(node, primary) && sticky.is_some_and(|sticky| *sticky != node.id) {
                 return Ok(Decision::LeaveSticky);
             }
+            let proof = match bound.filter(|_| !Arc::ptr_eq(node, primary)) {
+                Some(d) => within(node, primary, d).map_err(|()| Error::StalenessUnknown {
+                    node: node.id.clone(),
+                    bound: d,
+                })?,
+                None => None,
+            };
             return Ok(Decision::Go(Route {
-                check: behind(node, min_lsn),
+                check: behind(node, min_lsn).max(proof),
                 ..Route::to(topology, node, RouteReason::Override)
             }));
         }
@@ -219,11 +230,24 @@ pub(crate) fn decide(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Erro
         // No replica is known to be far enough: ask one (the cache may just be old), among
         // those whose measured lag leaves a chance of catching up within the wait.
         req.min_lsn = None;
-        let chance = f.config.consistency.max_wait + f.config.health.interval;
-        req.max_staleness = Some(req.max_staleness.map_or(chance, |d| d.min(chance)));
+        req.max_lag = Some(f.config.consistency.max_wait + f.config.health.interval);
         if let Ok(Pick::Replica(i)) = select(primary, &topology.replicas, &req, default, rng) {
             picked = Ok(Pick::Replica(i));
             check = min_lsn;
+        }
+    }
+    if let Some(d) = bound
+        && !matches!(picked, Ok(Pick::Replica(_)) | Ok(Pick::Primary))
+        && primary.measured_age() < d
+    {
+        // No replica's measured lag shows the bound any more: one whose lag leaves a chance
+        // shows it on the read's connection, by having replayed what the primary had when it
+        // was last measured (less than `d` ago).
+        req.max_staleness = None;
+        req.max_lag = Some(d);
+        if let Ok(Pick::Replica(i)) = select(primary, &topology.replicas, &req, default, rng) {
+            picked = Ok(Pick::Replica(i));
+            check = min_lsn.max(Some(primary.replay_lsn()));
         }
     }
     match picked {
@@ -247,6 +271,20 @@ fn replica_only<'a>(target: Option<&'a Target>, primary: &Node) -> Option<&'a Ta
         Target::Node(id) => *id != primary.id.as_str(),
         _ => false,
     })
+}
+
+/// For a read of at most `bound` staleness on replica `node`: nothing to check if its measured
+/// lag plus that measurement's age is within the bound; else the primary's last measured
+/// position, which it must have replayed, if that measurement is younger than the bound; else
+/// nothing a replica can show proves it.
+fn within(node: &Node, primary: &Node, bound: Duration) -> Result<Option<Lsn>, ()> {
+    if node.staleness() <= bound {
+        Ok(None)
+    } else if primary.measured_age() < bound {
+        Ok(Some(primary.replay_lsn()))
+    } else {
+        Err(())
+    }
 }
 
 /// `Some(lsn)` if `node`'s cached position does not show it has replayed `lsn`.

@@ -47,6 +47,9 @@ impl Candidate for Arc<Node> {
     fn lag(&self) -> Duration {
         Node::lag(self).1
     }
+    fn staleness(&self) -> Duration {
+        Node::staleness(self)
+    }
 }
 
 /// What the caller adds to a statement's classification.

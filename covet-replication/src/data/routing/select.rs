@@ -31,7 +31,12 @@ pub(crate) trait Candidate {
     fn latency(&self) -> Duration;
     fn rtt(&self) -> Duration;
     fn replay_lsn(&self) -> Lsn;
+    /// The lag last measured.
     fn lag(&self) -> Duration;
+    /// At most how old a read's data is here: the lag plus the age of its measurement.
+    fn staleness(&self) -> Duration {
+        self.lag()
+    }
 }
 
 /// Constraints of one read.
@@ -44,8 +49,10 @@ pub(crate) struct ReadRequest<'a> {
     pub preferred_datacenter: Option<&'a str>,
     /// The replica must have replayed at least this position.
     pub min_lsn: Option<Lsn>,
-    /// The replica's lag must be at most this.
+    /// The replica's [staleness](Candidate::staleness) must be at most this.
     pub max_staleness: Option<Duration>,
+    /// The replica's lag, as last measured, must be at most this (it may catch up in time).
+    pub max_lag: Option<Duration>,
     /// Nodes that already failed this statement.
     pub exclude: &'a [crate::cluster::NodeId],
 }
@@ -130,7 +137,8 @@ pub(crate) fn is_eligible<C: Candidate>(r: &C, req: &ReadRequest<'_>) -> bool {
     r.state().serves_reads()
         && req.region.is_none_or(|want| r.region() == Some(want))
         && req.min_lsn.is_none_or(|lsn| r.replay_lsn() >= lsn)
-        && req.max_staleness.is_none_or(|max| r.lag() <= max)
+        && req.max_staleness.is_none_or(|max| r.staleness() <= max)
+        && req.max_lag.is_none_or(|max| r.lag() <= max)
         && !req.exclude.iter().any(|id| id.as_str() == r.id())
 }
 
