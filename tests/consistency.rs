@@ -380,7 +380,7 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
         cluster.pause_replay(i).await.unwrap();
     }
     // A replica connection writes nothing, so it moves nothing: reads stay on the replicas.
-    let replica = db.acquire(covet_replication::Target::Replica).await.unwrap();
+    let replica = db.acquire_on(covet_replication::Target::Replica).await.unwrap();
     assert!(replica.node().as_str().starts_with("replica"), "{replica:?}");
     drop(replica);
     let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
@@ -393,7 +393,7 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
     assert_eq!(node_name(&cluster, port), "primary");
     assert!(sees(&db, id).await, "a write through sqlx::Acquire was not read back");
 
-    let mut conn = db.acquire(covet_replication::Target::Primary).await.unwrap();
+    let mut conn = db.acquire_on(covet_replication::Target::Primary).await.unwrap();
     assert_eq!(conn.node().as_str(), "primary");
     let id = write(&mut *conn).await;
     drop(conn);
@@ -414,7 +414,7 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
         sees(&session, id).await,
         "a session's write through sqlx::Acquire was not read back"
     );
-    let mut conn = session.acquire(covet_replication::Target::Primary).await.unwrap();
+    let mut conn = session.acquire_on(covet_replication::Target::Primary).await.unwrap();
     let id = write(&mut *conn).await;
     drop(conn);
     assert!(
@@ -433,7 +433,7 @@ async fn writes_on_acquired_connections_and_sqlx_transactions_are_read_back() {
     // primary in its place (as for statements). Usually NotCaughtUp; SessionPositionUnknown
     // when the settling of the sqlx transaction above took a later transaction on the same
     // pooled connection for it (seen once on PostgreSQL 16): the position is not known then.
-    let err = db.acquire(covet_replication::Target::Replica).await.unwrap_err();
+    let err = db.acquire_on(covet_replication::Target::Replica).await.unwrap_err();
     assert!(
         matches!(
             covet_replication::Error::from_sqlx(&err),
@@ -886,7 +886,7 @@ async fn a_standby_restored_from_an_older_copy_is_not_trusted_with_its_old_posit
 }
 
 /// A write on a primary connection the code still holds (`sqlx::Acquire::acquire(&db)`,
-/// `db.acquire(Target::Primary)`) counted only once the connection went back: a read through
+/// `db.acquire()`) counted only once the connection went back: a read through
 /// the handle meanwhile returned 0 rows from a lagging standby, where `PgPool` sees the row.
 /// Reads go to the primary from the moment such a connection is handed out, and back to the
 /// replicas once it is returned and they have replayed its position.
@@ -901,10 +901,10 @@ async fn a_write_on_a_held_primary_connection_is_read_back_at_once() {
     let mut acquired = sqlx::Acquire::acquire(&db).await.unwrap();
     let id = write(&mut *acquired).await;
     assert!(sees(&db, id).await, "sqlx::Acquire: not read back while held");
-    let mut held = db.acquire(covet_replication::Target::Primary).await.unwrap();
+    let mut held = db.acquire_on(covet_replication::Target::Primary).await.unwrap();
     let id = write(&mut *held).await;
     assert!(sees(&db, id).await, "acquire(Primary): not read back while held");
-    let mut on_session = session.acquire(covet_replication::Target::Primary).await.unwrap();
+    let mut on_session = session.acquire_on(covet_replication::Target::Primary).await.unwrap();
     let id = write(&mut *on_session).await;
     assert!(sees(&session, id).await, "a session's held connection: not read back");
     drop((acquired, held, on_session));

@@ -486,3 +486,27 @@ async fn a_write_the_primary_refuses_on_its_own_gets_its_error_after_the_retries
         .unwrap();
     assert_eq!(rows, 0);
 }
+
+/// `db.acquire()` is `PgPool::acquire`: the primary, and a connection APIs bounded on
+/// `AsMut<PgConnection>` take (sqlx's advisory locks).
+#[tokio::test]
+async fn acquire_hands_out_a_primary_connection_that_takes_an_advisory_lock() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    // A targeted connection is acquire_on's (first: a primary connection handed out makes the
+    // handle's reads wait for its position, and a replica-only target is refused meanwhile).
+    let replica = db.acquire_on(Target::Replica).await.unwrap();
+    assert_ne!(replica.node().as_str(), "primary");
+    drop(replica);
+    let conn = db.acquire().await.unwrap();
+    assert_eq!(conn.node().as_str(), "primary");
+    let lock = sqlx::postgres::PgAdvisoryLock::new("covet-acquire-test");
+    let guard = lock.acquire(conn).await.unwrap();
+    // Held: another connection does not get it, and gets it once released.
+    let other = lock.try_acquire(db.acquire().await.unwrap()).await.unwrap();
+    let other = other.right().expect("the lock is held");
+    let released = guard.release_now().await.unwrap();
+    let again = lock.try_acquire(other).await.unwrap();
+    assert!(again.is_left(), "the lock is free again");
+    drop((released, again));
+}

@@ -180,15 +180,25 @@ impl ReplicatedPool {
         self.data.begin_read_only_in(self.data.effective_session()).await
     }
 
-    /// A connection from the node `target` selects, for work that needs one connection
-    /// (`LISTEN`, temporary tables, `COPY`). A replica's connection is read-only; what runs on a
-    /// primary connection counts as a write of the handle's session when it is returned (see
-    /// [`NodeConnection`]).
+    /// A connection to the primary, as `PgPool::acquire`: for work that needs one connection
+    /// (`LISTEN`, temporary tables, `COPY`, advisory locks: it is `AsMut<PgConnection>`, so
+    /// `PgAdvisoryLock::acquire(conn)` takes it). What runs on it counts as a write of the
+    /// handle's session: reads go to the primary while it is out, and to replicas that replayed
+    /// its last position once it is back (see [`NodeConnection`]).
     ///
     /// # Errors
-    /// The pool's error, or the routing error boxed in `sqlx::Error` (as every method with a
-    /// `PgPool` counterpart: [`Error::from_sqlx`] gets it back).
-    pub async fn acquire(&self, target: impl Into<Target>) -> Result<NodeConnection, sqlx::Error> {
+    /// The pool's error (`PoolTimedOut`, `PoolClosed`, ...), or the routing error boxed in
+    /// `sqlx::Error` ([`Error::from_sqlx`] gets it back).
+    pub async fn acquire(&self) -> Result<NodeConnection, sqlx::Error> {
+        self.acquire_on(Target::Primary).await
+    }
+
+    /// A connection from the node `target` selects (a replica's is read-only); otherwise as
+    /// [`acquire`](Self::acquire).
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_on(&self, target: impl Into<Target>) -> Result<NodeConnection, sqlx::Error> {
         self.data
             .acquire_in(self.data.effective_session(), target.into())
             .await

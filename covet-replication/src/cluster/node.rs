@@ -37,11 +37,11 @@ pub(crate) struct Node {
     /// Replication lag at the last check.
     pub lag_bytes: AtomicU64,
     pub lag_us: AtomicU64,
-    /// When a health check last measured this node's position (and a replica's lag), on
-    /// [`now_us`]'s clock; 0: not since it was lost.
-    measured_at_us: AtomicU64,
-    /// At most how old a replica's data was when last measured (the lag is a lower bound).
-    pub staleness_us: AtomicU64,
+    /// On [`now_us`]'s clock, how fresh this node's data was at least when last measured: the
+    /// primary's position was read then; a replica had everything the primary had then. One
+    /// atomic, so that a read never pairs a new measurement with an old one. 0: not measured
+    /// since it was lost.
+    fresh_as_of_us: AtomicU64,
     /// Metric handles, registered once: the hot path only increments.
     queries_metric: metrics::Counter,
     query_seconds_metric: metrics::Histogram,
@@ -88,8 +88,7 @@ impl Node {
             writable: AtomicBool::new(false),
             lag_bytes: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
-            measured_at_us: AtomicU64::new(0),
-            staleness_us: AtomicU64::new(u64::MAX),
+            fresh_as_of_us: AtomicU64::new(0),
             suspect: Default::default(),
             abandon: Default::default(),
         }
@@ -216,37 +215,36 @@ impl Node {
         self.abandon_in_flight();
         self.lsn.store(0, Relaxed);
         self.incarnation.store(0, Relaxed);
-        self.measured_at_us.store(0, Relaxed);
+        self.fresh_as_of_us.store(0, Relaxed);
     }
 
-    /// A health check that began at `at` measured this node's position (and a replica's lag).
-    pub fn mark_measured(&self, at: std::time::Instant) {
-        let ago = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.measured_at_us.store(now_us().saturating_sub(ago).max(1), Relaxed);
+    /// A health check that began at `at` found this node's data at most `stale` old then (the
+    /// primary's: zero). Stored after the position it goes with, and read before it
+    /// (Release/Acquire): a reader never pairs this time with an older position.
+    pub fn mark_measured(&self, at: std::time::Instant, stale: Duration) {
+        let back = at.elapsed().saturating_add(stale);
+        let back = u64::try_from(back.as_micros()).unwrap_or(u64::MAX);
+        self.fresh_as_of_us.store(
+            now_us().saturating_sub(back).max(1),
+            std::sync::atomic::Ordering::Release,
+        );
     }
 
-    /// As if a health check had measured this node `ago`, with lag `lag`.
+    /// As if a health check had found this node's data `stale` old, with lag `lag`, now.
     #[cfg(test)]
-    pub fn measured(&self, ago: Duration, lag: Duration) {
-        let ago = u64::try_from(ago.as_micros()).unwrap_or(u64::MAX);
-        self.measured_at_us.store(now_us().saturating_sub(ago).max(1), Relaxed);
+    pub fn measured(&self, stale: Duration, lag: Duration) {
         self.lag_us.store(lag.as_micros() as u64, Relaxed);
-        self.staleness_us.store(lag.as_micros() as u64, Relaxed);
+        self.mark_measured(std::time::Instant::now(), stale);
     }
 
-    /// How long ago a health check measured this node's position; `Duration::MAX` if none
-    /// has since it was lost.
-    pub fn measured_age(&self) -> Duration {
-        match self.measured_at_us.load(Relaxed) {
+    /// At most how old the data a read here sees is: how old it was when last measured, plus
+    /// the time since (the replica may have stopped replaying right after). `Duration::MAX`
+    /// if not measured since it was lost. For the primary: the age of its measured position.
+    pub fn staleness(&self) -> Duration {
+        match self.fresh_as_of_us.load(std::sync::atomic::Ordering::Acquire) {
             0 => Duration::MAX,
             at => Duration::from_micros(now_us().saturating_sub(at)),
         }
-    }
-
-    /// At most how old the data a read here sees is: its staleness when last measured plus
-    /// the time since (the replica may have stopped replaying right after).
-    pub fn staleness(&self) -> Duration {
-        Duration::from_micros(self.staleness_us.load(Relaxed)).saturating_add(self.measured_age())
     }
 
     pub fn lag(&self) -> (u64, Duration) {

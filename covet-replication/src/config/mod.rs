@@ -42,8 +42,11 @@
 //! - Node ids default to `primary` and `replica1`, `replica2`, ... by position.
 //! - A top-level `[pool]` table is every node's pool, but for a node with a `pool` table of its
 //!   own; a node's URL may also carry `?max_connections=`, `min_connections`, `acquire_timeout`
-//!   and `test_before_acquire`, over `[pool]`. `COVET_MAX_CONNECTIONS` sets every node's
-//!   `max_connections`. `status()` shows each node's pool (`pool_max`, `pool_size`, ...).
+//!   and `test_before_acquire`, over `[pool]`. A node's own `pool` table is whole on its own
+//!   (what it leaves out takes the defaults, not `[pool]`'s) and its URL's pool parameters do
+//!   not apply to it. Nodes that `COVET_URL` or `COVET_REPLICA_URLS` replace take their pools
+//!   from their URL's parameters, not from the file. `COVET_MAX_CONNECTIONS` sets every node's
+//!   `max_connections`, last. `status()` shows each node's pool (`pool_max`, `pool_size`, ...).
 //! - A replica table inherits from `[primary]` every connection setting it doesn't give (itself or
 //!   in its `url`): `port`, `user`, `password`, `database`, `tls`, `ssl_root_cert` and
 //!   `application_name` — a hot standby has the primary's databases and roles. Not the host, nor

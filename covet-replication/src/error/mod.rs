@@ -144,6 +144,29 @@ pub enum Error {
 
 impl Error {
     /// The covet error inside an `sqlx::Error` returned by the executor, if it is one.
+    ///
+    /// Errors of sqlx's own kinds come as themselves: a database error (`sqlx::Error::Database`,
+    /// with its SQLSTATE), `PoolTimedOut` when a node's pool had no connection within
+    /// `pool.acquire_timeout`, `PoolClosed` after [`close`](crate::ReplicatedPool::close).
+    /// Routing errors come boxed in `sqlx::Error::AnyDriverError`:
+    ///
+    /// ```rust
+    /// use covet_replication::Error;
+    ///
+    /// fn describe(err: &sqlx::Error) -> String {
+    ///     match (err, Error::from_sqlx(err)) {
+    ///         (_, Some(Error::NoEligibleReplica { .. })) => "no replica can serve it".into(),
+    ///         (_, Some(Error::NotCaughtUp { node, .. })) => format!("{node} is behind the session"),
+    ///         (_, Some(other)) => format!("routing: {other}"),
+    ///         (sqlx::Error::PoolTimedOut, None) => "no connection in time".into(),
+    ///         (sqlx::Error::Database(db), None) => format!("server said {:?}", db.code()),
+    ///         (other, None) => other.to_string(),
+    ///     }
+    /// }
+    /// let boxed: sqlx::Error = Error::NotSetUp.into();
+    /// assert_eq!(describe(&boxed), "routing: no global database handle: call covet_replication::setup_replication() first");
+    /// assert_eq!(describe(&sqlx::Error::PoolTimedOut), "no connection in time");
+    /// ```
     pub fn from_sqlx(err: &sqlx::Error) -> Option<&Error> {
         match err {
             sqlx::Error::AnyDriverError(inner) => inner.downcast_ref::<Error>(),

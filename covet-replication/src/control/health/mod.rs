@@ -188,9 +188,10 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
         && !s.in_recovery
         && !s.read_only
     {
-        lock_history(manager).record(now, s.lsn);
+        // As of the round's start, when the primary was asked first: never later than it was.
+        lock_history(manager).record(began, s.lsn);
         primary.observe_lsn(s.lsn);
-        primary.mark_measured(began);
+        primary.mark_measured(began, Duration::ZERO);
         manager.cluster.identity.observe(s.system_id, s.timeline);
         manager.cluster.identity.observe_synchronous(&s.synchronous);
     }
@@ -319,10 +320,7 @@ fn apply_lag(
     node.lag_bytes.store(bytes, Relaxed);
     node.lag_us
         .store(time.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
-    let bound = history.staleness(s.lsn, now);
-    node.staleness_us
-        .store(bound.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
-    node.mark_measured(began);
+    node.mark_measured(began, history.staleness(s.lsn, began));
     manager.lag_monitor.observe(&node.id, time, bytes, now);
     let id = node.id.to_string();
     metrics::gauge!("covet_replica_lag_seconds", "node" => id.clone()).set(time.as_secs_f64());

@@ -34,11 +34,17 @@ impl WalHistory {
 
     /// Records the primary's position at `at`. A position seen before keeps its first time.
     pub fn record(&mut self, at: Instant, lsn: Lsn) {
-        if self.samples.back().is_some_and(|&(_, last)| lsn <= last) {
-            if let Some(seen) = self.seen.back_mut() {
-                *seen = at;
+        match self.samples.back() {
+            Some(&(_, last)) if lsn == last => {
+                if let Some(seen) = self.seen.back_mut() {
+                    *seen = at;
+                }
+                return;
             }
-            return;
+            // Behind what was seen: another server (a failover, an address that now leads to
+            // another node): its history starts anew.
+            Some(&(_, last)) if lsn < last => self.clear(),
+            _ => {}
         }
         if self.samples.len() == self.capacity {
             self.samples.pop_front();
@@ -57,6 +63,12 @@ impl WalHistory {
             0 => Duration::MAX,
             n => now.saturating_duration_since(self.seen[n - 1]),
         }
+    }
+
+    /// Forgets every sample (a new primary: its positions are not comparable with these).
+    pub fn clear(&mut self) {
+        self.samples.clear();
+        self.seen.clear();
     }
 
     pub fn latest(&self) -> Option<Lsn> {

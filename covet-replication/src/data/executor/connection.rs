@@ -70,6 +70,20 @@ impl DerefMut for NodeConnection {
     }
 }
 
+/// As sqlx's `PoolConnection`: APIs bounded on `AsMut<PgConnection>` (`PgAdvisoryLock::acquire`)
+/// take it.
+impl AsMut<PgConnection> for NodeConnection {
+    fn as_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl AsRef<PgConnection> for NodeConnection {
+    fn as_ref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
 impl Drop for NodeConnection {
     fn drop(&mut self) {
         let Some((session, pool)) = self.writes.take() else {

@@ -504,6 +504,23 @@ impl<'a> Attempts<'a> {
     /// session; route again (to the primary).
     async fn connect(&mut self, route: &Route) -> Result<Option<PoolConnection<Postgres>>, sqlx::Error> {
         let mut conn = acquire(self.pool, route).await?;
+        if let Some(bound) = route.bound
+            && route.node.staleness() > bound
+        {
+            // The wait for a connection aged the replica past the session's bound.
+            let node_target = matches!(self.target, Some(Target::Node(_)));
+            if node_target
+                || !crate::data::routing::target_allows_primary(self.target.as_ref(), &self.pool.cluster().primary())
+            {
+                return Err(Error::StalenessUnknown {
+                    node: route.node.id.clone(),
+                    bound,
+                }
+                .into_sqlx());
+            }
+            self.consistency_fallback = true;
+            return Ok(None);
+        }
         let Some(lsn) = route.check else { return Ok(Some(conn)) };
         if caught_up(self.pool, &route.node, &mut conn, lsn).await? {
             return Ok(Some(conn));

@@ -26,6 +26,9 @@ pub(crate) struct Route {
     pub writes: bool,
     /// Before running, the replica must be seen to have replayed this position.
     pub check: Option<Lsn>,
+    /// A `BoundedStaleness` read on a replica without a check: once its connection is in
+    /// hand, the replica must still be within this (a wait for the connection ages it).
+    pub bound: Option<Duration>,
 }
 
 impl Route {
@@ -40,6 +43,7 @@ impl Route {
             reason,
             writes: false,
             check: None,
+            bound: None,
         }
     }
 }
@@ -192,14 +196,16 @@ pub(crate) fn decide(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Erro
                 return Ok(Decision::LeaveSticky);
             }
             let proof = match bound.filter(|_| !Arc::ptr_eq(node, primary)) {
-                Some(d) => within(node, primary, d).map_err(|()| Error::StalenessUnknown {
+                Some(d) => within(node, primary, d, f.config).map_err(|()| Error::StalenessUnknown {
                     node: node.id.clone(),
                     bound: d,
                 })?,
                 None => None,
             };
+            let check = behind(node, min_lsn).max(proof);
             return Ok(Decision::Go(Route {
-                check: behind(node, min_lsn).max(proof),
+                check,
+                bound: recheck(node, bound, check).filter(|_| !Arc::ptr_eq(node, primary)),
                 ..Route::to(topology, node, RouteReason::Override)
             }));
         }
@@ -213,13 +219,24 @@ pub(crate) fn decide(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Erro
     // Targets that leave a choice (a replica, a region, a preference) keep a monotonic
     // session on its replica too, when that replica meets them.
     if let Some(id) = sticky {
+        // Bounded, its replica may also show the bound on the read's connection.
+        let mut stay = req;
+        if bound.is_some() {
+            stay.max_staleness = None;
+            stay.max_lag = bound;
+        }
         let node = topology.replicas.iter().find(|n| n.id == *id);
-        return match node.filter(|n| is_eligible(*n, &req)) {
-            Some(node) => Ok(Decision::Go(Route {
-                check: behind(node, min_lsn),
-                ..Route::to(topology, node, reason)
-            })),
-            None => Ok(Decision::LeaveSticky),
+        let proof = |n: &Arc<Node>| bound.map_or(Ok(None), |d| within(n, primary, d, f.config));
+        return match node.filter(|n| is_eligible(*n, &stay)).map(|n| (n, proof(n))) {
+            Some((node, Ok(proof))) => {
+                let check = behind(node, min_lsn).max(proof);
+                Ok(Decision::Go(Route {
+                    check,
+                    bound: recheck(node, bound, check),
+                    ..Route::to(topology, node, reason)
+                }))
+            }
+            _ => Ok(Decision::LeaveSticky),
         };
     }
     req.min_lsn = min_lsn;
@@ -238,22 +255,24 @@ pub(crate) fn decide(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Erro
     }
     if let Some(d) = bound
         && !matches!(picked, Ok(Pick::Replica(_)) | Ok(Pick::Primary))
-        && primary.measured_age() < d
     {
-        // No replica's measured lag shows the bound any more: one whose lag leaves a chance
-        // shows it on the read's connection, by having replayed what the primary had when it
-        // was last measured (less than `d` ago).
+        // No replica's measurement shows the bound any more: one whose lag leaves a chance
+        // shows it on the read's connection, by having replayed what the primary had when
+        // last measured, if that is recent enough.
         req.max_staleness = None;
         req.max_lag = Some(d);
-        if let Ok(Pick::Replica(i)) = select(primary, &topology.replicas, &req, default, rng) {
+        if let Ok(Pick::Replica(i)) = select(primary, &topology.replicas, &req, default, rng)
+            && let Ok(proof) = within(&topology.replicas[i], primary, d, f.config)
+        {
             picked = Ok(Pick::Replica(i));
-            check = min_lsn.max(Some(primary.replay_lsn()));
+            check = min_lsn.max(proof);
         }
     }
     match picked {
         Ok(Pick::Primary) => go(primary, reason),
         Ok(Pick::Replica(i)) => Ok(Decision::Go(Route {
             check,
+            bound: recheck(&topology.replicas[i], bound, check),
             ..Route::to(topology, &topology.replicas[i], reason)
         })),
         Ok(Pick::FallbackPrimary) => go(primary, RouteReason::Fallback),
@@ -273,15 +292,25 @@ fn replica_only<'a>(target: Option<&'a Target>, primary: &Node) -> Option<&'a Ta
     })
 }
 
-/// For a read of at most `bound` staleness on replica `node`: nothing to check if its measured
-/// lag plus that measurement's age is within the bound; else the primary's last measured
-/// position, which it must have replayed, if that measurement is younger than the bound; else
-/// nothing a replica can show proves it.
-fn within(node: &Node, primary: &Node, bound: Duration) -> Result<Option<Lsn>, ()> {
+/// The bound a replica read must still meet once its connection is in hand: when its own
+/// measurement showed it (no check on the connection).
+fn recheck(node: &Node, bound: Option<Duration>, check: Option<Lsn>) -> Option<Duration> {
+    bound.filter(|d| check.is_none() && node.staleness() <= *d)
+}
+
+/// For a read of at most `bound` staleness on replica `node`: nothing to check if its last
+/// measurement shows it within the bound; else the primary's last measured position, which it
+/// must be seen to have replayed, if that measurement plus the longest the check may wait
+/// (`consistency.max_wait`) stays within the bound; else nothing a replica can show proves it.
+fn within(node: &Node, primary: &Node, bound: Duration, config: &ReplicationConfig) -> Result<Option<Lsn>, ()> {
     if node.staleness() <= bound {
-        Ok(None)
-    } else if primary.measured_age() < bound {
-        Ok(Some(primary.replay_lsn()))
+        return Ok(None);
+    }
+    // The position after its time: a position newer than that time only asks more.
+    let age = primary.staleness();
+    let position = primary.replay_lsn();
+    if age.saturating_add(config.consistency.max_wait) < bound {
+        Ok(behind(node, Some(position)))
     } else {
         Err(())
     }

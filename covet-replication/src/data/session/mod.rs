@@ -129,12 +129,22 @@ impl Session {
         self.handle.begin_in(Some(Arc::clone(&self.state))).await
     }
 
-    /// A connection from the node `target` selects, for this session (see
-    /// [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire)): work on a primary connection counts as its write.
+    /// A connection to the primary for this session (see
+    /// [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire)): work on it counts as its
+    /// write.
     ///
     /// # Errors
     /// As [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire).
-    pub async fn acquire(
+    pub async fn acquire(&self) -> Result<crate::data::executor::NodeConnection, sqlx::Error> {
+        self.acquire_on(crate::data::routing::Target::Primary).await
+    }
+
+    /// A connection from the node `target` selects, for this session (see
+    /// [`ReplicatedPool::acquire_on`](crate::ReplicatedPool::acquire_on)).
+    ///
+    /// # Errors
+    /// As [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire).
+    pub async fn acquire_on(
         &self,
         target: impl Into<crate::data::routing::Target>,
     ) -> Result<crate::data::executor::NodeConnection, sqlx::Error> {

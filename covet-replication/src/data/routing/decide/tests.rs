@@ -389,22 +389,22 @@ async fn a_bounded_read_goes_where_the_bound_is_shown() {
     let (primary, r1, r2) = (&t.primary, &t.replicas[0], &t.replicas[1]);
     primary.measured(s(100), Duration::ZERO);
     // Measured 0.5 s ago, 1 s behind: at most 1.5 s now, no check.
-    r1.measured(s(500), s(1000));
-    r2.measured(s(500), s(1000));
+    r1.measured(s(1500), s(1000));
+    r2.measured(s(1500), s(1000));
     assert_eq!(bounded(None).run(&t, &config), "r1 ReadPreference");
     // r1 measured 1.5 s ago at 1 s behind: it may be 2.5 s behind now; r2 is not.
-    r1.measured(s(1500), s(1000));
+    r1.measured(s(2500), s(1000));
     assert_eq!(bounded(None).run(&t, &config), "r2 ReadPreference");
     // Neither shows it: one whose lag leaves a chance must have replayed the primary's
     // position of 0.1 s ago (0/1F4).
-    r2.measured(s(1500), s(1000));
+    r2.measured(s(2500), s(1000));
     assert_eq!(bounded(None).run(&t, &config), "r1 ReadPreference check 0/1F4");
     // A node target gets the same check, or a refusal when nothing can show it.
     assert_eq!(
         bounded(Some(Target::Node("r2".into()))).run(&t, &config),
         "r2 Override check 0/1F4"
     );
-    primary.measured(s(2500), Duration::ZERO);
+    primary.measured(s(1990), Duration::ZERO);
     assert_eq!(
         bounded(Some(Target::Node("r2".into()))).run(&t, &config),
         "error: r2 cannot be shown to be less than 2s behind the primary; nothing was sent"
@@ -413,8 +413,8 @@ async fn a_bounded_read_goes_where_the_bound_is_shown() {
     assert_eq!(bounded(None).run(&t, &config), "primary Fallback");
     // Lag beyond the bound: no chance, whatever the primary.
     primary.measured(s(100), Duration::ZERO);
-    r1.measured(s(0), s(2500));
-    r2.measured(s(0), s(2500));
+    r1.measured(s(2500), s(2500));
+    r2.measured(s(2500), s(2500));
     assert_eq!(bounded(None).run(&t, &config), "primary Fallback");
     // Never measured (a replica just added, or lost): nothing is known of its lag.
     let fresh = topology();
