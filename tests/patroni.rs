@@ -256,11 +256,10 @@ async fn the_handle_follows_patroni_through_switchover_crash_and_node_loss() {
     println!("switchover {leader} -> {new}: {counts:?}");
     assert!(counts.acked > 0 && counts.reads > 0, "{counts:?}");
     assert_eq!(new, candidate);
-    assert_eq!(
-        (counts.failed, counts.lost, counts.on_non_leader),
-        (0, 0, 0),
-        "{counts:?}"
-    );
+    // At most the statement in flight when Patroni stops the old leader (57P01): its outcome
+    // is unknown, so it is not resent.
+    assert!(counts.failed <= 1, "{counts:?}");
+    assert_eq!((counts.lost, counts.on_non_leader), (0, 0), "{counts:?}");
     assert!(
         counts.first_write_after.is_some_and(|d| d < Duration::from_secs(1)),
         "{counts:?}"
@@ -387,11 +386,10 @@ async fn the_handle_follows_patroni_through_switchover_crash_and_node_loss() {
     .await;
     println!("patronictl failover {old} -> {new}: {counts:?}");
     assert_eq!(new, leader);
-    assert_eq!(
-        (counts.failed, counts.lost, counts.on_non_leader),
-        (0, 0, 0),
-        "{counts:?}"
-    );
+    // At most the statement in flight when Patroni stops the old leader (57P01): its outcome
+    // is unknown, so it is not resent.
+    assert!(counts.failed <= 1, "{counts:?}");
+    assert_eq!((counts.lost, counts.on_non_leader), (0, 0), "{counts:?}");
     // Through all of it, this process promoted, fenced and repointed nothing.
     let ours: Vec<_> = db
         .failover()
@@ -430,11 +428,10 @@ async fn the_handle_follows_patroni_through_switchover_crash_and_node_loss() {
     .await;
     println!("switchover {leader} -> {new}, REST API stalled: {counts:?}");
     assert_eq!(new, candidate);
-    assert_eq!(
-        (counts.failed, counts.lost, counts.on_non_leader),
-        (0, 0, 0),
-        "{counts:?}"
-    );
+    // At most the statement in flight when Patroni stops the old leader (57P01): its outcome
+    // is unknown, so it is not resent.
+    assert!(counts.failed <= 1, "{counts:?}");
+    assert_eq!((counts.lost, counts.on_non_leader), (0, 0), "{counts:?}");
     assert!(
         counts.first_write_after.is_some_and(|d| d < Duration::from_secs(1)),
         "{counts:?}"
