@@ -510,3 +510,41 @@ async fn acquire_hands_out_a_primary_connection_that_takes_an_advisory_lock() {
     assert!(again.is_left(), "the lock is free again");
     drop((released, again));
 }
+
+/// `PgPool`'s other methods, on the handle: `begin_with`, `try_begin`, `is_closed`, `size`,
+/// `num_idle`, `connect_options`.
+#[tokio::test]
+async fn the_handle_has_pgpools_begin_with_try_begin_and_pool_getters() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let mut tx = db.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE").await.unwrap();
+    assert_eq!(tx.node().as_str(), "primary");
+    let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(level, "serializable");
+    tx.rollback().await.unwrap();
+    // The connection goes back to the pool (on a task of sqlx's): then try_begin gets it
+    // without waiting.
+    let mut idle = None;
+    for _ in 0..100 {
+        idle = db.try_begin().await.unwrap();
+        if idle.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(idle.expect("an idle primary connection").node().as_str(), "primary");
+    assert!(
+        db.size() >= 1 && db.num_idle() <= db.size() as usize,
+        "{} {}",
+        db.size(),
+        db.num_idle()
+    );
+    let primary_port = cluster.nodes()[cluster.primary()].port;
+    assert_eq!(db.connect_options().get_port(), primary_port);
+    assert!(!db.is_closed());
+    db.close().await;
+    assert!(db.is_closed());
+}

@@ -139,6 +139,51 @@ impl ReplicatedPool {
         self.data.begin_in(self.data.effective_session()).await
     }
 
+    /// Begins a transaction on the primary with `statement` instead of `BEGIN` (e.g.
+    /// `BEGIN ISOLATION LEVEL SERIALIZABLE`), as `PgPool::begin_with`.
+    ///
+    /// # Errors
+    /// As [`begin`](Self::begin).
+    pub async fn begin_with(&self, statement: impl sqlx::SqlSafeStr) -> Result<Transaction, sqlx::Error> {
+        let begun = self
+            .data
+            .begin_on_primary(self.data.effective_session(), Some(statement.into_sql_str()), false)
+            .await?;
+        begun.ok_or(sqlx::Error::PoolTimedOut)
+    }
+
+    /// Begins a transaction on the primary if one of its connections is free now (`None`
+    /// otherwise), as `PgPool::try_begin`.
+    ///
+    /// # Errors
+    /// The database error if `BEGIN` fails.
+    pub async fn try_begin(&self) -> Result<Option<Transaction>, sqlx::Error> {
+        self.data
+            .begin_on_primary(self.data.effective_session(), None, true)
+            .await
+    }
+
+    /// Whether [`close`](Self::close) was called, as `PgPool::is_closed`.
+    pub fn is_closed(&self) -> bool {
+        self.cluster().primary().pool.is_closed()
+    }
+
+    /// Connections open to all nodes, idle or in use (`PgPool::size`, summed).
+    pub fn size(&self) -> u32 {
+        self.cluster().topology.load().nodes().map(|n| n.pool.size()).sum()
+    }
+
+    /// Idle connections of all nodes (`PgPool::num_idle`, summed).
+    pub fn num_idle(&self) -> usize {
+        self.cluster().topology.load().nodes().map(|n| n.pool.num_idle()).sum()
+    }
+
+    /// The primary's connect options, as `PgPool::connect_options` (each node's are in
+    /// [`status`](Self::status) and its config).
+    pub fn connect_options(&self) -> Arc<sqlx::postgres::PgConnectOptions> {
+        self.cluster().primary().pool.connect_options()
+    }
+
     /// A new session at the configured level (`consistency.session`). No I/O, no lock.
     pub fn session(&self) -> Session {
         self.session_with(self.cluster().config.consistency.session)

@@ -77,10 +77,30 @@ impl Handle {
 
 impl Handle {
     pub async fn begin_in(&self, session: Option<Arc<SessionState>>) -> Result<Transaction, sqlx::Error> {
+        let begun = self.begin_on_primary(session, None, false).await?;
+        begun.ok_or(sqlx::Error::PoolTimedOut)
+    }
+
+    /// A transaction on the primary, begun with `statement` (default `BEGIN`); with `idle_only`,
+    /// only if a connection is free at once (`None` otherwise), as `PgPool::try_begin`.
+    pub async fn begin_on_primary(
+        &self,
+        session: Option<Arc<SessionState>>,
+        statement: Option<sqlx::SqlStr>,
+        idle_only: bool,
+    ) -> Result<Option<Transaction>, sqlx::Error> {
         let primary = self.cluster().primary_for_write().await;
-        let tx = primary.pool.begin().await?;
+        let conn = if idle_only {
+            let Some(conn) = primary.pool.try_acquire() else {
+                return Ok(None);
+            };
+            conn
+        } else {
+            primary.pool.acquire().await?
+        };
+        let tx = sqlx::Transaction::begin(conn, statement).await?;
         let session = session.filter(|s| s.tracks_writes()).map(|s| (s, primary.pool.clone()));
-        Ok(Transaction::new(tx, primary.id.clone(), session))
+        Ok(Some(Transaction::new(tx, primary.id.clone(), session)))
     }
 
     pub fn session_with(&self, level: Consistency) -> Session {
