@@ -378,28 +378,20 @@ async fn the_handle_follows_patroni_through_switchover_crash_and_node_loss() {
     .await;
     cluster.wait_formed(Duration::from_secs(60)).await.unwrap();
 
-    // 4. patronictl failover, to the member that came back. Patroni refuses (and patronictl
-    // still exits 0) while the candidate is not streaming on the leader's timeline yet.
+    // 4. patronictl failover, to the member that came back. Patroni may refuse a candidate
+    // it does not find healthy yet (patronictl still exits 0; seen once in CI): ask again.
     let old = new;
-    eventually(
-        Duration::from_secs(60),
-        || {
-            format!(
-                "{leader} never streamed from {old}: {:?}",
-                cluster_members_blocking(&cluster)
-            )
-        },
-        || async {
-            let members = cluster.members().await;
-            let timeline_of = |name: &str| members.iter().find(|m| m.0 == name).and_then(|m| m.3);
-            members.iter().any(|m| m.0 == leader && m.2 == "streaming")
-                && timeline_of(&leader).is_some()
-                && timeline_of(&leader) == timeline_of(&old)
-        },
-    )
-    .await;
     let (counts, new) = measure(&cluster, &db, &old, 4_000_000, async {
-        cluster.failover(&leader).await.unwrap();
+        for _ in 0..3 {
+            cluster.failover(&leader).await.unwrap();
+            let asked = Instant::now();
+            while asked.elapsed() < Duration::from_secs(15) {
+                if cluster.leader().await.as_deref() == Some(leader.as_str()) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     })
     .await;
     println!("patronictl failover {old} -> {new}: {counts:?}");
@@ -475,9 +467,4 @@ async fn node_loss_in_synchronous_mode_loses_no_acknowledged_write() {
     println!("synchronous node loss {leader} -> {new}: {counts:?}");
     assert!(counts.acked > 0 && counts.failed <= 1, "{counts:?}");
     assert_eq!((counts.lost, counts.on_non_leader), (0, 0), "{counts:?}");
-}
-
-/// The members as `GET /cluster` lists them, for a failure message.
-fn cluster_members_blocking(cluster: &PatroniCluster) -> Vec<(String, String, String, Option<u32>)> {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(cluster.members()))
 }
