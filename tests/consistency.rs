@@ -495,6 +495,70 @@ async fn a_write_during_an_open_sqlx_transaction_does_not_hide_its_commit() {
     }
 }
 
+/// `db.begin()` hands out sqlx's own `Transaction`, so the shapes of sqlx's `transaction`
+/// example keep their types: a helper taking `&mut sqlx::Transaction<'_, Postgres>`, a struct
+/// holding a `Transaction<'static, Postgres>`. Its commit is read back at once, through the
+/// handle and a session, with standbys that replay nothing; once it is seen to have ended,
+/// reads return to the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_hands_out_sqlx_transactions_whose_commits_are_read_back() {
+    async fn insert_and_verify(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> i32 {
+        let id = write(&mut **tx).await;
+        assert!(sees(&mut **tx, id).await, "its own row, inside");
+        id
+    }
+    struct Unit {
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    }
+    async fn served_by(cluster: &LocalCluster, db: impl sqlx::Executor<'_, Database = sqlx::Postgres>) -> String {
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(db)
+            .await
+            .unwrap();
+        node_name(cluster, port)
+    }
+    let cluster = cluster_with_table().await;
+    let db = connect(no_wait(&cluster)).await;
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    let mut tx = db.begin().await.unwrap();
+    let id = insert_and_verify(&mut tx).await;
+    assert_eq!(served_by(&cluster, &mut *tx).await, "primary");
+    tx.commit().await.unwrap();
+    assert!(sees(&db, id).await, "the commit of db.begin() was not read back");
+
+    let session = db.session();
+    let mut unit = Unit {
+        tx: session.begin().await.unwrap(),
+    };
+    let id = insert_and_verify(&mut unit.tx).await;
+    unit.tx.commit().await.unwrap();
+    assert!(
+        sees(&session, id).await,
+        "the commit of session.begin() was not read back"
+    );
+
+    let mut tx = db.begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE").await.unwrap();
+    let id = insert_and_verify(&mut tx).await;
+    tx.commit().await.unwrap();
+    assert!(sees(&db, id).await, "the commit of db.begin_with() was not read back");
+
+    // A transaction that wrote nothing the replicas lack: reads leave the primary again.
+    let mut tx = db.begin().await.unwrap();
+    assert!(sees(&mut *tx, id).await);
+    tx.commit().await.unwrap();
+    for i in cluster.replicas() {
+        cluster.resume_replay(i).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        || "reads never returned to the replicas".into(),
+        || async { served_by(&cluster, &db).await != "primary" },
+    )
+    .await;
+}
+
 /// After a WAL segment switch (`archive_timeout` on an idle primary, a base backup) the primary's
 /// insert position sits past the new segment's page header, a position no standby reports until
 /// the next write. A watermark taken there kept every later read of the handle on the primary

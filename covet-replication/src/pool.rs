@@ -3,12 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
+use sqlx::Postgres;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, NodeId};
 use crate::config::{Consistency, ReadPreference, ReplicationConfig};
 use crate::control::Control;
-use crate::data::executor::{NodeConnection, Transaction};
+use crate::data::executor::{NodeConnection, ReadOnlyTransaction};
 use crate::data::routing::{RouteReason, RouterCounters, Target};
 use crate::data::session::{ConsistencyCounters, Session, TokenError};
 use crate::data::{Handle, Plane};
@@ -131,12 +132,34 @@ impl ReplicatedPool {
         self.cluster().config.routing.read_preference
     }
 
-    /// Begins a transaction on the primary.
+    /// Begins a transaction on the primary: sqlx's own `Transaction`, so code typed
+    /// `&mut sqlx::Transaction<'_, Postgres>` (helpers, struct fields) keeps its types.
+    ///
+    /// Its commit counts as a write of the handle's (or the scoped session's) reads: sqlx's
+    /// `Transaction` cannot report its commit, so one more round trip before `BEGIN` notes its
+    /// server process, and while it has not been seen to end, each read of that session first
+    /// asks the primary whether it has (one round trip) and runs there until it has; then on
+    /// replicas that replayed it. A per-request [`Session`] keeps other requests' transactions
+    /// out of its reads.
+    ///
+    /// ```no_run
+    /// # async fn f(db: covet_replication::ReplicatedPool) -> Result<(), sqlx::Error> {
+    /// async fn add(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, text: &str) -> Result<(), sqlx::Error> {
+    ///     sqlx::query("INSERT INTO todos (description) VALUES ($1)").bind(text).execute(&mut **tx).await?;
+    ///     Ok(())
+    /// }
+    /// let mut tx = db.begin().await?;
+    /// add(&mut tx, "write the docs").await?;
+    /// tx.commit().await?;
+    /// // Seen at once, as with `PgPool`: on a replica that replayed the commit, else the primary.
+    /// let n: i64 = sqlx::query_scalar("SELECT count(*) FROM todos").fetch_one(&db).await?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// The database error if no connection can be had or `BEGIN` fails.
-    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
-        self.data.begin_in(self.data.effective_session()).await
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        self.data.begin_in(self.data.effective_session(), None).await
     }
 
     /// Begins a transaction on the primary with `statement` instead of `BEGIN` (e.g.
@@ -144,12 +167,13 @@ impl ReplicatedPool {
     ///
     /// # Errors
     /// As [`begin`](Self::begin).
-    pub async fn begin_with(&self, statement: impl sqlx::SqlSafeStr) -> Result<Transaction, sqlx::Error> {
-        let begun = self
-            .data
-            .begin_on_primary(self.data.effective_session(), Some(statement.into_sql_str()), false)
-            .await?;
-        begun.ok_or(sqlx::Error::PoolTimedOut)
+    pub async fn begin_with(
+        &self,
+        statement: impl sqlx::SqlSafeStr,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        self.data
+            .begin_in(self.data.effective_session(), Some(statement.into_sql_str()))
+            .await
     }
 
     /// Begins a transaction on the primary if one of its connections is free now (`None`
@@ -157,7 +181,7 @@ impl ReplicatedPool {
     ///
     /// # Errors
     /// The database error if `BEGIN` fails.
-    pub async fn try_begin(&self) -> Result<Option<Transaction>, sqlx::Error> {
+    pub async fn try_begin(&self) -> Result<Option<sqlx::Transaction<'static, Postgres>>, sqlx::Error> {
         self.data
             .begin_on_primary(self.data.effective_session(), None, true)
             .await
@@ -221,7 +245,7 @@ impl ReplicatedPool {
     /// # Errors
     /// [`Error::NoEligibleReplica`] (boxed in `sqlx::Error`) when the preference forbids the
     /// primary and no replica is eligible, or the database error.
-    pub async fn begin_read_only(&self) -> Result<Transaction, sqlx::Error> {
+    pub async fn begin_read_only(&self) -> Result<ReadOnlyTransaction, sqlx::Error> {
         self.data.begin_read_only_in(self.data.effective_session()).await
     }
 

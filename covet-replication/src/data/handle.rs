@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
+use sqlx::Postgres;
+
 use super::Plane;
-use super::executor::{NodeConnection, Transaction};
+use super::executor::{NodeConnection, ReadOnlyTransaction};
 use super::routing::{Constraints, RouteReason, Target};
 use super::session::{CausalToken, Session, SessionState, TokenError};
 use crate::classify::QueryKind;
@@ -76,21 +78,32 @@ impl Handle {
 }
 
 impl Handle {
-    pub async fn begin_in(&self, session: Option<Arc<SessionState>>) -> Result<Transaction, sqlx::Error> {
-        let begun = self.begin_on_primary(session, None, false).await?;
+    /// A transaction on the primary, begun with `statement` (default `BEGIN`).
+    pub async fn begin_in(
+        &self,
+        session: Option<Arc<SessionState>>,
+        statement: Option<sqlx::SqlStr>,
+    ) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+        let begun = self.begin_on_primary(session, statement, false).await?;
         begun.ok_or(sqlx::Error::PoolTimedOut)
     }
 
     /// A transaction on the primary, begun with `statement` (default `BEGIN`); with `idle_only`,
     /// only if a connection is free at once (`None` otherwise), as `PgPool::try_begin`.
+    ///
+    /// It is sqlx's own `Transaction`, which cannot report its commit: the session notes the
+    /// transaction's server process and a time read just before `BEGIN` (one more round trip,
+    /// before it, since nothing of ours may run inside the user's transaction, whose first
+    /// statement may have to be `SET TRANSACTION ISOLATION LEVEL ...`), and its reads look on
+    /// the primary whether it has ended (see `session::settle_untracked`).
     pub async fn begin_on_primary(
         &self,
         session: Option<Arc<SessionState>>,
         statement: Option<sqlx::SqlStr>,
         idle_only: bool,
-    ) -> Result<Option<Transaction>, sqlx::Error> {
+    ) -> Result<Option<sqlx::Transaction<'static, Postgres>>, sqlx::Error> {
         let primary = self.cluster().primary_for_write().await;
-        let conn = if idle_only {
+        let mut conn = if idle_only {
             let Some(conn) = primary.pool.try_acquire() else {
                 return Ok(None);
             };
@@ -98,9 +111,11 @@ impl Handle {
         } else {
             primary.pool.acquire().await?
         };
-        let tx = sqlx::Transaction::begin(conn, statement).await?;
-        let session = session.filter(|s| s.tracks_writes()).map(|s| (s, primary.pool.clone()));
-        Ok(Some(Transaction::new(tx, primary.id.clone(), session)))
+        if let Some(session) = session.filter(|s| s.tracks_writes()) {
+            let (pid, since) = crate::pg::backend_and_clock(&mut conn).await?;
+            session.add_untracked(pid, since);
+        }
+        sqlx::Transaction::begin(conn, statement).await.map(Some)
     }
 
     pub fn session_with(&self, level: Consistency) -> Session {
@@ -127,7 +142,10 @@ impl Handle {
         Ok(session)
     }
 
-    pub async fn begin_read_only_in(&self, session: Option<Arc<SessionState>>) -> Result<Transaction, sqlx::Error> {
+    pub async fn begin_read_only_in(
+        &self,
+        session: Option<Arc<SessionState>>,
+    ) -> Result<ReadOnlyTransaction, sqlx::Error> {
         let node = self.pick_for_read(session.as_deref()).await.map_err(Error::into_sqlx)?;
         let tx = node
             .pool
@@ -136,7 +154,7 @@ impl Handle {
         if let Some(session) = session.filter(|_| node.role() == Role::Replica) {
             session.read_from(&node.id, node.replay_lsn());
         }
-        Ok(Transaction::new(tx, node.id.clone(), None))
+        Ok(ReadOnlyTransaction::new(tx, node.id.clone()))
     }
 
     pub async fn acquire_in(

@@ -5,13 +5,13 @@ use std::fmt;
 use std::future::Future;
 
 use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::{Arguments, AssertSqlSafe};
+use sqlx::{Arguments, AssertSqlSafe, PgConnection, Postgres};
 
 use super::sql::SqlBuf;
 use crate::classify::{QueryClass, QueryKind};
 use crate::config::Consistency;
 use crate::data::Handle;
-use crate::data::executor::Transaction;
+use crate::data::executor::ReadOnlyTransaction;
 use crate::data::routing::Target;
 use crate::data::session::Session;
 use crate::pool::ReplicatedPool;
@@ -84,7 +84,7 @@ impl fmt::Debug for ModelQuery {
 ///
 /// Implemented for `&ReplicatedPool` (reads routed by the handle's read preference or the
 /// QuerySet's target, writes on the primary), `&Session` (the same, keeping the session's
-/// consistency: its writes move its watermark, its reads see them) and `&mut Transaction`
+/// consistency: its writes move its watermark, its reads see them) and `&mut sqlx::Transaction`
 /// (everything in the transaction, on its node). Implement it for another handle by running
 /// [`ModelQuery::into_parts`] with sqlx, honouring [`Access`]: a [`Access::Write`] must reach
 /// the primary.
@@ -182,14 +182,32 @@ pub(super) fn routed(db: &Handle, access: &Access) -> Handle {
     db.with_known_kind(QueryKind::known(class, "built by the ORM"))
 }
 
-impl ModelExecutor for &mut Transaction {
+/// In a transaction from [`ReplicatedPool::begin`](crate::ReplicatedPool::begin) (sqlx's own):
+/// everything runs in it, on its node.
+impl ModelExecutor for &mut sqlx::Transaction<'_, Postgres> {
     fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
-        let (query, _) = query.into_query();
-        async move { query.fetch_all(&mut **self).await }
+        in_transaction_fetch(self, query)
     }
 
     fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
-        let (query, _) = query.into_query();
-        async move { Ok(query.execute(&mut **self).await?.rows_affected()) }
+        in_transaction_execute(self, query)
     }
+}
+
+impl ModelExecutor for &mut ReadOnlyTransaction {
+    fn fetch_all(self, query: ModelQuery) -> impl Future<Output = Result<Vec<PgRow>, sqlx::Error>> + Send {
+        in_transaction_fetch(self, query)
+    }
+
+    fn execute(self, query: ModelQuery) -> impl Future<Output = Result<u64, sqlx::Error>> + Send {
+        in_transaction_execute(self, query)
+    }
+}
+
+async fn in_transaction_fetch(conn: &mut PgConnection, query: ModelQuery) -> Result<Vec<PgRow>, sqlx::Error> {
+    query.into_query().0.fetch_all(conn).await
+}
+
+async fn in_transaction_execute(conn: &mut PgConnection, query: ModelQuery) -> Result<u64, sqlx::Error> {
+    Ok(query.into_query().0.execute(conn).await?.rows_affected())
 }

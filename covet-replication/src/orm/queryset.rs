@@ -42,7 +42,7 @@ pub enum ReadOnly {}
 /// Terminals without a suffix use the global handle of
 /// [`setup_replication`](crate::setup_replication) (and the session of an enclosing
 /// [`Session::scope`](crate::Session::scope)); the `_on` forms take any [`ModelExecutor`]
-/// (`&ReplicatedPool`, `&Session`, `&mut Transaction`, ...). Through a `&Session`, writes move
+/// (`&ReplicatedPool`, `&Session`, `&mut sqlx::Transaction`, ...). Through a `&Session`, writes move
 /// the session's watermark and reads keep its promise: read-your-writes by default.
 ///
 /// # Errors
@@ -158,7 +158,7 @@ impl<M: Model, S> QuerySet<M, S> {
     /// A level can only use what the session recorded: an `Eventual` session records no
     /// writes, so `.consistency(Consistency::ReadAfterWrite)` on it cannot find them (use
     /// `Strong` there). [`using`](Self::using) still applies, except that `Strong` reads from
-    /// the primary whatever the target. In a transaction (`&mut Transaction`) it changes
+    /// the primary whatever the target. In a transaction (`&mut sqlx::Transaction`) it changes
     /// nothing: the transaction's node answers.
     ///
     /// ```no_run

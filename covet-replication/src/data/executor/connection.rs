@@ -112,25 +112,12 @@ pub(crate) fn acquire_primary<'c>(
     })
 }
 
-/// sqlx's `Acquire::begin`: a transaction on the primary. sqlx's `Transaction` cannot report
-/// its commit, so the session notes the transaction's server process and start (one more
-/// round trip) and reads from the primary until it is seen to have ended there (see
-/// `session::settle_untracked`); our own `begin()` has no such cost.
+/// sqlx's `Acquire::begin`: a transaction on the primary, as `ReplicatedPool::begin`.
 pub(crate) fn begin_primary<'c>(
     pool: Handle,
     session: Option<Arc<SessionState>>,
 ) -> BoxFuture<'c, Result<sqlx::Transaction<'c, Postgres>, sqlx::Error>> {
-    Box::pin(async move {
-        let primary = pool.cluster().primary_for_write().await;
-        let mut conn = primary.pool.acquire().await?;
-        if let Some(session) = session.filter(|s| s.tracks_writes()) {
-            // Before BEGIN: nothing of ours may run inside the user's transaction, whose first
-            // statement may have to be `SET TRANSACTION ISOLATION LEVEL ...`.
-            let (pid, since) = crate::pg::backend_and_clock(&mut conn).await?;
-            session.add_untracked(pid, since);
-        }
-        sqlx::Transaction::begin(conn, None).await
-    })
+    Box::pin(async move { pool.begin_in(session, None).await })
 }
 
 /// sqlx's `Acquire` for a handle type (as sqlx's `impl_acquire!`): `$parts` turns `self` into

@@ -8,7 +8,7 @@ mod unsettled;
 pub use connection::NodeConnection;
 pub(crate) use connection::{acquire_primary, begin_primary, impl_acquire};
 pub(crate) use statement::Statement;
-pub use transaction::Transaction;
+pub use transaction::ReadOnlyTransaction;
 
 use std::pin::Pin;
 use std::sync::Arc;

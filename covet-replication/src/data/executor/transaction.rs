@@ -1,35 +1,27 @@
-//! Transactions pinned to one node.
+//! Read-only transactions pinned to one replica.
 
 use std::ops::{Deref, DerefMut};
 
-use std::sync::Arc;
-
-use sqlx::{PgConnection, PgPool, Postgres};
-
-use crate::data::session::SessionState;
+use sqlx::{PgConnection, Postgres};
 
 use crate::cluster::NodeId;
 
-/// A transaction on one node: the primary for [`ReplicatedPool::begin`](crate::ReplicatedPool::begin),
-/// one replica for [`begin_read_only`](crate::ReplicatedPool::begin_read_only).
+/// A read-only, repeatable-read transaction on one node, from
+/// [`ReplicatedPool::begin_read_only`](crate::ReplicatedPool::begin_read_only): a replica that
+/// has replayed the session's writes, or the primary when none has in time.
 ///
-/// Use it like sqlx's: `sqlx::query(..).execute(&mut *tx)`, then [`commit`](Self::commit).
-/// Dropped without a commit, it rolls back.
+/// Use it like sqlx's: `sqlx::query(..).fetch_all(&mut *tx)`, then [`commit`](Self::commit).
+/// Dropped without a commit, it rolls back. (Read-write transactions are sqlx's own
+/// `Transaction`, from [`ReplicatedPool::begin`](crate::ReplicatedPool::begin).)
 #[derive(Debug)]
-pub struct Transaction {
+pub struct ReadOnlyTransaction {
     inner: sqlx::Transaction<'static, Postgres>,
     node: NodeId,
-    /// The session whose watermark a commit on the primary moves.
-    session: Option<(Arc<SessionState>, PgPool)>,
 }
 
-impl Transaction {
-    pub(crate) fn new(
-        inner: sqlx::Transaction<'static, Postgres>,
-        node: NodeId,
-        session: Option<(Arc<SessionState>, PgPool)>,
-    ) -> Self {
-        Transaction { inner, node, session }
+impl ReadOnlyTransaction {
+    pub(crate) fn new(inner: sqlx::Transaction<'static, Postgres>, node: NodeId) -> Self {
+        ReadOnlyTransaction { inner, node }
     }
 
     /// The node the transaction runs on.
@@ -42,12 +34,7 @@ impl Transaction {
     /// # Errors
     /// The database error if the commit fails.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await?;
-        if let Some((session, primary)) = self.session {
-            // The commit record is behind the insert position read after it.
-            crate::data::session::record_write(&session, &primary).await;
-        }
-        Ok(())
+        self.inner.commit().await
     }
 
     /// Rolls back.
@@ -59,7 +46,7 @@ impl Transaction {
     }
 }
 
-impl Deref for Transaction {
+impl Deref for ReadOnlyTransaction {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
@@ -67,7 +54,7 @@ impl Deref for Transaction {
     }
 }
 
-impl DerefMut for Transaction {
+impl DerefMut for ReadOnlyTransaction {
     fn deref_mut(&mut self) -> &mut PgConnection {
         &mut self.inner
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::config::Consistency;
 use crate::core::Lsn;
 use crate::data::Handle;
-use crate::data::executor::Transaction;
+use crate::data::executor::ReadOnlyTransaction;
 
 /// A unit of work with a consistency promise: typically one request or one user.
 ///
@@ -125,8 +125,8 @@ impl Session {
     ///
     /// # Errors
     /// The database error if no connection can be had or `BEGIN` fails.
-    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
-        self.handle.begin_in(Some(Arc::clone(&self.state))).await
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.handle.begin_in(Some(Arc::clone(&self.state)), None).await
     }
 
     /// A connection to the primary for this session (see
@@ -159,7 +159,7 @@ impl Session {
     ///
     /// # Errors
     /// As [`ReplicatedPool::begin_read_only`](crate::ReplicatedPool::begin_read_only).
-    pub async fn begin_read_only(&self) -> Result<Transaction, sqlx::Error> {
+    pub async fn begin_read_only(&self) -> Result<ReadOnlyTransaction, sqlx::Error> {
         self.handle.begin_read_only_in(Some(Arc::clone(&self.state))).await
     }
 

@@ -31,7 +31,8 @@ pub(crate) struct SessionState {
     pin: AtomicU64,
     /// Transactions begun through sqlx's `Acquire::begin`, which cannot report their commit:
     /// (server process id, a time just before its BEGIN). Reads go to the primary until each is seen to
-    /// have ended and a position after its end is the watermark.
+    /// have ended and a position after its end is the watermark. (One seen open cannot be told
+    /// from a later transaction on the same pooled connection, so it holds reads there.)
     untracked: Mutex<Vec<(i32, String)>>,
     has_untracked: AtomicBool,
     /// Writes whose statement ended abnormally and whose position is being read (see
