@@ -551,3 +551,70 @@ async fn the_handle_has_pgpools_begin_with_try_begin_and_pool_getters() {
     db.close().await;
     assert!(db.is_closed());
 }
+
+/// `PgPoolOptions::new().max_connections(n).after_connect(..).connect(url)` has its
+/// counterpart: sizes and sqlx's three hooks on every node's pool. The hooks run on the
+/// replicas as on the primary (a read takes an idle replica connection without sqlx's
+/// acquire path, which would skip `before_acquire`).
+#[tokio::test]
+async fn pool_options_set_sizes_and_sqlx_hooks_on_every_node() {
+    use sqlx::Executor;
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    type Ports = Arc<Mutex<BTreeSet<i32>>>;
+    async fn port_into(conn: &mut sqlx::PgConnection, ports: &Ports) -> Result<bool, sqlx::Error> {
+        let port: i32 = sqlx::query_scalar("SELECT inet_server_port()").fetch_one(conn).await?;
+        ports.lock().unwrap().insert(port);
+        Ok(true)
+    }
+    let cluster = shared_cluster().await;
+    let (acquired, released): (Ports, Ports) = Default::default();
+    let (a, r) = (Arc::clone(&acquired), Arc::clone(&released));
+    let db = covet_replication::ReplicatedPoolOptions::new()
+        .max_connections(3)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET statement_timeout = '1234ms'").await?;
+                Ok(())
+            })
+        })
+        .before_acquire(move |conn, _| {
+            let a = Arc::clone(&a);
+            Box::pin(async move { port_into(conn, &a).await })
+        })
+        .after_release(move |conn, _| {
+            let r = Arc::clone(&r);
+            Box::pin(async move { port_into(conn, &r).await })
+        })
+        .connect_with(test_config(cluster))
+        .await
+        .unwrap();
+    for node in db.status().nodes {
+        assert_eq!(node.pool_max, 3, "{}", node.id);
+    }
+    let mut seen = BTreeSet::new();
+    for target in [Target::Primary, Target::Replica] {
+        for _ in 0..10 {
+            let (timeout, port): (String, i32) =
+                sqlx::query_as("SELECT current_setting('statement_timeout'), inet_server_port()")
+                    .fetch_one(&db.using(target.clone()))
+                    .await
+                    .unwrap();
+            assert_eq!(
+                timeout,
+                "1234ms",
+                "after_connect did not run on {}",
+                node_name(cluster, port)
+            );
+            seen.insert(port);
+        }
+    }
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    eventually(
+        Duration::from_secs(5),
+        || format!("served by {seen:?}; before_acquire on {acquired:?}, after_release on {released:?}"),
+        || async { *acquired.lock().unwrap() == seen && *released.lock().unwrap() == seen },
+    )
+    .await;
+}

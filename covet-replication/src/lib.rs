@@ -50,4 +50,4 @@ pub use manager::ReplicaManager;
 #[doc(hidden)]
 pub use orm::private as __private;
 pub use orm::{Model, prelude};
-pub use pool::ReplicatedPool;
+pub use pool::{ReplicatedPool, ReplicatedPoolOptions};

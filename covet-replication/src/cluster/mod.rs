@@ -3,11 +3,13 @@
 //! gate. The control plane writes it; the data plane reads it.
 
 mod gate;
+mod hooks;
 mod identity;
 mod node;
 
 pub use crate::core::{NodeId, NodeState, Role};
 pub(crate) use gate::{HoldWrites, WriteGate};
+pub(crate) use hooks::PoolHooks;
 pub(crate) use identity::{Identity, SyncRule, SyncShortfall};
 pub(crate) use node::{InFlight, Node};
 
@@ -28,6 +30,8 @@ use crate::config::{NodeConfig, ReplicationConfig};
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub config: ReplicationConfig,
+    /// Set on every pool made for a node.
+    pub hooks: PoolHooks,
     pub topology: ArcSwap<Topology>,
     pub identity: Identity,
     pub gate: WriteGate,
@@ -49,15 +53,16 @@ pub(crate) struct Verdict {
 
 impl Cluster {
     /// The configured nodes, each with a new (lazy) pool, healthy until checked.
-    pub fn new(config: ReplicationConfig) -> Self {
+    pub fn new(config: ReplicationConfig, hooks: PoolHooks) -> Self {
         let timeout = config.health.timeout;
-        let primary = new_node(&config.primary, Role::Primary, NodeState::Healthy, timeout);
+        let primary = new_node(&config.primary, Role::Primary, NodeState::Healthy, timeout, &hooks);
         let replicas = config
             .replicas
             .iter()
-            .map(|c| new_node(c, Role::Replica, NodeState::Healthy, timeout))
+            .map(|c| new_node(c, Role::Replica, NodeState::Healthy, timeout, &hooks))
             .collect();
         Cluster {
+            hooks,
             topology: ArcSwap::from_pointee(Topology { primary, replicas }),
             identity: Identity::default(),
             gate: WriteGate::default(),
@@ -131,35 +136,51 @@ impl Cluster {
         }
         self.primary()
     }
+
+    /// A node of this cluster with a new (lazy) pool configured for `role`.
+    pub fn new_node(&self, cfg: &NodeConfig, role: Role, state: NodeState) -> Arc<Node> {
+        new_node(cfg, role, state, self.config.health.timeout, &self.hooks)
+    }
 }
 
 /// A node with a new (lazy) pool configured for `role`.
-pub(crate) fn new_node(cfg: &NodeConfig, role: Role, state: NodeState, health_timeout: Duration) -> Arc<Node> {
-    Arc::new(Node::new(cfg.clone(), pool_for(cfg, role, health_timeout), role, state))
+pub(crate) fn new_node(
+    cfg: &NodeConfig,
+    role: Role,
+    state: NodeState,
+    health_timeout: Duration,
+    hooks: &PoolHooks,
+) -> Arc<Node> {
+    Arc::new(Node::new(
+        cfg.clone(),
+        pool_for(cfg, role, health_timeout, hooks),
+        role,
+        state,
+    ))
 }
 
 /// `health_timeout` bounds a replica's acquire: a replica that cannot hand out a connection
 /// that fast costs a retry elsewhere, not the pool's full acquire timeout.
-fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration) -> PgPool {
+fn pool_for(cfg: &NodeConfig, role: Role, health_timeout: Duration, hooks: &PoolHooks) -> PgPool {
     let p = &cfg.pool;
     let acquire_timeout = match role {
         Role::Primary => p.acquire_timeout,
         Role::Replica => p.acquire_timeout.min(health_timeout),
     };
-    PgPoolOptions::new()
+    let options = PgPoolOptions::new()
         // A replica's dead connection fails its read, which is retried on another node, so the
         // round trip sqlx spends testing each connection before handing it out buys nothing
         // there. A primary's statement is not resent once it may have reached the server: keep
         // the test there, unless configured otherwise. (Without the test and without a
-        // `before_acquire` hook, which we never set, the executor takes idle connections with
-        // `try_acquire`: see `data::executor::idle_connection`.)
+        // `before_acquire` hook, the executor takes idle connections with `try_acquire`: see
+        // `data::executor::idle_connection`.)
         .test_before_acquire(p.test_before_acquire.unwrap_or(role == Role::Primary))
         .min_connections(p.min_connections)
         .max_connections(p.max_connections)
         .acquire_timeout(acquire_timeout)
         .idle_timeout(p.idle_timeout)
-        .max_lifetime(p.max_lifetime)
-        .connect_lazy_with(cfg.connect_options())
+        .max_lifetime(p.max_lifetime);
+    hooks.apply(options).connect_lazy_with(cfg.connect_options())
 }
 
 /// The nodes a query can be routed to, swapped atomically when replicas are added or removed
@@ -192,7 +213,11 @@ mod tests {
             config
         };
         let timeout = Duration::from_secs(1);
-        let ping = |config: &NodeConfig, role| pool_for(config, role, timeout).options().get_test_before_acquire();
+        let ping = |config: &NodeConfig, role| {
+            pool_for(config, role, timeout, &PoolHooks::default())
+                .options()
+                .get_test_before_acquire()
+        };
         assert!(ping(&node(None), Role::Primary));
         assert!(!ping(&node(None), Role::Replica));
         assert!(!ping(&node(Some(false)), Role::Primary));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Control;
-use crate::cluster::{NodeState, Role, Topology, new_node};
+use crate::cluster::{NodeState, Role, Topology};
 use crate::config::NodeConfig;
 use crate::error::Error;
 
@@ -27,12 +27,7 @@ impl Control {
             .collect();
         full.validate()?;
         // Down until checked: a new node must prove itself before it takes reads.
-        let node = new_node(
-            &config,
-            Role::Replica,
-            NodeState::Down,
-            self.cluster.config.health.timeout,
-        );
+        let node = self.cluster.new_node(&config, Role::Replica, NodeState::Down);
         self.cluster.topology.rcu(|t| {
             let mut t = Topology::clone(t);
             t.replicas.push(Arc::clone(&node));

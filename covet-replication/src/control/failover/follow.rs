@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::event::Recorder;
 use super::run::{connect, repoint, standbys, switch};
 use super::{FailoverKind, OldPrimary, Outcome};
-use crate::cluster::{Node, NodeId, NodeState, Role, Topology, new_node};
+use crate::cluster::{Node, NodeId, NodeState, Role, Topology};
 use crate::control::Control;
 use crate::core::lock;
 use crate::error::PgError;
@@ -133,12 +133,7 @@ pub(super) async fn fenced_node_answered(m: &Control, node: &Arc<Node>, s: &Samp
         let primary = m.cluster.primary();
         let follows = s.system_id == cluster && s.streams_from(&primary.config.host, primary.config.port);
         if follows {
-            let replica = new_node(
-                &node.config,
-                Role::Replica,
-                NodeState::Down,
-                m.cluster.config.health.timeout,
-            );
+            let replica = m.cluster.new_node(&node.config, Role::Replica, NodeState::Down);
             m.cluster.topology.rcu(|t| {
                 let mut t = Topology::clone(t);
                 for r in &mut t.replicas {

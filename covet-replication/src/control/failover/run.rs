@@ -11,7 +11,7 @@ use super::event::Recorder;
 use super::follow::note_stragglers;
 use super::plan;
 use super::{FailoverEvent, FailoverKind, Outcome};
-use crate::cluster::{Node, NodeId, NodeState, Role, Topology, new_node};
+use crate::cluster::{Node, NodeId, NodeState, Role, Topology};
 use crate::config::FailoverMode;
 use crate::control::Control;
 use crate::core::{Lsn, lock};
@@ -429,12 +429,11 @@ async fn promote_on(m: &Control, conn: &mut sqlx::PgConnection, node: &Node, rec
 /// if it `follows` the new primary as its standby (an HA manager demoted it), a replica (down
 /// until its checks say otherwise).
 pub(super) fn switch(m: &Control, old: &Arc<Node>, new: &Arc<Node>, timeline: u32, follows: bool, rec: &mut Recorder) {
-    let timeout = m.cluster.config.health.timeout;
-    let primary = new_node(&new.config, Role::Primary, NodeState::Healthy, timeout);
+    let primary = m.cluster.new_node(&new.config, Role::Primary, NodeState::Healthy);
     primary.observe_lsn(new.replay_lsn());
     primary.writable.store(true, Ordering::Relaxed);
     let old_next = if follows {
-        new_node(&old.config, Role::Replica, NodeState::Down, timeout)
+        m.cluster.new_node(&old.config, Role::Replica, NodeState::Down)
     } else {
         old.set_state(NodeState::Fenced);
         Arc::clone(old)

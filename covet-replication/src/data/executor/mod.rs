@@ -295,7 +295,7 @@ const PRIMARY_CONNECT_SLOW: std::time::Duration = std::time::Duration::from_mill
 /// dead replica costs a retry, not the pool's full acquire timeout.
 async fn acquire(pool: &Handle, route: &Route) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     let node = &route.node;
-    if let Some(conn) = idle_connection(&node.pool) {
+    if let Some(conn) = idle_connection(&node.pool, &pool.cluster().hooks) {
         return Ok(conn);
     }
     // sqlx's acquire future is ~14 KiB: held inline, it would make every statement's future that
@@ -332,10 +332,10 @@ async fn acquire(pool: &Handle, route: &Route) -> Result<PoolConnection<Postgres
 }
 
 /// An idle connection, when taking one is all `PgPool::acquire` would do: the pool does not
-/// ping connections before handing them out (replica pools; see `manager::pool_for`) and has no
-/// `before_acquire` hook (we build every pool without one).
-fn idle_connection(pool: &sqlx::PgPool) -> Option<PoolConnection<Postgres>> {
-    if pool.options().get_test_before_acquire() {
+/// ping connections before handing them out (replica pools; see `cluster::pool_for`) and has no
+/// `before_acquire` hook (which `try_acquire` would skip).
+fn idle_connection(pool: &sqlx::PgPool, hooks: &crate::cluster::PoolHooks) -> Option<PoolConnection<Postgres>> {
+    if pool.options().get_test_before_acquire() || hooks.before_acquire.is_some() {
         return None;
     }
     pool.try_acquire()
@@ -696,7 +696,7 @@ mod tests {
             &["postgres://u@127.0.0.1:2/db"],
         )
         .unwrap();
-        let cluster = std::sync::Arc::new(crate::cluster::Cluster::new(config));
+        let cluster = std::sync::Arc::new(crate::cluster::Cluster::new(config, Default::default()));
         let shutdown = tokio_util::sync::CancellationToken::new().drop_guard();
         let db = crate::data::Handle::new(crate::data::Plane::new(cluster, shutdown));
         let statement = || super::Statement::from_execute(sqlx::query("SELECT 1"));

@@ -21,6 +21,7 @@ fn node(id: &str, port: u16, role: Role, lsn: u64) -> Arc<Node> {
         role,
         NodeState::Healthy,
         Duration::from_secs(1),
+        &crate::cluster::PoolHooks::default(),
     );
     node.observe_lsn(Lsn(lsn));
     node

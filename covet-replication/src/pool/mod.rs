@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sqlx::Postgres;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, NodeId};
+use crate::cluster::{Cluster, NodeId, PoolHooks};
 use crate::config::{Consistency, ReadPreference, ReplicationConfig};
 use crate::control::Control;
 use crate::data::executor::{NodeConnection, ReadOnlyTransaction};
@@ -15,6 +15,9 @@ use crate::data::session::{ConsistencyCounters, Session, TokenError};
 use crate::data::{Handle, Plane};
 use crate::error::Error;
 use crate::manager::ReplicaManager;
+
+mod options;
+pub use options::ReplicatedPoolOptions;
 
 /// A primary and its replicas behind one sqlx [`Executor`](sqlx::Executor).
 ///
@@ -69,7 +72,20 @@ impl ReplicatedPool {
     /// [`Error::UnsupportedServerVersion`] for a primary older than PostgreSQL 13 (the health
     /// loop keeps such a replica down).
     pub async fn connect(config: ReplicationConfig) -> Result<Self, Error> {
-        let pool = Self::connect_lazy(config)?;
+        Self::connect_hooked(config, PoolHooks::default()).await
+    }
+
+    /// Like [`connect`](Self::connect) without touching the network: nodes count as healthy
+    /// until the health loop's first round says otherwise. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration.
+    pub fn connect_lazy(config: ReplicationConfig) -> Result<Self, Error> {
+        Self::connect_lazy_hooked(config, PoolHooks::default())
+    }
+
+    pub(crate) async fn connect_hooked(config: ReplicationConfig, hooks: PoolHooks) -> Result<Self, Error> {
+        let pool = Self::connect_lazy_hooked(config, hooks)?;
         pool.control.settle().await;
         let primary = pool.cluster().primary();
         let conn = primary.pool.acquire().await.map_err(|source| Error::Database {
@@ -80,14 +96,9 @@ impl ReplicatedPool {
         Ok(pool)
     }
 
-    /// Like [`connect`](Self::connect) without touching the network: nodes count as healthy
-    /// until the health loop's first round says otherwise. Must be called inside a Tokio runtime.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for an invalid configuration.
-    pub fn connect_lazy(config: ReplicationConfig) -> Result<Self, Error> {
+    pub(crate) fn connect_lazy_hooked(config: ReplicationConfig, hooks: PoolHooks) -> Result<Self, Error> {
         config.validate()?;
-        let cluster = Arc::new(Cluster::new(config));
+        let cluster = Arc::new(Cluster::new(config, hooks));
         let shutdown = CancellationToken::new();
         let control = Control::start(Arc::clone(&cluster), shutdown.clone());
         Ok(ReplicatedPool {
