@@ -1254,3 +1254,78 @@ async fn an_approver_callback_can_approve_a_proposed_failover() {
         .unwrap();
     assert_eq!(node_name(&cluster, port), new.as_str());
 }
+
+/// `PgListener::connect_with(&pool)`'s counterpart: a listener on the primary that listens
+/// again on the new one after a switchover (the old primary stays up, fenced: its connection
+/// does not break) and after a crash and failover, saying so with one `None` each time. Every
+/// notification sent through the handle while it listens arrives; sqlx's own listener, left on
+/// the first primary, hears none after the switchover (the control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_follows_the_primary_across_a_switchover_and_a_failover() {
+    async fn notify(db: &ReplicatedPool, phase: &str, n: usize) {
+        for i in 0..n {
+            sqlx::query(sqlx::AssertSqlSafe(format!("NOTIFY covet_ch, '{phase}-{i}'")))
+                .execute(db)
+                .await
+                .unwrap();
+        }
+    }
+    /// What arrives until `n` notifications have (`None`s counted apart), within 20 s.
+    async fn receive(listener: &mut covet_replication::Listener, n: usize) -> (Vec<String>, usize) {
+        let (mut got, mut nones) = (Vec::new(), 0);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while got.len() < n {
+                match listener.try_recv().await {
+                    Ok(Some(notification)) => got.push(notification.payload().to_owned()),
+                    Ok(None) => nones += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("got {got:?}, {nones} reconnections"));
+        (got, nones)
+    }
+    let phase = |name: &str, n: usize| (0..n).map(|i| format!("{name}-{i}")).collect::<Vec<_>>();
+
+    let (cluster, _dir, mut config) = two_standbys_with("SELECT 1").await;
+    config.failover.automatic = false;
+    let db = connect(config).await;
+    let mut listener = db.listener().await.unwrap();
+    listener.listen("covet_ch").await.unwrap();
+    let mut control = sqlx::postgres::PgListener::connect(&cluster.url(0).unwrap())
+        .await
+        .unwrap();
+    control.listen("covet_ch").await.unwrap();
+
+    notify(&db, "first", 5).await;
+    assert_eq!(receive(&mut listener, 5).await, (phase("first", 5), 0));
+    assert_eq!(listener.node().as_str(), "primary");
+    for expected in phase("first", 5) {
+        assert_eq!(control.recv().await.unwrap().payload(), expected);
+    }
+
+    db.failover().switchover(Some("replica2")).await.unwrap();
+    // The new primary's notifications, sent once the listener has moved (its `None`).
+    assert_eq!(listener.try_recv().await.unwrap().map(|n| n.payload().to_owned()), None);
+    assert_eq!(listener.node().as_str(), "replica2");
+    notify(&db, "switched", 5).await;
+    assert_eq!(receive(&mut listener, 5).await, (phase("switched", 5), 0));
+    let heard = tokio::time::timeout(Duration::from_millis(500), control.try_recv()).await;
+    assert!(
+        !matches!(heard, Ok(Ok(Some(_)))),
+        "sqlx's listener on the old primary heard {heard:?}"
+    );
+
+    cluster.kill(2).await.unwrap();
+    manual_failover(&db).await.unwrap();
+    assert_eq!(listener.try_recv().await.unwrap().map(|n| n.payload().to_owned()), None);
+    assert_eq!(listener.node().as_str(), "replica1");
+    notify(&db, "failed-over", 5).await;
+    assert_eq!(receive(&mut listener, 5).await, (phase("failed-over", 5), 0));
+    assert_eq!(listener.reconnects(), 2);
+    let mut stream = listener.into_stream();
+    notify(&db, "stream", 1).await;
+    let notification = futures::StreamExt::next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(notification.payload(), "stream-0");
+}

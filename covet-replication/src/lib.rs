@@ -41,6 +41,7 @@ pub mod lag {
 pub use config::{Consistency, NodeConfig, ReadPreference, ReplicationConfig};
 pub use core::{Lsn, NodeId, NodeState, ParseLsnError, Role};
 pub use covet_replication_macros::Model;
+pub use data::Listener;
 pub use data::executor::{NodeConnection, ReadOnlyTransaction};
 pub use data::routing::{RouteReason, Target, with_target};
 pub use data::session::{CausalToken, Session, TokenError};

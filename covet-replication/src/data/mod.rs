@@ -4,10 +4,12 @@
 
 pub(crate) mod executor;
 mod handle;
+mod listener;
 pub(crate) mod routing;
 pub(crate) mod session;
 
 pub(crate) use handle::Handle;
+pub use listener::Listener;
 
 use std::sync::Arc;
 

@@ -240,6 +240,15 @@ impl ReplicatedPool {
         self.data.session_from_token(token)
     }
 
+    /// A listener for `NOTIFY` on the primary that follows the primary across failovers (see
+    /// [`Listener`](crate::Listener)): the counterpart of `PgListener::connect_with(&pool)`.
+    ///
+    /// # Errors
+    /// The database error if the primary cannot be reached.
+    pub async fn listener(&self) -> Result<crate::Listener, sqlx::Error> {
+        crate::data::Listener::connect(self.data.clone()).await
+    }
+
     /// The lag monitor: alerts, callbacks, statistics.
     pub fn lag_monitor(&self) -> crate::control::lag::LagMonitor {
         self.control.lag_monitor.clone()
