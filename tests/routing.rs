@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use covet_replication::{Error, Lsn, ReadPreference, ReplicatedPool, Target, classify::classify, with_target};
+use covet_replication::{
+    Error, Lsn, ReadPreference, ReplicatedPool, Role, RouteReason, Target, classify::classify, with_target,
+};
 use covet_tests::{connect, eventually, node_name, shared_cluster, table, test_config};
 use futures::TryStreamExt;
 use sqlx::Row;
@@ -617,4 +619,72 @@ async fn pool_options_set_sizes_and_sqlx_hooks_on_every_node() {
         || async { *acquired.lock().unwrap() == seen && *released.lock().unwrap() == seen },
     )
     .await;
+}
+
+/// Which node served a statement, without `inet_server_port()`: `Session::last_route`, checked
+/// here against `inet_server_port()` for every statement; and router counters over a window.
+#[tokio::test]
+async fn a_session_says_which_node_served_its_last_statement() {
+    let cluster = shared_cluster().await;
+    let db = connect(test_config(cluster)).await;
+    let t = table("served");
+    cluster.execute(0, &format!("CREATE TABLE {t} (id int)")).await.unwrap();
+    cluster.wait_streaming().await.unwrap();
+    let session = db.session_with(covet_replication::Consistency::Eventual);
+    assert_eq!(session.last_route(), None);
+    let before = db.counters();
+    let mut on = HashMap::new();
+    for _ in 0..20 {
+        let port: i32 = sqlx::query_scalar(WHO).fetch_one(&session).await.unwrap();
+        let served = session.last_route().unwrap();
+        assert_eq!(served.node.as_str(), node_name(cluster, port));
+        assert_eq!(
+            (served.role, served.reason),
+            (Role::Replica, RouteReason::ReadPreference)
+        );
+        *on.entry(served.node.to_string()).or_insert(0) += 1;
+    }
+    assert!(on.keys().all(|n| n.starts_with("replica")), "{on:?}");
+    let port: i32 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {t} VALUES (1) RETURNING inet_server_port()"
+    )))
+    .fetch_one(&session)
+    .await
+    .unwrap();
+    let served = session.last_route().unwrap();
+    assert_eq!(
+        (served.node.as_str(), served.role, served.reason),
+        ("primary", Role::Primary, RouteReason::Write)
+    );
+    assert_eq!(node_name(cluster, port), "primary");
+    let port: i32 = sqlx::query_scalar(WHO)
+        .fetch_one(&session.using(Target::Node("replica2".into())))
+        .await
+        .unwrap();
+    let served = session.last_route().unwrap();
+    assert_eq!(
+        (served.node.as_str(), served.reason),
+        ("replica2", RouteReason::Override)
+    );
+    assert_eq!(node_name(cluster, port), "replica2");
+    // Through the plain handle, inside the session's scope.
+    let port: i32 = session
+        .scope(async { sqlx::query_scalar(WHO).fetch_one(&db.using(Target::Primary)).await })
+        .await
+        .unwrap();
+    assert_eq!(node_name(cluster, port), "primary");
+    assert_eq!(session.last_route().unwrap().node.as_str(), "primary");
+
+    let window = db.counters().since(&before);
+    assert_eq!(
+        (
+            window.to_replica,
+            window.to_primary,
+            window.by_class.read,
+            window.by_class.write
+        ),
+        (21, 2, 22, 1),
+        "{window:?}"
+    );
+    assert_eq!(db.counters().since(&db.counters()).to_replica, 0);
 }

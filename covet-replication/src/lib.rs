@@ -43,7 +43,7 @@ pub use core::{Lsn, NodeId, NodeState, ParseLsnError, Role};
 pub use covet_replication_macros::Model;
 pub use data::Listener;
 pub use data::executor::{NodeConnection, ReadOnlyTransaction};
-pub use data::routing::{RouteReason, Target, with_target};
+pub use data::routing::{RouteReason, Routed, Target, with_target};
 pub use data::session::{CausalToken, Session, TokenError};
 pub use error::Error;
 pub use global::{db, set_db, setup_replication};

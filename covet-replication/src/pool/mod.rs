@@ -241,11 +241,11 @@ impl ReplicatedPool {
     }
 
     /// A listener for `NOTIFY` on the primary that follows the primary across failovers (see
-    /// [`Listener`](crate::Listener)): the counterpart of `PgListener::connect_with(&pool)`.
+    /// [`Listener`](crate::data::Listener)): the counterpart of `PgListener::connect_with(&pool)`.
     ///
     /// # Errors
     /// The database error if the primary cannot be reached.
-    pub async fn listener(&self) -> Result<crate::Listener, sqlx::Error> {
+    pub async fn listener(&self) -> Result<crate::data::Listener, sqlx::Error> {
         crate::data::Listener::connect(self.data.clone()).await
     }
 

@@ -489,6 +489,7 @@ impl<'a> Attempts<'a> {
             match connected {
                 Ok(Some((conn, abandon))) => {
                     in_flight.connected();
+                    self.record_route(&route);
                     return Ok((route, in_flight, conn, abandon));
                 }
                 Ok(None) => {}
@@ -497,6 +498,22 @@ impl<'a> Attempts<'a> {
                     self.failed(&route, e, false).await?;
                 }
             }
+        }
+    }
+
+    /// `Session::last_route`: the node a session's statement is sent to. Not for the plain
+    /// handle's own session, which every task shares (there, the tracing span says it).
+    fn record_route(&self, route: &Route) {
+        if let Some(session) = self
+            .session
+            .as_ref()
+            .filter(|s| !Arc::ptr_eq(s, &self.pool.plane.handle_session))
+        {
+            session.routed(crate::data::routing::Routed {
+                node: route.node.id.clone(),
+                role: route.role,
+                reason: route.reason,
+            });
         }
     }
 

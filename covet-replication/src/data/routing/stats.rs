@@ -175,3 +175,54 @@ pub struct ClassCounters {
     /// Text the parser could not read.
     pub unknown: u64,
 }
+
+impl RouterCounters {
+    /// What was counted between `earlier` and `self` (two snapshots of one handle): counters
+    /// only grow, so a window is a difference, as with Prometheus counters.
+    ///
+    /// ```no_run
+    /// # async fn f(db: covet_replication::ReplicatedPool) {
+    /// let before = db.counters();
+    /// // ... the work to look at ...
+    /// let window = db.counters().since(&before);
+    /// println!("{} of {} reads on replicas", window.to_replica, window.by_class.read);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn since(&self, earlier: &RouterCounters) -> RouterCounters {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
+        let (c, e) = (&self.by_class, &earlier.by_class);
+        RouterCounters {
+            to_primary: d(self.to_primary, earlier.to_primary),
+            to_replica: d(self.to_replica, earlier.to_replica),
+            writes: d(self.writes, earlier.writes),
+            by_preference: d(self.by_preference, earlier.by_preference),
+            fallbacks: d(self.fallbacks, earlier.fallbacks),
+            hints: d(self.hints, earlier.hints),
+            overrides: d(self.overrides, earlier.overrides),
+            consistency: d(self.consistency, earlier.consistency),
+            by_class: ClassCounters {
+                read: d(c.read, e.read),
+                write: d(c.write, e.write),
+                transaction_control: d(c.transaction_control, e.transaction_control),
+                session_state: d(c.session_state, e.session_state),
+                unknown: d(c.unknown, e.unknown),
+            },
+            retries: d(self.retries, earlier.retries),
+            refused_writes: d(self.refused_writes, earlier.refused_writes),
+            errors: d(self.errors, earlier.errors),
+        }
+    }
+}
+
+/// Where a statement ran and why: [`Session::last_route`](crate::Session::last_route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Routed {
+    /// The node that ran it.
+    pub node: crate::core::NodeId,
+    /// Its role then.
+    pub role: crate::core::Role,
+    /// Why it went there.
+    pub reason: RouteReason,
+}

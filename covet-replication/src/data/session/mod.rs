@@ -163,6 +163,24 @@ impl Session {
         self.handle.begin_read_only_in(Some(Arc::clone(&self.state))).await
     }
 
+    /// Where this session's latest statement was sent, and why (`None` before the first):
+    /// the node that served it, without SQL tricks. Statements through a plain handle inside
+    /// [`scope`](Self::scope) count; those in a transaction or on a held connection do not
+    /// (they run where it was begun), nor reads at another level than the session's (the
+    /// ORM's `.consistency()`).
+    ///
+    /// ```no_run
+    /// # async fn f(db: covet_replication::ReplicatedPool) -> Result<(), sqlx::Error> {
+    /// let session = db.session();
+    /// sqlx::query("SELECT 1").execute(&session).await?;
+    /// let served = session.last_route().expect("one statement ran");
+    /// println!("{} ({:?}, {:?})", served.node, served.role, served.reason);
+    /// # Ok(()) }
+    /// ```
+    pub fn last_route(&self) -> Option<crate::data::routing::Routed> {
+        self.state.last_route()
+    }
+
     /// Runs `fut` with this session as the one every statement sent through a plain
     /// `ReplicatedPool` handle uses: request middleware sets it, handlers keep their `&db`.
     pub async fn scope<F: Future>(&self, fut: F) -> F::Output {

@@ -10,6 +10,7 @@ use crate::cluster::NodeId;
 use crate::config::Consistency;
 use crate::core::Lsn;
 use crate::core::now_us;
+use crate::data::routing::Routed;
 
 /// Shared by a `Session` and its clones, or by all clones of a handle (the handle's own state).
 #[derive(Debug)]
@@ -39,6 +40,7 @@ pub(crate) struct SessionState {
     /// `executor::unsettled`): reads wait for them, so that they see what those wrote.
     settling: AtomicU32,
     settled: tokio::sync::Notify,
+    last_route: Mutex<Option<Routed>>,
 }
 
 impl SessionState {
@@ -55,6 +57,7 @@ impl SessionState {
             has_untracked: AtomicBool::new(false),
             settling: AtomicU32::new(0),
             settled: tokio::sync::Notify::new(),
+            last_route: Mutex::new(None),
         }
     }
 
@@ -154,6 +157,15 @@ impl SessionState {
                 break;
             }
         }
+    }
+
+    /// A statement of the session is being sent on `route`.
+    pub fn routed(&self, route: Routed) {
+        *crate::core::lock(&self.last_route) = Some(route);
+    }
+
+    pub fn last_route(&self) -> Option<Routed> {
+        crate::core::lock(&self.last_route).clone()
     }
 
     pub fn is_settling(&self) -> bool {
