@@ -23,9 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The header that carries a session's causal token between requests.
-const TOKEN_HEADER: &str = "x-covet-token";
+use covet_replication::axum::{SessionLayer, TOKEN_HEADER};
 /// The self-test's users; it deletes them when done.
 const DOMAIN: &str = "@web-example.test";
 const ROUNDS: usize = 20;
@@ -90,27 +89,8 @@ impl App {
     }
 }
 
-/// The request's session: the one its `x-covet-token` header continues, else a new one.
-struct RequestSession(Session);
-
-impl FromRequestParts<App> for RequestSession {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let Some(value) = parts.headers.get(TOKEN_HEADER) else {
-            return Ok(RequestSession(app.db.session()));
-        };
-        let token = value.to_str().map_err(|_| ApiError::BadToken("not text".into()))?;
-        app.db
-            .session_from_token(token)
-            .map(RequestSession)
-            .map_err(|e| ApiError::BadToken(e.to_string()))
-    }
-}
-
 #[derive(Debug)]
 enum ApiError {
-    BadToken(String),
     Database(sqlx::Error),
 }
 
@@ -122,8 +102,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, message) = match &self {
-            ApiError::BadToken(why) => (StatusCode::BAD_REQUEST, format!("bad {TOKEN_HEADER} header: {why}")),
+        let (status, message): (StatusCode, String) = match &self {
             ApiError::Database(sqlx::Error::RowNotFound) => (StatusCode::NOT_FOUND, "no such user".into()),
             ApiError::Database(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 (StatusCode::CONFLICT, "email already taken".into())
@@ -140,7 +119,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn create_user(RequestSession(session): RequestSession, Json(new): Json<NewUser>) -> Result<Response, ApiError> {
+/// `session`: the one the request's `x-covet-token` header continues, else a new one
+/// (`SessionLayer`, which also writes its token back on the response).
+async fn create_user(session: Session, Json(new): Json<NewUser>) -> Result<Response, ApiError> {
     let mut user = User {
         id: None,
         email: new.email,
@@ -148,14 +129,10 @@ async fn create_user(RequestSession(session): RequestSession, Json(new): Json<Ne
         age: new.age,
     };
     user.save_on(&session).await?; // the primary; moves the session's watermark
-    Ok((StatusCode::CREATED, [(TOKEN_HEADER, session.token())], Json(user)).into_response())
+    Ok((StatusCode::CREATED, Json(user)).into_response())
 }
 
-async fn get_user(
-    State(app): State<App>,
-    RequestSession(session): RequestSession,
-    Path(id): Path<i64>,
-) -> Result<Response, ApiError> {
+async fn get_user(State(app): State<App>, session: Session, Path(id): Path<i64>) -> Result<Response, ApiError> {
     // A replica that has replayed the session's writes, or the primary.
     let u = UserRead::objects().get_on(id, &session).await?;
     let body = json!({
@@ -163,13 +140,14 @@ async fn get_user(
         "served_by": app.node_name(u.served_by),
         "port": u.served_by,
     });
-    Ok(([(TOKEN_HEADER, session.token())], Json(body)).into_response())
+    Ok(Json(body).into_response())
 }
 
 fn router(app: App) -> Router {
     Router::new()
         .route("/users", post(create_user))
         .route("/users/{id}", get(get_user))
+        .layer(SessionLayer::new(app.db.clone()))
         .with_state(app)
 }
 

@@ -5,6 +5,8 @@
 // shared vocabulary; `pg` holds the queries the library sends; `cluster` is the snapshot where
 // the `data` plane and the `control` plane meet (neither imports the other); the handle
 // (`pool`, `manager`, `status`, `global`) and the ORM sit on top.
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod classify;
 mod cluster;
 pub mod config;
