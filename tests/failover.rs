@@ -1301,6 +1301,12 @@ async fn a_listener_follows_the_primary_across_a_switchover_and_a_failover() {
     notify(&db, "first", 5).await;
     assert_eq!(receive(&mut listener, 5).await, (phase("first", 5), 0));
     assert_eq!(listener.node().as_str(), "primary");
+    // Statements run on its own connection, as on `&mut PgListener`.
+    let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+        .fetch_one(&mut listener)
+        .await
+        .unwrap();
+    assert_eq!(node_name(&cluster, port), "primary");
     for expected in phase("first", 5) {
         assert_eq!(control.recv().await.unwrap().payload(), expected);
     }

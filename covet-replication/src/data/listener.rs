@@ -1,6 +1,9 @@
 //! [`Listener`]: sqlx's `PgListener` on the primary, that follows the primary.
 
-use sqlx::postgres::{PgListener, PgNotification};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use sqlx::Postgres;
+use sqlx::postgres::{PgListener, PgNotification, PgRow, PgStatement, PgTypeInfo};
 use tokio::sync::watch;
 
 use super::Handle;
@@ -167,4 +170,65 @@ impl Listener {
         self.reconnects += 1;
         Ok(())
     }
+}
+
+/// Statements on the listener's own connection, as `&mut PgListener` runs them (sqlx's
+/// `listen` example sleeps there to show that notifications wait in its buffer).
+impl<'c> sqlx::Executor<'c> for &'c mut Listener {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<super::executor::Rows, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        match &mut self.inner {
+            Some(inner) => inner.fetch_many(query),
+            None => Box::pin(futures::stream::once(std::future::ready(Err(reconnecting())))),
+        }
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        match &mut self.inner {
+            Some(inner) => inner.fetch_optional(query),
+            None => Box::pin(std::future::ready(Err(reconnecting()))),
+        }
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: sqlx::SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match &mut self.inner {
+            Some(inner) => inner.prepare_with(sql, parameters),
+            None => Box::pin(std::future::ready(Err(reconnecting()))),
+        }
+    }
+
+    #[doc(hidden)]
+    fn describe<'e>(self, sql: sqlx::SqlStr) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        match &mut self.inner {
+            Some(inner) => inner.describe(sql),
+            None => Box::pin(std::future::ready(Err(reconnecting()))),
+        }
+    }
+}
+
+/// Between a lost connection and the `try_recv` that listens again there is none to run on.
+fn reconnecting() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the listener lost its connection: try_recv or recv listens again on the primary",
+    ))
 }
