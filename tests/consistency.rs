@@ -1026,3 +1026,72 @@ async fn a_session_targets_with_using_and_keeps_its_promises() {
     assert!(sees(&session, id).await);
     assert!(sees(&session.using(Target::Primary), id).await);
 }
+
+/// `COPY` through the handle (`PgPoolCopyExt`'s methods): on the primary, and its rows read back
+/// at once with the standbys replaying nothing, also when the stream is dropped after its first
+/// chunk; a `COPY` that only reads does not keep the session off the replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out_count_as_writes_however_they_end() {
+    use futures::StreamExt;
+    let cluster = cluster_with_table().await;
+    let db = connect(no_wait(&cluster)).await;
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    let count = |v: i32| {
+        let db = db.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE v = $1")
+                .bind(v)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            n
+        }
+    };
+
+    let mut copy = db.copy_in_raw("COPY t (v) FROM STDIN").await.unwrap();
+    assert_eq!((copy.num_columns(), copy.is_textual()), (1, true));
+    copy.send("7\n7\n7\n".as_bytes()).await.unwrap();
+    assert_eq!(copy.finish().await.unwrap(), 3);
+    assert_eq!(count(7).await, 3, "finished COPY FROM not read back");
+
+    // Aborted, and dropped half-way: nothing written, the handle still reads correctly.
+    let mut copy = db.copy_in_raw("COPY t (v) FROM STDIN").await.unwrap();
+    copy.send("8\n".as_bytes()).await.unwrap();
+    copy.abort("changed my mind").await.unwrap();
+    let mut copy = db.copy_in_raw("COPY t (v) FROM STDIN").await.unwrap();
+    copy.send("8\n".as_bytes()).await.unwrap();
+    drop(copy);
+    assert_eq!(count(8).await, 0);
+    let bad = db.copy_in_raw("COPY no_such_table FROM STDIN").await.unwrap_err();
+    assert!(bad.to_string().contains("no_such_table"), "{bad}");
+
+    // A COPY TO that deletes, its stream dropped after the first chunk: the delete is read back.
+    let mut out = db
+        .copy_out_raw("COPY (DELETE FROM t WHERE v = 7 RETURNING id) TO STDOUT")
+        .await
+        .unwrap();
+    assert!(out.next().await.unwrap().unwrap().ends_with(b"\n"));
+    drop(out);
+    assert_eq!(count(7).await, 0, "the dropped COPY TO's delete not read back");
+
+    // One that reads leaves a session on the replicas.
+    let session = db.session();
+    let rows: Vec<_> = session
+        .scope(async {
+            db.copy_out_raw("COPY t TO STDOUT")
+                .await
+                .unwrap()
+                .collect::<Vec<_>>()
+                .await
+        })
+        .await;
+    assert!(rows.iter().all(Result::is_ok));
+    let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&session).await.unwrap();
+    assert_eq!(
+        session.last_route().map(|r| r.role),
+        Some(covet_replication::Role::Replica),
+        "a reading COPY TO pinned the session"
+    );
+}

@@ -595,6 +595,8 @@ async fn pool_options_set_sizes_and_sqlx_hooks_on_every_node() {
     for node in db.status().nodes {
         assert_eq!(node.pool_max, 3, "{}", node.id);
     }
+    // As PgPool::options: the primary pool's.
+    assert_eq!(db.options().get_max_connections(), 3);
     let mut seen = BTreeSet::new();
     for target in [Target::Primary, Target::Replica] {
         for _ in 0..10 {

@@ -1,4 +1,4 @@
-//! Derive macros for covet-replication: `#[derive(Model)]`. Use them through the runtime crate
+//! Macros for covet-replication: `#[derive(Model)]` and `#[covet_replication::test]`. Use them through the runtime crate
 //! (`covet_replication::Model`), whose paths the generated code names.
 //!
 //! Where to find things: `parse.rs` checks the struct and its attributes and builds a
@@ -6,6 +6,7 @@
 
 mod generate;
 mod parse;
+mod test_attr;
 #[cfg(test)]
 mod tests;
 
@@ -79,4 +80,46 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     let input: syn::DeriveInput = syn::parse2(input)?;
     let model = parse::parse(&input)?;
     Ok(generate::generate(&model))
+}
+
+/// An `async fn(db: ReplicatedPool)` test on a database of its own: the counterpart of
+/// `#[sqlx::test]`, with its arguments. Needs the runtime crate's `testing` feature.
+///
+/// The cluster is the one `COVET_CONFIG` or `COVET_PRIMARY_URL` configures, else a local one
+/// (a primary and two hot standbys from the system's PostgreSQL binaries) started once per test
+/// binary. Each test gets a new database, created on the primary and replayed by every standby
+/// before the test starts; the migrations and fixtures are applied through the test's handle, so
+/// its reads see them even on a standby far behind. The database is dropped when the test passes
+/// and kept (its name printed) when it fails.
+///
+/// ```no_run
+/// use covet_replication::ReplicatedPool;
+///
+/// // Migrations from `./migrations` when the crate has that directory, then the fixtures
+/// // `fixtures/users.sql` and `fixtures/posts.sql`, next to this source file.
+/// #[covet_replication::test(fixtures("users", "posts"))]
+/// async fn lists_users(db: ReplicatedPool) -> sqlx::Result<()> {
+///     let names: Vec<String> = sqlx::query_scalar("SELECT name FROM users ORDER BY name")
+///         .fetch_all(&db)
+///         .await?;
+///     assert_eq!(names, ["alice", "bob"]);
+///     Ok(())
+/// }
+/// ```
+///
+/// # Arguments
+/// - `migrations = "dir"`: the migrations in `dir` (relative to the crate); `migrations = false`:
+///   none; `migrator = "path::TO::MIGRATOR"`: a `sqlx::migrate::Migrator` of your own. By default
+///   the crate's `migrations` directory, if it has one. Migrations use `sqlx::migrate!`, so the
+///   crate depends on sqlx with its `migrate` feature, as for `#[sqlx::test]`.
+/// - `fixtures("name", "dir/file.sql")`: a bare name is `fixtures/<name>.sql`, next to the test's
+///   source file; `fixtures(path = "dir", scripts("a", "b"))`: `dir/a.sql`, `dir/b.sql`.
+///
+/// The test returns `()` or a `Result`, and may carry other attributes (`#[ignore]`,
+/// `#[should_panic]`).
+#[proc_macro_attribute]
+pub fn test(args: proc_macro::TokenStream, item: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    test_attr::expand(args.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

@@ -121,3 +121,52 @@ fn attributes_are_checked() {
         assert!(e.contains(expected), "{input}: {e}");
     }
 }
+
+fn test_attr(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> Result<String, String> {
+    crate::test_attr::expand(args, item)
+        .map(|t| t.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_test_attribute_resolves_fixtures_and_migrations_as_sqlx_test_does() {
+    let item = quote! { async fn t(db: ReplicatedPool) -> sqlx::Result<()> { Ok(()) } };
+    let out = test_attr(
+        quote! { migrations = "../migrations", fixtures("users", "dir/posts.sql"), fixtures(path = "more", scripts("a", "b.sql")) },
+        item.clone(),
+    )
+    .unwrap();
+    assert!(out.contains(":: sqlx :: migrate ! (\"../migrations\")"), "{out}");
+    for file in ["fixtures/users.sql", "dir/posts.sql", "more/a.sql", "more/b.sql"] {
+        assert!(out.contains(&format!("include_str ! (\"{file}\")")), "{file}: {out}");
+    }
+    assert!(out.contains("fn t () -> sqlx :: Result < () >"), "{out}");
+    assert!(out.contains("run_test (args , t)"), "{out}");
+    let out = test_attr(quote! { migrator = "crate::MIGRATOR", fixtures("users") }, item.clone()).unwrap();
+    assert!(out.contains("args . migrator (& crate :: MIGRATOR)"), "{out}");
+    let out = test_attr(quote! { migrations = false }, item).unwrap();
+    assert!(!out.contains("migrator"), "{out}");
+}
+
+#[test]
+fn the_test_attribute_refuses_what_it_cannot_run() {
+    let item = quote! { async fn t(db: ReplicatedPool) {} };
+    let cases = [
+        (quote! {}, quote! { fn t(db: ReplicatedPool) {} }, "takes an `async fn"),
+        (quote! {}, quote! { async fn t() {} }, "takes one argument"),
+        (
+            quote! {},
+            quote! { async fn t(a: ReplicatedPool, b: i32) {} },
+            "takes one argument",
+        ),
+        (quote! { migrations = true }, item.clone(), "is the default"),
+        (quote! { migrations = "a", migrator = "B" }, item.clone(), "only one"),
+        (quote! { fixtures(scripts("a")) }, item.clone(), "needs `path"),
+        (quote! { fixtures(path = "dir") }, item.clone(), "needs `scripts"),
+        (quote! { flavor = "multi_thread" }, item, "expected `migrations`"),
+    ];
+    for (args, item, expected) in cases {
+        let err = test_attr(args.clone(), item).unwrap_err();
+        assert!(err.contains(expected), "{args}: {err}");
+    }
+}

@@ -43,10 +43,12 @@ pub mod lag {
 pub use config::{Consistency, NodeConfig, ReadPreference, ReplicationConfig};
 pub use core::{Lsn, NodeId, NodeState, ParseLsnError, Role};
 pub use covet_replication_macros::Model;
-pub use data::Listener;
+#[cfg(feature = "testing")]
+pub use covet_replication_macros::test;
 pub use data::executor::{NodeConnection, ReadOnlyTransaction};
 pub use data::routing::{RouteReason, Routed, Target, with_target};
 pub use data::session::{CausalToken, Session, TokenError};
+pub use data::{CopyIn, Listener};
 pub use error::Error;
 pub use global::{db, set_db, setup_replication};
 pub use manager::ReplicaManager;

@@ -2,12 +2,14 @@
 //! and running it (the executor). It reads the cluster snapshot and never imports the control
 //! plane.
 
+mod copy;
 pub(crate) mod executor;
 mod handle;
 mod listener;
 pub(crate) mod routing;
 pub(crate) mod session;
 
+pub use copy::CopyIn;
 pub(crate) use handle::Handle;
 pub use listener::Listener;
 

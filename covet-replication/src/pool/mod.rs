@@ -12,7 +12,7 @@ use crate::control::Control;
 use crate::data::executor::{NodeConnection, ReadOnlyTransaction};
 use crate::data::routing::{RouteReason, RouterCounters, Target};
 use crate::data::session::{ConsistencyCounters, Session, TokenError};
-use crate::data::{Handle, Plane};
+use crate::data::{CopyIn, Handle, Plane};
 use crate::error::Error;
 use crate::manager::ReplicaManager;
 
@@ -198,6 +198,37 @@ impl ReplicatedPool {
             .await
     }
 
+    /// `COPY ... FROM STDIN` on the primary, as `PgPoolCopyExt::copy_in_raw`: send the data,
+    /// then [`finish`](CopyIn::finish). The rows count as the handle's write (or the scoped
+    /// session's): its reads afterwards see them.
+    ///
+    /// ```no_run
+    /// # async fn f(db: covet_replication::ReplicatedPool) -> Result<(), sqlx::Error> {
+    /// let mut copy = db.copy_in_raw("COPY todos (description) FROM STDIN").await?;
+    /// copy.send(b"write the docs\nship it\n".as_slice()).await?;
+    /// assert_eq!(copy.finish().await?, 2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The database error if the primary cannot be reached or refuses the statement.
+    pub async fn copy_in_raw(&self, statement: &str) -> Result<CopyIn, sqlx::Error> {
+        self.data.copy_in_raw(self.data.effective_session(), statement).await
+    }
+
+    /// `COPY ... TO STDOUT` on the primary, as `PgPoolCopyExt::copy_out_raw`: the data in
+    /// chunks. A statement that may write (`COPY (DELETE ... RETURNING *) TO STDOUT`) counts as
+    /// the handle's write.
+    ///
+    /// # Errors
+    /// The database error if the primary cannot be reached or refuses the statement.
+    pub async fn copy_out_raw(
+        &self,
+        statement: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes, sqlx::Error>>, sqlx::Error> {
+        self.data.copy_out_raw(self.data.effective_session(), statement).await
+    }
+
     /// Whether [`close`](Self::close) was called, as `PgPool::is_closed`.
     pub fn is_closed(&self) -> bool {
         self.cluster().primary().pool.is_closed()
@@ -211,6 +242,12 @@ impl ReplicatedPool {
     /// Idle connections of all nodes (`PgPool::num_idle`, summed).
     pub fn num_idle(&self) -> usize {
         self.cluster().topology.load().nodes().map(|n| n.pool.num_idle()).sum()
+    }
+
+    /// The primary pool's options, as `PgPool::options` (a copy: the pool behind it changes
+    /// with a failover). Each node's sizes are in [`status`](Self::status).
+    pub fn options(&self) -> sqlx::pool::PoolOptions<Postgres> {
+        self.cluster().primary().pool.options().clone()
     }
 
     /// The primary's connect options, as `PgPool::connect_options` (each node's are in

@@ -123,6 +123,29 @@ pub enum ClusterError {
     /// The configured cluster (`COVET_CONFIG`, `COVET_PRIMARY_URL`) could not be loaded.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A handle on the cluster (or on a test database) could not be connected.
+    #[error("cannot connect a handle to the cluster: {source}")]
+    Handle {
+        /// Why.
+        #[source]
+        source: crate::Error,
+    },
+    /// A test database's migrations failed.
+    #[error("migrations failed on the test database: {source}")]
+    Migrate {
+        /// sqlx's migration error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A test database's fixture script failed.
+    #[error("fixture {path} failed on the test database: {source}")]
+    Fixture {
+        /// The fixture's file.
+        path: &'static str,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
     /// Any other I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {

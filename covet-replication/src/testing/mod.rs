@@ -7,6 +7,7 @@
 mod basebackup;
 mod binaries;
 mod cluster;
+mod database;
 mod error;
 mod etcd;
 mod patroni;
@@ -15,6 +16,7 @@ mod registry;
 
 pub use binaries::{BINDIR_ENV, CACHE_ENV, VERSION_ENV};
 pub use cluster::{LocalCluster, LocalClusterBuilder, NodeInfo};
+pub use database::{TestArgs, TestDatabase, TestFixture, TestOutcome, run_test};
 pub use error::ClusterError;
 pub use etcd::EtcdServer;
 pub use patroni::PatroniCluster;

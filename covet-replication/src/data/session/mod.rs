@@ -129,6 +129,15 @@ impl Session {
         self.handle.begin_in(Some(Arc::clone(&self.state)), None).await
     }
 
+    /// `COPY ... FROM STDIN` on the primary for this session (see
+    /// [`ReplicatedPool::copy_in_raw`](crate::ReplicatedPool::copy_in_raw)).
+    ///
+    /// # Errors
+    /// The database error if the primary cannot be reached or refuses the statement.
+    pub async fn copy_in_raw(&self, statement: &str) -> Result<crate::data::CopyIn, sqlx::Error> {
+        self.handle.copy_in_raw(Some(Arc::clone(&self.state)), statement).await
+    }
+
     /// A connection to the primary for this session (see
     /// [`ReplicatedPool::acquire`](crate::ReplicatedPool::acquire)): work on it counts as its
     /// write.
