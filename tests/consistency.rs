@@ -1095,3 +1095,62 @@ async fn copy_in_and_out_count_as_writes_however_they_end() {
         "a reading COPY TO pinned the session"
     );
 }
+
+/// Run by `a_todo_added_in_one_process_is_listed_by_another_with_its_token` in a child process.
+const CHILD_TOKEN: &str = "COVET_TEST_TOKEN";
+
+/// sqlx's todos example across processes: one adds a row, a second process lists with the
+/// first's causal token while the standbys replay nothing; without the token (the negative
+/// control) the same list misses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_todo_added_in_one_process_is_listed_by_another_with_its_token() {
+    let cluster = cluster_with_table().await;
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+    let db = connect(no_wait(&cluster)).await;
+    let session = db.session();
+    let id = write(&session).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("covet.toml");
+    std::fs::write(&config, test_config(&cluster).to_toml_string().unwrap()).unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "--nocapture", "child_lists_with_a_token"])
+        .env("COVET_CONFIG", &config)
+        .env(CHILD_TOKEN, format!("{} {id}", session.token()))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
+    let line = out.lines().find_map(|l| l.strip_prefix("LISTED ")).expect("the child's result");
+    let [with_token, with_token_on, without_token, without_token_on]: [&str; 4] =
+        line.split(' ').collect::<Vec<_>>().try_into().unwrap();
+    assert_eq!(with_token, "true", "the token's list missed the todo");
+    // The token cannot be met by the standbys: its list is the primary's.
+    assert_eq!(node_name(&cluster, with_token_on.parse().unwrap()), "primary");
+    assert_eq!(without_token, "false", "the negative control saw the todo: the standbys are not behind");
+    assert_ne!(node_name(&cluster, without_token_on.parse().unwrap()), "primary");
+}
+
+#[tokio::test]
+#[ignore = "run by a_todo_added_in_one_process_is_listed_by_another_with_its_token"]
+async fn child_lists_with_a_token() {
+    let given = std::env::var(CHILD_TOKEN).unwrap();
+    let (token, id) = given.split_once(' ').unwrap();
+    let id: i32 = id.parse().unwrap();
+    let db = ReplicatedPool::connect(ReplicationConfig::from_env().unwrap()).await.unwrap();
+    covet_tests::wait_states(&db, covet_replication::NodeState::Healthy, Duration::from_secs(20)).await;
+    let list = |executor| async move {
+        let (seen, port): (bool, i32) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM t WHERE id = $1), inet_server_port()")
+                .bind(id)
+                .fetch_one(executor)
+                .await
+                .unwrap();
+        (seen, port)
+    };
+    let session = db.session_from_token(token).unwrap();
+    let (with, with_on) = list(&session).await;
+    let (without, without_on) = list(&db.session()).await;
+    println!("LISTED {with} {with_on} {without} {without_on}");
+}
