@@ -1121,14 +1121,24 @@ async fn a_todo_added_in_one_process_is_listed_by_another_with_its_token() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{out}{}", String::from_utf8_lossy(&output.stderr));
-    let line = out.lines().find_map(|l| l.strip_prefix("LISTED ")).expect("the child's result");
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("LISTED "))
+        .expect("the child's result");
     let [with_token, with_token_on, without_token, without_token_on]: [&str; 4] =
         line.split(' ').collect::<Vec<_>>().try_into().unwrap();
     assert_eq!(with_token, "true", "the token's list missed the todo");
     // The token cannot be met by the standbys: its list is the primary's.
     assert_eq!(node_name(&cluster, with_token_on.parse().unwrap()), "primary");
-    assert_eq!(without_token, "false", "the negative control saw the todo: the standbys are not behind");
+    assert_eq!(
+        without_token, "false",
+        "the negative control saw the todo: the standbys are not behind"
+    );
     assert_ne!(node_name(&cluster, without_token_on.parse().unwrap()), "primary");
 }
 
@@ -1138,7 +1148,9 @@ async fn child_lists_with_a_token() {
     let given = std::env::var(CHILD_TOKEN).unwrap();
     let (token, id) = given.split_once(' ').unwrap();
     let id: i32 = id.parse().unwrap();
-    let db = ReplicatedPool::connect(ReplicationConfig::from_env().unwrap()).await.unwrap();
+    let db = ReplicatedPool::connect(ReplicationConfig::from_env().unwrap())
+        .await
+        .unwrap();
     covet_tests::wait_states(&db, covet_replication::NodeState::Healthy, Duration::from_secs(20)).await;
     let list = |executor| async move {
         let (seen, port): (bool, i32) =
@@ -1153,4 +1165,69 @@ async fn child_lists_with_a_token() {
     let (with, with_on) = list(&session).await;
     let (without, without_on) = list(&db.session()).await;
     println!("LISTED {with} {with_on} {without} {without_on}");
+}
+
+/// A function learned as `STABLE`, then replaced by a `VOLATILE` one that inserts: through the
+/// handle the DDL makes the router forget what it learned; made elsewhere, the learned verdict
+/// is stale until `routing.catalog_ttl`, and a call served by the primary meanwhile still
+/// counts as a write, so the handle's next read (the standbys replay nothing) sees its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_replaced_by_a_writing_one_is_not_taken_for_a_read() {
+    use covet_replication::RouteReason;
+    let cluster = cluster_with_table().await;
+    let stable = "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql STABLE AS 'SELECT 1'";
+    let writing = "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql VOLATILE \
+                   AS 'INSERT INTO t (v) VALUES (42) RETURNING 1'";
+    cluster.execute(0, stable).await.unwrap();
+    let mut config = no_wait(&cluster);
+    config.routing.catalog_ttl = Duration::from_secs(2);
+    let db = connect(config).await;
+    let explain = || async { db.explain("SELECT f()").await.unwrap().1 };
+    assert_eq!(explain().await, RouteReason::ReadPreference);
+
+    // Through the handle: forgotten at once.
+    sqlx::raw_sql(writing).execute(&db).await.unwrap();
+    assert_eq!(explain().await, RouteReason::Write);
+    sqlx::raw_sql(stable).execute(&db).await.unwrap();
+    assert_eq!(explain().await, RouteReason::ReadPreference);
+    // The standbys replay the handle's DDL, then nothing more.
+    eventually(
+        Duration::from_secs(10),
+        || "reads never went back to the replicas".into(),
+        || async {
+            let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            node_name(&cluster, port) != "primary"
+        },
+    )
+    .await;
+    for i in cluster.replicas() {
+        cluster.pause_replay(i).await.unwrap();
+    }
+
+    // Elsewhere: the learned verdict holds until the TTL; calls served by the primary meanwhile
+    // are read back all the same.
+    cluster.execute(0, writing).await.unwrap();
+    let mut missed = 0;
+    for round in 1..=3 {
+        let one: i32 = sqlx::query_scalar("SELECT f()")
+            .fetch_one(&db.using(Target::Primary))
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE v = 42")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        missed += usize::from(rows != round);
+    }
+    assert_eq!(missed, 0, "reads missed the writes of a function learned as STABLE");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        explain().await,
+        RouteReason::Write,
+        "the stale verdict outlived catalog_ttl"
+    );
 }

@@ -143,6 +143,7 @@ pub(crate) struct Inner {
     pub(crate) statements: usize,
     pub(crate) parsed: bool,
     pub(crate) procedure: bool,
+    pub(crate) changes_catalog: bool,
 }
 
 impl QueryKind {
@@ -164,6 +165,7 @@ impl QueryKind {
             statements: 1,
             parsed: true,
             procedure: false,
+            changes_catalog: false,
         })
     }
 
@@ -214,6 +216,12 @@ impl QueryKind {
 
     /// Whether the SQL parser understood the text. When it did not, the class comes from
     /// the leading keyword and token scan and is never [`QueryClass::Read`].
+    /// Whether the text holds DDL (`CREATE`, `ALTER`, `DROP`, `COMMENT`, ...), after which what
+    /// was learned from the catalog (functions' volatility, views' definitions) may be stale.
+    pub fn changes_catalog(&self) -> bool {
+        self.0.changes_catalog
+    }
+
     /// Whether the text runs as one implicit transaction: parsed, with no transaction control
     /// and no procedure (which may commit inside). A server that refuses it (`25006`) ran none
     /// of it, so it may be sent again elsewhere.

@@ -113,6 +113,7 @@ fn into_kind(analysis: Analysis, hint: Option<Hint>) -> QueryKind {
         statements,
         parsed,
         procedure,
+        changes_catalog,
     } = analysis;
     let verdict = verdict.unwrap_or_else(|| {
         if parsed {
@@ -137,6 +138,7 @@ fn into_kind(analysis: Analysis, hint: Option<Hint>) -> QueryKind {
         statements,
         parsed,
         procedure,
+        changes_catalog,
     })
 }
 
@@ -270,6 +272,7 @@ impl Classifier {
             statements: inner.statements,
             parsed: inner.parsed,
             procedure: inner.procedure,
+            changes_catalog: inner.changes_catalog,
         });
         self.learned_writes.fetch_add(1, Ordering::Relaxed);
         self.cache.insert(sql.into(), learned);

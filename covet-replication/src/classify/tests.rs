@@ -619,3 +619,30 @@ fn atomic_texts_run_as_one_implicit_transaction() {
         assert!(!classify(sql).is_atomic(), "{sql}");
     }
 }
+
+#[test]
+fn ddl_says_the_catalog_changed() {
+    for sql in [
+        "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1'",
+        "ALTER FUNCTION f() VOLATILE",
+        "DROP VIEW v",
+        "CREATE VIEW v AS SELECT f()",
+        "ALTER TABLE t ADD COLUMN b int",
+        "INSERT INTO t VALUES (1); DROP FUNCTION f()",
+        // Not parsed by sqlparser: the leading keyword says it.
+        "CREATE FUNCTION g() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1 $$ %%%",
+        "COMMENT ON FUNCTION f() IS %%%",
+    ] {
+        assert!(classify(sql).changes_catalog(), "{sql}");
+    }
+    for sql in [
+        "SELECT f()",
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1",
+        "CREATE TEMP TABLE x (a int)",
+        "BEGIN",
+        "CALL p()",
+    ] {
+        assert!(!classify(sql).changes_catalog(), "{sql}");
+    }
+}

@@ -146,8 +146,10 @@ fn merge(into: &mut Analysis, from: Analysis) {
         statements,
         parsed: _,
         procedure,
+        changes_catalog,
     } = from;
     into.procedure |= procedure;
+    into.changes_catalog |= changes_catalog;
     if let Some(mut verdict) = verdict {
         // `add` keeps the first transaction and counts one statement per call.
         verdict.transaction = first_transaction;
@@ -279,10 +281,13 @@ fn words_verdict<R: Resolve>(words: &[&Token], resolver: &R, analysis: &mut Anal
             _,
         ) => session("session statement (not parsed)"),
         ("CREATE", "TEMP" | "TEMPORARY") => session("CREATE TEMP (not parsed)"),
+        ("CREATE" | "ALTER" | "DROP" | "COMMENT", _) => {
+            analysis.changes_catalog = true;
+            Verdict::new(QueryClass::Write, "DDL, maintenance or write (not parsed)")
+        }
         (
-            "CREATE" | "ALTER" | "DROP" | "TRUNCATE" | "GRANT" | "REVOKE" | "COMMENT" | "SECURITY" | "REINDEX"
-            | "CLUSTER" | "VACUUM" | "ANALYZE" | "ANALYSE" | "CHECKPOINT" | "REFRESH" | "LOCK" | "NOTIFY" | "CALL"
-            | "DO" | "COPY" | "IMPORT" | "REASSIGN",
+            "TRUNCATE" | "GRANT" | "REVOKE" | "SECURITY" | "REINDEX" | "CLUSTER" | "VACUUM" | "ANALYZE" | "ANALYSE"
+            | "CHECKPOINT" | "REFRESH" | "LOCK" | "NOTIFY" | "CALL" | "DO" | "COPY" | "IMPORT" | "REASSIGN",
             _,
         ) => Verdict::new(QueryClass::Write, "DDL, maintenance or write (not parsed)"),
         _ => Verdict::new(QueryClass::Unknown, "could not be parsed"),

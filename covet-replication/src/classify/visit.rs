@@ -70,6 +70,9 @@ pub(crate) struct Analysis {
     pub(crate) parsed: bool,
     /// A `CALL`: a procedure may commit inside, so a part of it may have committed when it fails.
     pub(crate) procedure: bool,
+    /// DDL (`CREATE`, `ALTER`, `DROP`, `COMMENT`, ...): what was learned from the catalog may
+    /// no longer hold.
+    pub(crate) changes_catalog: bool,
 }
 
 impl Default for Analysis {
@@ -83,6 +86,7 @@ impl Default for Analysis {
             statements: 0,
             parsed: true,
             procedure: false,
+            changes_catalog: false,
         }
     }
 }
@@ -242,7 +246,10 @@ fn classify_statement<R: Resolve>(statement: &Statement, resolver: &R, depth: u8
         S::Grant(_) | S::GrantRole(_) => Verdict::write("GRANT"),
         S::Revoke(_) | S::RevokeRole(_) => Verdict::write("REVOKE"),
         // Everything else sqlparser knows is DDL or maintenance: it changes the database.
-        _ => Verdict::write("DDL or maintenance statement"),
+        _ => {
+            analysis.changes_catalog = true;
+            Verdict::write("DDL or maintenance statement")
+        }
     }
 }
 

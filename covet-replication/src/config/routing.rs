@@ -212,6 +212,10 @@ pub struct RoutingConfig {
     pub write_functions: Vec<String>,
     /// What to do with other functions that are not in the built-in list.
     pub unknown_functions: UnknownFunctionPolicy,
+    /// How long a function's volatility or a view's definition learned from the catalog is
+    /// trusted; DDL through the handle forgets them at once. `0s`: looked up for every statement.
+    #[serde(with = "humantime_serde")]
+    pub catalog_ttl: Duration,
     /// Retries of reads failing on a replica.
     pub retry: RetryConfig,
 }
@@ -237,6 +241,9 @@ impl Default for RoutingConfig {
             write_functions: Vec::new(),
             // LookupVolatility: correct without configuration, one cached catalog lookup per function.
             unknown_functions: UnknownFunctionPolicy::LookupVolatility,
+            // 60s: DDL made elsewhere (a migration run by another process) is seen within a
+            // minute, at one lookup per function and relation a minute.
+            catalog_ttl: Duration::from_secs(60),
             // See RetryConfig::default.
             retry: RetryConfig::default(),
         }
@@ -304,6 +311,13 @@ impl RoutingConfig {
     #[must_use]
     pub fn with_unknown_functions(mut self, policy: UnknownFunctionPolicy) -> Self {
         self.unknown_functions = policy;
+        self
+    }
+
+    /// Sets `catalog_ttl`.
+    #[must_use]
+    pub fn with_catalog_ttl(mut self, ttl: Duration) -> Self {
+        self.catalog_ttl = ttl;
         self
     }
 

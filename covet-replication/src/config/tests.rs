@@ -100,6 +100,7 @@ fn defaults() {
     assert_eq!(routing.classifier_cache_capacity, 10_000);
     assert!(routing.read_only_functions.is_empty() && routing.write_functions.is_empty());
     assert_eq!(routing.unknown_functions, UnknownFunctionPolicy::LookupVolatility);
+    assert_eq!(routing.catalog_ttl, Duration::from_secs(60));
     assert_eq!(routing.retry, RetryConfig::default());
 
     let retry = RetryConfig::default();
@@ -266,6 +267,7 @@ fn full_toml_with_every_setting() {
         read_only_functions = ["app.slow_report"]
         write_functions = ["app.bump_counter"]
         unknown_functions = "primary"
+        catalog_ttl = "5s"
 
         [routing.retry]
         max_attempts = 1
@@ -310,6 +312,7 @@ fn full_toml_with_every_setting() {
             .with_read_only_function("app.slow_report")
             .with_write_function("app.bump_counter")
             .with_unknown_functions(UnknownFunctionPolicy::Primary)
+            .with_catalog_ttl(Duration::from_secs(5))
             .with_retry(
                 RetryConfig::default()
                     .with_max_attempts(1)

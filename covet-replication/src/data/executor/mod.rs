@@ -593,6 +593,10 @@ impl<'a> Attempts<'a> {
     /// Bookkeeping after success: a write moves the session's watermark (read on the same
     /// connection, right after the write); a read is counted and keeps the session monotonic.
     async fn succeeded(&self, route: &Route, conn: &mut PgConnection) {
+        if self.kind.changes_catalog() {
+            // DDL: functions and views may have changed, so what was learned of them may not hold.
+            self.pool.plane.catalog.forget();
+        }
         let Some(session) = &self.session else { return };
         if route.writes {
             if session.tracks_writes() {

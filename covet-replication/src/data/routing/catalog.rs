@@ -10,9 +10,13 @@
 //! application). Each relation a read names is looked up once in `pg_class`; a view's
 //! definition (`pg_get_viewdef`) is classified like any statement, its own functions and views
 //! included.
+//!
+//! What was learned may go stale (`CREATE OR REPLACE FUNCTION` making a `STABLE` function a
+//! writing `VOLATILE` one): DDL through the handle forgets everything, and an answer is trusted
+//! for `routing.catalog_ttl` only, for DDL made elsewhere.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use quick_cache::sync::Cache;
@@ -25,14 +29,29 @@ use crate::pg;
 /// Views over views are followed this deep; deeper ones go to the primary.
 const MAX_VIEW_DEPTH: u8 = 8;
 
+/// An answer of the catalog, and when it was given.
+#[derive(Debug, Clone, Copy)]
+struct Learned<T> {
+    value: T,
+    at: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Relation {
+    safe: bool,
+    view: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Catalog {
     policy: UnknownFunctionPolicy,
     read_only: HashSet<String>,
     write: HashSet<String>,
-    learned: Cache<String, FunctionSafety>,
-    /// Relation name -> whether reading it may happen on a standby.
-    relations: Cache<String, bool>,
+    learned: Cache<String, Learned<FunctionSafety>>,
+    /// Relation name -> whether reading it may happen on a standby, and whether it is a view.
+    relations: Cache<String, Learned<Relation>>,
+    /// How long a learned answer is trusted.
+    ttl: Duration,
     /// A lookup waits no longer (the primary may be down; the statement then goes there).
     lookup_timeout: Duration,
 }
@@ -46,6 +65,7 @@ impl Catalog {
             write: norm(&cfg.write_functions),
             learned: Cache::new(10_000),
             relations: Cache::new(10_000),
+            ttl: cfg.catalog_ttl,
             lookup_timeout,
         }
     }
@@ -62,8 +82,41 @@ impl Catalog {
         match self.policy {
             UnknownFunctionPolicy::Primary => Some(FunctionSafety::PrimaryOnly),
             UnknownFunctionPolicy::Replica => Some(FunctionSafety::ReplicaSafe),
-            _ => self.learned.get(name),
+            _ => self.fresh(self.learned.get(name)),
         }
+    }
+
+    /// The value of `entry`, unless it is older than the TTL.
+    fn fresh<T>(&self, entry: Option<Learned<T>>) -> Option<T> {
+        entry.filter(|e| e.at.elapsed() < self.ttl).map(|e| e.value)
+    }
+
+    fn relation(&self, name: &str) -> Option<Relation> {
+        self.fresh(self.relations.get(name))
+    }
+
+    /// Forgets everything learned: DDL ran, and any answer may be stale.
+    pub fn forget(&self) {
+        self.learned.clear();
+        self.relations.clear();
+    }
+
+    /// Whether `kind` is taken for a read on the strength of answers learned from the catalog
+    /// (a function's volatility, a view's definition), which DDL made elsewhere can have made
+    /// stale: run on the primary, such a read is counted as a possible write.
+    pub fn rests_on_learned(&self, kind: &QueryKind) -> bool {
+        let configured = |f: &String| {
+            let bare = f.rsplit('.').next().unwrap_or(f);
+            [f.as_str(), bare]
+                .iter()
+                .any(|n| self.read_only.contains(*n) || self.write.contains(*n))
+        };
+        self.policy != UnknownFunctionPolicy::Replica
+            && (kind.unknown_functions().iter().any(|f| !configured(f))
+                || kind
+                    .relations()
+                    .iter()
+                    .any(|r| self.relation(r).is_some_and(|r| r.view)))
     }
 
     /// Whether `kind` may run on a replica, looking up its unknown functions and the views it
@@ -93,7 +146,7 @@ impl Catalog {
     fn relations_known(&self, names: &[String]) -> Option<bool> {
         let mut all = true;
         for name in names {
-            all &= self.relations.get(name)?;
+            all &= self.relation(name)?.safe;
         }
         Some(all)
     }
@@ -109,7 +162,7 @@ impl Catalog {
         Box::pin(async move {
             let missing: Vec<&str> = names
                 .iter()
-                .filter(|n| self.relations.get(*n).is_none())
+                .filter(|n| self.relation(n).is_none())
                 .map(String::as_str)
                 .collect();
             let bare: Vec<&str> = missing.iter().map(|n| n.rsplit('.').next().unwrap_or(n)).collect();
@@ -128,6 +181,7 @@ impl Catalog {
                 // Every relation of that name in any matching schema must be safe: we cannot
                 // resolve the search_path here. No match: not a relation (a CTE), nothing runs.
                 let mut safe = true;
+                let mut view = false;
                 for found in rows
                     .iter()
                     .filter(|r| r.name == relation && schema.is_none_or(|want| want == r.schema))
@@ -135,6 +189,7 @@ impl Catalog {
                     let Some(definition) = &found.view_definition else {
                         continue;
                     };
+                    view = true;
                     safe = depth < MAX_VIEW_DEPTH
                         && self
                             .safe_at(&classifier.classify(definition), primary, classifier, depth + 1)
@@ -144,7 +199,13 @@ impl Catalog {
                     }
                 }
                 tracing::debug!(target: "covet::routing", relation = %name, safe, "learned relation");
-                self.relations.insert(name.to_owned(), safe);
+                self.relations.insert(
+                    name.to_owned(),
+                    Learned {
+                        value: Relation { safe, view },
+                        at: Instant::now(),
+                    },
+                );
             }
             self.relations_known(names).unwrap_or(false)
         })
@@ -204,7 +265,13 @@ impl Catalog {
                 FunctionSafety::PrimaryOnly
             };
             tracing::debug!(target: "covet::routing", function = %name, ?verdict, "learned function volatility");
-            self.learned.insert(name.clone(), verdict);
+            self.learned.insert(
+                name.clone(),
+                Learned {
+                    value: verdict,
+                    at: Instant::now(),
+                },
+            );
         }
         Ok(())
     }

@@ -81,6 +81,8 @@ pub(crate) struct Facts<'a> {
     /// The statement may run on a standby: its text and what the catalog knows of its
     /// functions and views say so.
     pub replica_safe: bool,
+    /// That rests on answers learned from the catalog, which DDL elsewhere may have made stale.
+    pub learned: bool,
     pub target: Option<&'a Target>,
     /// Nodes that already failed this statement.
     pub exclude: &'a [NodeId],
@@ -109,6 +111,18 @@ pub(crate) enum Decision {
 /// [`Error::SessionPositionUnknown`], [`Error::NoEligibleReplica`], [`Error::UnknownNode`],
 /// [`Error::NodeUnavailable`].
 pub(crate) fn decide(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Error> {
+    let decision = decide_node(f, rng)?;
+    Ok(match decision {
+        // A read on the primary whose verdict was learned may be a write after all (a function
+        // replaced since): its position counts for the session as a write's would.
+        Decision::Go(route) if f.learned && route.role == Role::Primary => {
+            Decision::Go(Route { writes: true, ..route })
+        }
+        other => other,
+    })
+}
+
+fn decide_node(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Error> {
     let topology = f.topology;
     let primary = &topology.primary;
     let go = |node: &Arc<Node>, reason| Ok(Decision::Go(Route::to(topology, node, reason)));

@@ -91,12 +91,14 @@ async fn route_once(m: &Plane, kind: &QueryKind, c: Constraints<'_>) -> Result<R
         .catalog
         .replica_safe(kind, &topology.primary.pool, &m.classifier)
         .await;
+    let learned = replica_safe && m.catalog.rests_on_learned(kind);
     // Leaving a replica unsticks the session, so the second decision stays.
     for _ in 0..2 {
         let facts = Facts {
             topology: &topology,
             kind,
             replica_safe,
+            learned,
             target: c.target,
             exclude: c.exclude,
             force_primary: c.force_primary,

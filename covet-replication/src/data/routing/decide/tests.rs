@@ -70,6 +70,7 @@ struct Case {
     consistency_fallback: bool,
     session: Option<SessionView>,
     replica_safe: Option<bool>,
+    learned: bool,
 }
 
 fn case(sql: &'static str) -> Case {
@@ -81,6 +82,7 @@ fn case(sql: &'static str) -> Case {
         consistency_fallback: false,
         session: None,
         replica_safe: None,
+        learned: false,
     }
 }
 
@@ -91,6 +93,7 @@ impl Case {
             topology,
             kind: &kind,
             replica_safe: self.replica_safe.unwrap_or_else(|| kind.is_replica_safe()),
+            learned: self.learned,
             target: self.target.as_ref(),
             exclude: &self.exclude,
             force_primary: self.force_primary,
@@ -159,6 +162,25 @@ async fn each_rule_sends_the_statement_where_it_says() {
                 ..case("SELECT 1")
             },
             "primary Consistency",
+        ),
+        (
+            "a learned read the primary serves counts as a write",
+            Case {
+                learned: true,
+                replica_safe: Some(true),
+                target: Some(Target::Primary),
+                ..case("SELECT f()")
+            },
+            "primary Override writes",
+        ),
+        (
+            "a learned read on a replica does not",
+            Case {
+                learned: true,
+                replica_safe: Some(true),
+                ..case("SELECT f()")
+            },
+            "r1 ReadPreference",
         ),
         (
             "after a failure on r1",
