@@ -253,13 +253,13 @@ async fn a_replica_refusing_new_connections_fails_no_read_and_goes_down() {
     wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(10)).await;
 }
 
-/// SIGSTOP of a standby for 8 s under 16 readers: reads already sent to it waited for as long as
-/// it hung (4-5 of 16 readers blocked 10-15 s). Once health checks find it unresponsive its
-/// reads are abandoned and retried elsewhere: no read fails, none waits for the pause to end.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
-    let cluster = Arc::new(LocalCluster::builder().replicas(2).start().await.unwrap());
-    let db = connect(test_config(&cluster)).await;
+/// 16 readers through `db` while standby 1 of `cluster` is stopped (SIGSTOP) for `pause`:
+/// the slowest read, the failures, the reads.
+async fn reads_while_hung(
+    db: &ReplicatedPool,
+    cluster: &LocalCluster,
+    pause: Duration,
+) -> (Duration, Vec<String>, usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..16)
         .map(|_| {
@@ -283,13 +283,10 @@ async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     cluster.pause(1).unwrap();
-    let pause = Duration::from_secs(8);
     tokio::time::sleep(pause).await;
     cluster.resume(1).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    // Awake again, it comes back into rotation.
-    wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(10)).await;
     let (mut slowest, mut failures, mut reads) = (Duration::ZERO, Vec::new(), 0);
     for r in readers {
         let (s, f, n) = r.await.unwrap();
@@ -297,6 +294,19 @@ async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
         failures.extend(f);
         reads += n;
     }
+    (slowest, failures, reads)
+}
+
+/// SIGSTOP of a standby for 8 s under 16 readers: reads already sent to it waited for as long as
+/// it hung (4-5 of 16 readers blocked 10-15 s). Once health checks find it unresponsive its
+/// reads are abandoned and retried elsewhere: no read fails, none waits for the pause to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    let db = connect(test_config(&cluster)).await;
+    let (slowest, failures, reads) = reads_while_hung(&db, &cluster, Duration::from_secs(8)).await;
+    // Awake again, it comes back into rotation.
+    wait_state(&db, "replica1", NodeState::Healthy, Duration::from_secs(10)).await;
     assert_eq!(failures, Vec::<String>::new());
     assert!(reads > 1_000, "reads went on: {reads}");
     // One failed check (the 1 s health timeout) marks it unhealthy; the pause lasts 8 s.
@@ -309,6 +319,43 @@ async fn reads_on_a_hung_replica_move_on_when_health_gives_up_on_it() {
         abandoned_retries >= 1,
         "the reads in flight on it were retried: {abandoned_retries}"
     );
+}
+
+/// `routing.read_timeout`: a read sent to a hung standby is abandoned at its deadline and
+/// retried elsewhere before health gives up on the standby (here it would take 10 s, longer
+/// than the 5 s pause). The control, without the deadline, waits out the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_timeout_moves_reads_off_a_hung_replica_before_health_does() {
+    let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
+    let mut config = test_config(&cluster);
+    config.health.timeout = Duration::from_secs(10);
+    let pause = Duration::from_secs(5);
+
+    config.routing.read_timeout = Some(Duration::from_millis(300));
+    let db = connect(config.clone()).await;
+    let (slowest, failures, reads) = reads_while_hung(&db, &cluster, pause).await;
+    assert_eq!(failures, Vec::<String>::new());
+    assert!(reads > 1_000, "reads went on: {reads}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a read waited {slowest:?} on the hung replica"
+    );
+    let timeouts = db.counters().read_timeouts;
+    println!("read_timeout 300ms: slowest {slowest:?}, {timeouts} abandoned at the deadline, {reads} reads");
+    assert!(timeouts >= 1, "no read hit the deadline: {timeouts}");
+    db.close().await;
+    cluster.wait_streaming().await.unwrap();
+
+    config.routing.read_timeout = None;
+    let control = connect(config).await;
+    let (slowest, failures, _) = reads_while_hung(&control, &cluster, pause).await;
+    assert_eq!(failures, Vec::<String>::new());
+    println!("no read_timeout: slowest {slowest:?}");
+    assert!(
+        slowest >= Duration::from_secs(4),
+        "the control did not wait out the pause: {slowest:?}"
+    );
+    assert_eq!(control.counters().read_timeouts, 0);
 }
 
 /// The health loop used to run failover inline: for the whole of a failover (up to

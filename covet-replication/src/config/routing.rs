@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::serde_util::optional_u64;
+use super::serde_util::{optional_duration, optional_u64};
 
 /// Which nodes serve reads (statements classified read-only). Writes always go to the primary.
 ///
@@ -216,6 +216,14 @@ pub struct RoutingConfig {
     /// trusted; DDL through the handle forgets them at once. `0s`: looked up for every statement.
     #[serde(with = "humantime_serde")]
     pub catalog_ttl: Duration,
+    /// A read on a replica that has no first result after this is abandoned (its connection
+    /// closed) and retried on another node: a hung standby costs this, not as long as it
+    /// hangs. `none` (the default): only the health checks give up on a hung standby's reads
+    /// (after `health.timeout` times `health.failure_threshold`). Reads inside a transaction are
+    /// never abandoned; pair it with the server's `statement_timeout`, which ends the statement
+    /// on the standby too.
+    #[serde(with = "optional_duration")]
+    pub read_timeout: Option<Duration>,
     /// Retries of reads failing on a replica.
     pub retry: RetryConfig,
 }
@@ -244,6 +252,8 @@ impl Default for RoutingConfig {
             // 60s: DDL made elsewhere (a migration run by another process) is seen within a
             // minute, at one lookup per function and relation a minute.
             catalog_ttl: Duration::from_secs(60),
+            // None: a slow report on a standby is not a hung standby; set it for a tight bound.
+            read_timeout: None,
             // See RetryConfig::default.
             retry: RetryConfig::default(),
         }
@@ -311,6 +321,13 @@ impl RoutingConfig {
     #[must_use]
     pub fn with_unknown_functions(mut self, policy: UnknownFunctionPolicy) -> Self {
         self.unknown_functions = policy;
+        self
+    }
+
+    /// Sets `read_timeout`.
+    #[must_use]
+    pub fn with_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.read_timeout = timeout;
         self
     }
 

@@ -268,6 +268,7 @@ fn full_toml_with_every_setting() {
         write_functions = ["app.bump_counter"]
         unknown_functions = "primary"
         catalog_ttl = "5s"
+        read_timeout = "2s"
 
         [routing.retry]
         max_attempts = 1
@@ -313,6 +314,7 @@ fn full_toml_with_every_setting() {
             .with_write_function("app.bump_counter")
             .with_unknown_functions(UnknownFunctionPolicy::Primary)
             .with_catalog_ttl(Duration::from_secs(5))
+            .with_read_timeout(Some(Duration::from_secs(2)))
             .with_retry(
                 RetryConfig::default()
                     .with_max_attempts(1)
@@ -1014,6 +1016,11 @@ fn health_and_routing_rules() {
             |c| c.routing.max_lag_bytes = Some(0),
             "routing.max_lag_bytes",
             "routing.max_lag_bytes: must be > 0 (use \"none\" for no byte limit)",
+        ),
+        (
+            |c| c.routing.read_timeout = Some(Duration::ZERO),
+            "routing.read_timeout",
+            "routing.read_timeout: must not be zero (use \"none\" for no client-side deadline)",
         ),
         (
             |c| c.routing.preferred_region = Some(" ".into()),

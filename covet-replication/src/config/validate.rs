@@ -22,7 +22,8 @@ impl ReplicationConfig {
     /// - a `url` given in a node table must be valid (`primary.url: ...`);
     /// - `health.interval` >= 100ms, `health.timeout` and `health.degraded_latency` not zero,
     ///   `health.failure_threshold` and `health.success_threshold` > 0;
-    /// - `routing.max_lag` not zero, `routing.max_lag_bytes` > 0 when set,
+    /// - `routing.max_lag` not zero, `routing.max_lag_bytes` > 0 when set, `routing.read_timeout`
+    ///   not zero,
     ///   `routing.retry.max_attempts` > 0, `routing.retry.max_backoff` >= `initial_backoff`, no empty
     ///   function name and no function in both `read_only_functions` and `write_functions`,
     ///   `preferred_region` / `preferred_datacenter` not empty when set, and
@@ -178,6 +179,12 @@ fn validate_routing(routing: &RoutingConfig, replica_count: usize, errors: &mut 
     }
     if routing.max_lag_bytes == Some(0) {
         fail("max_lag_bytes", "must be > 0 (use \"none\" for no byte limit)");
+    }
+    if routing.read_timeout == Some(Duration::ZERO) {
+        fail(
+            "read_timeout",
+            "must not be zero (use \"none\" for no client-side deadline)",
+        );
     }
     if routing.retry.max_attempts == 0 {
         fail("retry.max_attempts", "must be > 0");

@@ -79,10 +79,19 @@ fn rows(
             let gone = abandon.cancelled();
             tokio::pin!(gone);
             let mut rows = (&mut *conn).fetch_many(statement.clone());
-            let (mut abandoned, mut yielded) = (false, false);
+            let (mut abandoned, mut yielded, mut timed_out) = (false, false, false);
             // Only a failure before the first result may be retried: after that the caller
-            // has seen data.
-            match unless_abandoned(gone.as_mut(), rows.try_next()).await {
+            // has seen data. The read deadline bounds the wait for that first result.
+            let deadline = attempt.read_deadline(&route);
+            let first = match unless_abandoned(gone.as_mut(), within(deadline, rows.try_next())).await {
+                None => None,
+                Some(Err(_elapsed)) => {
+                    timed_out = true;
+                    None
+                }
+                Some(Ok(first)) => Some(first),
+            };
+            match first {
                 None => abandoned = true,
                 Some(Err(e)) => {
                     drop(rows);
@@ -109,7 +118,7 @@ fn rows(
             }
             drop(rows);
             if abandoned && route.role == Role::Replica {
-                let err = attempt.abandoned_read(conn.into_inner());
+                let err = attempt.abandoned_read(&route, conn.into_inner(), timed_out);
                 if yielded {
                     attempt.count_error();
                     Err(err)?;
@@ -158,9 +167,16 @@ async fn optional_row(
         let mut conn = Unsettled::new(conn, &route, attempt.session.as_ref());
         let gone = abandon.cancelled();
         tokio::pin!(gone);
-        match unless_abandoned(gone.as_mut(), (&mut *conn).fetch_optional(statement.clone())).await {
+        let deadline = attempt.read_deadline(&route);
+        let fetch = within(deadline, (&mut *conn).fetch_optional(statement.clone()));
+        let (fetched, timed_out) = match unless_abandoned(gone.as_mut(), fetch).await {
+            None => (None, false),
+            Some(Err(_elapsed)) => (None, true),
+            Some(Ok(result)) => (Some(result), false),
+        };
+        match fetched {
             None if route.role == Role::Replica => {
-                let err = attempt.abandoned_read(conn.into_inner());
+                let err = attempt.abandoned_read(&route, conn.into_inner(), timed_out);
                 drop(in_flight);
                 attempt.failed(&route, err, true).await?;
             }
@@ -276,6 +292,17 @@ fn unresponsive() -> sqlx::Error {
         std::io::ErrorKind::TimedOut,
         "the replica stopped answering health checks while this read waited",
     ))
+}
+
+/// `fut`, unless `deadline` passes first.
+async fn within<F: Future>(
+    deadline: Option<std::time::Duration>,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match deadline {
+        Some(limit) => tokio::time::timeout(limit, fut).await,
+        None => Ok(fut.await),
+    }
 }
 
 /// `fut`, unless `gone` (the wait on its node's token, see `Node::abandon_in_flight`) ends
@@ -561,12 +588,30 @@ impl<'a> Attempts<'a> {
         .into_sqlx()
     }
 
-    /// The health check gave up on the replica while this read waited on `conn`: closed
-    /// unread, and (nothing having been returned) free to run elsewhere.
-    fn abandoned_read(&self, mut conn: PoolConnection<Postgres>) -> sqlx::Error {
+    /// The health check gave up on the replica while this read waited on `conn`, or (with
+    /// `timed_out`) the read's deadline passed: closed unread, and (nothing having been
+    /// returned) free to run elsewhere.
+    fn abandoned_read(&self, route: &Route, mut conn: PoolConnection<Postgres>, timed_out: bool) -> sqlx::Error {
         conn.close_on_drop();
         drop(conn);
-        unresponsive()
+        if !timed_out {
+            return unresponsive();
+        }
+        self.pool.plane.stats.read_timeouts.fetch_add(1, Relaxed);
+        // The node may be hung: a health round now tells the other reads sooner.
+        self.pool.cluster().wake.notify_one();
+        tracing::warn!(target: "covet::route", node = %route.node.id, "read abandoned at routing.read_timeout; retrying elsewhere");
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the replica sent nothing within routing.read_timeout",
+        ))
+    }
+
+    /// The client-side deadline of a read on `route`: replicas only (`routing.read_timeout`).
+    fn read_deadline(&self, route: &Route) -> Option<std::time::Duration> {
+        (route.role == Role::Replica)
+            .then_some(self.pool.cluster().config.routing.read_timeout)
+            .flatten()
     }
 
     fn count_error(&self) {

@@ -47,6 +47,8 @@ pub(crate) struct RouterStats {
     pub retries: AtomicU64,
     /// Statements a standby refused with 25006 and the primary then ran.
     pub refused_writes: AtomicU64,
+    /// Reads on a replica abandoned at `routing.read_timeout` (then retried elsewhere).
+    pub read_timeouts: AtomicU64,
     pub errors: AtomicU64,
 }
 
@@ -60,6 +62,7 @@ impl Default for RouterStats {
             by_class: Default::default(),
             retries: AtomicU64::default(),
             refused_writes: AtomicU64::default(),
+            read_timeouts: AtomicU64::default(),
             errors: AtomicU64::default(),
         }
     }
@@ -125,6 +128,7 @@ impl RouterStats {
             },
             retries: self.retries.load(Relaxed),
             refused_writes: self.refused_writes.load(Relaxed),
+            read_timeouts: self.read_timeouts.load(Relaxed),
             errors: self.errors.load(Relaxed),
         }
     }
@@ -156,6 +160,8 @@ pub struct RouterCounters {
     pub retries: u64,
     /// Statements a standby refused as writes (SQLSTATE 25006), then run on the primary.
     pub refused_writes: u64,
+    /// Reads abandoned on a replica at `routing.read_timeout` (each then retried elsewhere).
+    pub read_timeouts: u64,
     /// Statements that failed after routing.
     pub errors: u64,
 }
@@ -210,6 +216,7 @@ impl RouterCounters {
             },
             retries: d(self.retries, earlier.retries),
             refused_writes: d(self.refused_writes, earlier.refused_writes),
+            read_timeouts: d(self.read_timeouts, earlier.read_timeouts),
             errors: d(self.errors, earlier.errors),
         }
     }
