@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::cluster::Role;
 use crate::control::failover::FailoverEvent;
 use crate::control::lag::Alert;
+use crate::core::NodeState;
 use crate::pool::ReplicatedPool;
 
 pub use crate::control::failover::FleetStatus;
@@ -58,6 +59,23 @@ pub struct ClusterStatus {
     pub recent_failovers: Vec<FailoverEvent>,
 }
 
+/// What a fenced node is and what to do about it: one warning each.
+fn fenced(nodes: &[NodeReport], timeline: u32) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Fenced)
+        .map(|n| {
+            format!(
+                "{} is fenced: a former primary cut off by a failover, diverged from the cluster \
+                 (timeline {timeline}); it takes no queries. Rebuild it as a standby of the new \
+                 primary (pg_rewind, or a new base backup) and it rejoins by itself, or remove it \
+                 from the configuration",
+                n.id
+            )
+        })
+        .collect()
+}
+
 /// Above this, a standby's `wal_retrieve_retry_interval` can hold up a promotion: a standby
 /// whose primary died sleeps that long between attempts, and `pg_promote` waits the sleep out
 /// (PostgreSQL's default, 5 s, made one failover in five take 5.5 s instead of 0.45 s).
@@ -74,6 +92,7 @@ impl ReplicatedPool {
         let routed = router.to_primary + router.to_replica;
         let (system_id, timeline) = data.cluster.identity.get();
         let mut warnings = slow_retries(&nodes);
+        warnings.extend(fenced(&nodes, timeline));
         let writable: Vec<&str> = topology
             .nodes()
             .filter(|n| n.writable.load(std::sync::atomic::Ordering::Relaxed))
@@ -139,28 +158,30 @@ impl fmt::Display for ClusterStatus {
             .nodes
             .iter()
             .map(|n| {
-                let replica = n.role == Role::Replica;
+                // A fenced node's lag to a primary it diverged from means nothing.
+                let replica = n.role == Role::Replica && n.state != NodeState::Fenced;
+                let fenced = n.state == NodeState::Fenced;
                 [
                     n.id.to_string(),
                     n.address.clone(),
                     format!("{:?}", n.role).to_lowercase(),
                     n.state.to_string(),
                     n.region.clone().unwrap_or_default(),
-                    if replica {
+                    if replica || fenced {
                         String::new()
                     } else {
                         self.timeline.to_string()
                     },
                     n.lsn.to_string(),
-                    if replica {
-                        format!("{:.1}", n.lag_bytes as f64 / 1_048_576.0)
-                    } else {
-                        String::new()
+                    match (replica, fenced) {
+                        (true, _) => format!("{:.1}", n.lag_bytes as f64 / 1_048_576.0),
+                        (_, true) => "diverged".into(),
+                        _ => String::new(),
                     },
-                    if replica {
-                        format!("{:.3}", n.lag.as_secs_f64())
-                    } else {
-                        String::new()
+                    match (replica, fenced) {
+                        (true, _) => format!("{:.3}", n.lag.as_secs_f64()),
+                        (_, true) => "rebuild".into(),
+                        _ => String::new(),
                     },
                     format!("{}/{}", n.pool_in_use, n.pool_max),
                 ]

@@ -136,9 +136,26 @@ async fn status_check_explain_switchover_and_audit() {
     // the configured primary is fenced, replica1 writes on timeline 2.
     let r = run(&["explain", "INSERT INTO t VALUES (1)"]);
     assert_eq!(r.stdout.trim(), "replica1 (write)", "{}", r.stderr);
+    // It says what the old primary is and what to do; the cluster is healthy without it.
     let r = run(&["check"]);
-    assert_eq!(r.code, 3);
-    assert!(r.stdout.contains("primary is fenced"), "{}", r.stdout);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("warning: primary is fenced") && r.stdout.contains("pg_rewind"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("ok, but 1 fenced node(s) to rebuild"), "{}", r.stdout);
+    let r = run(&["status"]);
+    let old = r.stdout.lines().find(|l| l.starts_with("| primary ")).expect("its row");
+    assert!(
+        old.contains("fenced") && old.contains("diverged") && !old.contains("0.000"),
+        "{old}"
+    );
+    // A node down still fails the check.
+    cluster.kill(2).await.expect("kill replica2");
+    let r = run(&["check"]);
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    assert!(r.stdout.contains("replica2 is"), "{}", r.stdout);
 
     let r = run(&["audit"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

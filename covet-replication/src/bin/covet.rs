@@ -4,6 +4,7 @@
 //! ```text
 //! covet status [--json]            the cluster as a table (like `patronictl list`) or JSON
 //! covet check                      exit 0 if the primary and every replica are healthy, 3 if not
+//!                                  (a fenced former primary: a warning, exit 0)
 //! covet classify SQL               how the classifier sees a statement (no database needed)
 //! covet explain SQL                which node a statement would run on now, and why
 //! covet switchover [--to NODE]     move the primary role to NODE (or the best standby), losing nothing
@@ -35,7 +36,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Exit 0 if the primary and every replica are healthy, 3 otherwise (for monitoring).
+    /// Exit 0 if the primary and every replica are healthy (a fenced former primary is only
+    /// warned about), 3 otherwise (for monitoring).
     Check,
     /// Classify a statement: class, reason, whether a hot standby may run it.
     Classify {
@@ -146,14 +148,19 @@ async fn run(cli: Cli) -> Result<ExitCode, BoxError> {
             for warning in db.status().warnings {
                 say!("warning: {warning}");
             }
-            let bad: Vec<String> = db
-                .manager()
-                .nodes()
-                .into_iter()
-                .filter(|n| n.state != NodeState::Healthy)
+            let nodes = db.manager().nodes();
+            // A fenced former primary is reported (the warning above says what to do) but does
+            // not fail the check: the cluster serves without it.
+            let bad: Vec<String> = nodes
+                .iter()
+                .filter(|n| !matches!(n.state, NodeState::Healthy | NodeState::Fenced))
                 .map(|n| format!("{} is {}", n.id, n.state))
                 .collect();
-            if bad.is_empty() {
+            let fenced = nodes.iter().filter(|n| n.state == NodeState::Fenced).count();
+            if bad.is_empty() && fenced > 0 {
+                say!("ok, but {fenced} fenced node(s) to rebuild (see the warning)");
+                Ok(ExitCode::SUCCESS)
+            } else if bad.is_empty() {
                 say!("ok");
                 Ok(ExitCode::SUCCESS)
             } else {
