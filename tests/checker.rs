@@ -352,7 +352,8 @@ async fn monotonic_sessions_never_read_backwards_and_eventual_reads_do() {
     );
 }
 
-/// Run by `tokens_carry_every_write_into_a_second_process` in a child process.
+/// The file of `token tok` lines `child_reads_with_tokens` checks, run by
+/// `tokens_carry_every_write_into_a_second_process` in a child process.
 const CHILD: &str = "COVET_CHECKER_TOKENS";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,10 +376,13 @@ async fn tokens_carry_every_write_into_a_second_process() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("covet.toml");
     std::fs::write(&config, test_config(&cluster).to_toml_string().unwrap()).unwrap();
+    // In a file: a full run's tokens are more than an environment variable holds.
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, lines.join("\n")).unwrap();
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", "--nocapture", "child_reads_with_tokens"])
         .env("COVET_CONFIG", &config)
-        .env(CHILD, lines.join("\n"))
+        .env(CHILD, &tokens)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&output.stdout);
@@ -412,7 +416,7 @@ async fn tokens_carry_every_write_into_a_second_process() {
 #[tokio::test]
 #[ignore = "run by tokens_carry_every_write_into_a_second_process"]
 async fn child_reads_with_tokens() {
-    let given = std::env::var(CHILD).unwrap();
+    let given = std::fs::read_to_string(std::env::var(CHILD).unwrap()).unwrap();
     let db = ReplicatedPool::connect(ReplicationConfig::from_env().unwrap())
         .await
         .unwrap();

@@ -950,6 +950,17 @@ async fn roles_come_from_the_servers_not_the_configuration() {
         .await
         .unwrap();
     assert_eq!(port, i32::from(cluster.nodes()[1].port));
+    // The URL as such, as `PgPool::connect(&url)` takes it: the same roles.
+    let from_url = covet_replication::ReplicatedPool::connect(&multi_host_url(cluster, &[1, 2, 0]))
+        .await
+        .unwrap();
+    let (node, _) = from_url.explain("INSERT INTO t VALUES (1)").await.unwrap();
+    assert_eq!(node.as_str(), "node3");
+    let bad = covet_replication::ReplicatedPool::connect("postgres://x@h:99999/db")
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, covet_replication::Error::Config(_)), "{bad}");
+    from_url.close().await;
     let adopted = db.failover().history();
     assert!(
         adopted

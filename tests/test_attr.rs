@@ -57,6 +57,18 @@ async fn child_fixtures_are_read_back_at_once(db: ReplicatedPool) {
     println!("CHECKED fixtures");
 }
 
+/// No `migrations` argument: this crate's `./migrations`, as `#[sqlx::test]` does.
+#[covet_replication::test]
+#[ignore = "run by the_attribute_gives_each_test_a_database_consistent_with_its_fixtures"]
+async fn child_the_crates_migrations_by_default(db: ReplicatedPool) {
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('inferred') IS NOT NULL")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(migrated);
+    println!("CHECKED default migrations");
+}
+
 #[covet_replication::test(migrations = false)]
 #[ignore = "run by the_attribute_gives_each_test_a_database_consistent_with_its_fixtures"]
 async fn child_without_migrations_the_database_is_empty(db: ReplicatedPool) -> Result<(), sqlx::Error> {
@@ -120,15 +132,15 @@ async fn the_attribute_gives_each_test_a_database_consistent_with_its_fixtures()
         &[
             "child_fixtures_are_read_back_at_once",
             "child_without_migrations_the_database_is_empty",
+            "child_the_crates_migrations_by_default",
         ],
     );
     assert!(passed, "{out}");
-    assert!(
-        out.contains("CHECKED fixtures") && out.contains("CHECKED empty"),
-        "{out}"
-    );
-    assert!(out.contains("test result: ok. 2 passed"), "{out}");
-    // Both passed: both databases are gone.
+    for checked in ["fixtures", "empty", "default migrations"] {
+        assert!(out.contains(&format!("CHECKED {checked}")), "{checked}: {out}");
+    }
+    assert!(out.contains("test result: ok. 3 passed"), "{out}");
+    // Those passed: their databases are gone.
     assert_eq!(test_databases(&cluster).await, Vec::<String>::new());
 
     let (passed, out) = run_children(&config, &["child_fails_on_purpose"]);

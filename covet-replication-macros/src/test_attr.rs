@@ -51,7 +51,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         Migrations::None => None,
         Migrations::Migrator(path) => Some(quote! { &#path }),
         Migrations::Path(path) => Some(migrate_static(&quote! { #path })),
-        Migrations::Inferred => inferred_migrations().then(|| migrate_static(&quote! { "migrations" })),
+        // `./`: sqlx's `migrate!` refuses a bare relative path ("paths relative to the current
+        // file's directory are not currently supported").
+        Migrations::Inferred => inferred_migrations().then(|| migrate_static(&quote! { "./migrations" })),
     };
     let set_migrator = migrator.map(|m| quote! { args.migrator(#m); });
     let fixtures = args.fixtures.iter().map(|path| {

@@ -2,17 +2,15 @@
 //!
 //! `cargo bench -p covet-replication --features testing --bench consistency`
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::median;
 use covet_replication::testing::LocalCluster;
 use covet_replication::{Consistency, ReplicatedPool};
 
 const ROUNDS: usize = 9;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Mean µs per read of `n` point reads, each in a new read-only session at `level`.
 async fn read_only(db: &ReplicatedPool, level: Consistency, n: usize) -> f64 {

@@ -40,7 +40,7 @@ pub mod lag {
     pub use crate::control::lag::{Alert, AlertKind, LagMonitor, LagStats, Severity};
 }
 
-pub use config::{Consistency, NodeConfig, ReadPreference, ReplicationConfig};
+pub use config::{Consistency, IntoReplicationConfig, NodeConfig, ReadPreference, ReplicationConfig};
 pub use core::{Lsn, NodeId, NodeState, ParseLsnError, Role};
 pub use covet_replication_macros::Model;
 #[cfg(feature = "testing")]

@@ -249,6 +249,41 @@ impl From<RawReplicationConfig> for ReplicationConfig {
     }
 }
 
+/// What [`ReplicatedPool::connect`](crate::ReplicatedPool::connect) takes: a whole
+/// configuration, or a URL (`&str`, `String`) as `PgPool::connect` does, read by
+/// [`ReplicationConfig::from_url`] (one host, or libpq's several).
+pub trait IntoReplicationConfig {
+    /// The configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a URL that is not valid.
+    fn into_replication_config(self) -> Result<ReplicationConfig, ConfigError>;
+}
+
+impl IntoReplicationConfig for ReplicationConfig {
+    fn into_replication_config(self) -> Result<ReplicationConfig, ConfigError> {
+        Ok(self)
+    }
+}
+
+impl IntoReplicationConfig for &str {
+    fn into_replication_config(self) -> Result<ReplicationConfig, ConfigError> {
+        ReplicationConfig::from_url(self)
+    }
+}
+
+impl IntoReplicationConfig for &String {
+    fn into_replication_config(self) -> Result<ReplicationConfig, ConfigError> {
+        ReplicationConfig::from_url(self)
+    }
+}
+
+impl IntoReplicationConfig for String {
+    fn into_replication_config(self) -> Result<ReplicationConfig, ConfigError> {
+        ReplicationConfig::from_url(&self)
+    }
+}
+
 impl ReplicationConfig {
     /// A builder; see [`ReplicationConfigBuilder`].
     pub fn builder() -> ReplicationConfigBuilder {

@@ -7,7 +7,7 @@ use sqlx::Postgres;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, NodeId, PoolHooks};
-use crate::config::{Consistency, ReadPreference, ReplicationConfig};
+use crate::config::{Consistency, IntoReplicationConfig, ReadPreference, ReplicationConfig};
 use crate::control::Control;
 use crate::data::executor::{NodeConnection, ReadOnlyTransaction};
 use crate::data::routing::{RouteReason, RouterCounters, Target};
@@ -67,12 +67,20 @@ impl ReplicatedPool {
     /// order ([`ReplicationConfig::from_url`] with several hosts) is enough.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid configuration; [`Error::Database`] if the primary cannot
+    /// [`Error::Config`] for an invalid configuration or URL; [`Error::Database`] if the primary cannot
     /// be reached (replicas that cannot be reached start `down` and are retried by the loop);
     /// [`Error::UnsupportedServerVersion`] for a primary older than PostgreSQL 13 (the health
     /// loop keeps such a replica down).
-    pub async fn connect(config: ReplicationConfig) -> Result<Self, Error> {
-        Self::connect_hooked(config, PoolHooks::default()).await
+    ///
+    /// A URL works as with `PgPool::connect`:
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), covet_replication::Error> {
+    /// let db = covet_replication::ReplicatedPool::connect("postgres://app@db1,db2,db3/app").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: impl IntoReplicationConfig) -> Result<Self, Error> {
+        Self::connect_hooked(config.into_replication_config()?, PoolHooks::default()).await
     }
 
     /// Like [`connect`](Self::connect) without touching the network: nodes count as healthy
@@ -80,8 +88,8 @@ impl ReplicatedPool {
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid configuration.
-    pub fn connect_lazy(config: ReplicationConfig) -> Result<Self, Error> {
-        Self::connect_lazy_hooked(config, PoolHooks::default())
+    pub fn connect_lazy(config: impl IntoReplicationConfig) -> Result<Self, Error> {
+        Self::connect_lazy_hooked(config.into_replication_config()?, PoolHooks::default())
     }
 
     pub(crate) async fn connect_hooked(config: ReplicationConfig, hooks: PoolHooks) -> Result<Self, Error> {

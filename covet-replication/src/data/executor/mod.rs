@@ -378,6 +378,11 @@ pub(crate) async fn caught_up(
 ) -> Result<bool, sqlx::Error> {
     let cfg = &pool.cluster().config.consistency;
     let stats = &pool.plane.consistency;
+    // Since routing, another read's check (or the health loop) may have seen the replica past
+    // `lsn`: the position is the server's, whichever connection read it, so no round trip.
+    if node.replay_lsn() >= lsn {
+        return Ok(true);
+    }
     let replayed = crate::pg::wait_replayed(conn, lsn, cfg.max_wait, cfg.poll_interval, |seen| {
         stats.replay_checks.fetch_add(1, Relaxed);
         node.observe_lsn(seen);
