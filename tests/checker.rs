@@ -375,7 +375,11 @@ async fn tokens_carry_every_write_into_a_second_process() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("covet.toml");
-    std::fs::write(&config, test_config(&cluster).to_toml_string().unwrap()).unwrap();
+    // The paused standbys must stay eligible, however long the run: past `max_lag` the control's
+    // reads would go to the primary and see every row.
+    let mut child_config = test_config(&cluster);
+    child_config.routing.max_lag = Duration::from_secs(3600);
+    std::fs::write(&config, child_config.to_toml_string().unwrap()).unwrap();
     // In a file: a full run's tokens are more than an environment variable holds.
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, lines.join("\n")).unwrap();
