@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use covet_replication::testing::LocalCluster;
 use covet_replication::{Consistency, Model, ReplicatedPool, ReplicationConfig, Session, Target, with_target};
-use covet_tests::{connect, test_config};
+use covet_tests::{child_result, connect, test_config};
 use futures::StreamExt;
 
 #[derive(Debug, Model)]
@@ -383,22 +383,12 @@ async fn tokens_carry_every_write_into_a_second_process() {
     // In a file: a full run's tokens are more than an environment variable holds.
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, lines.join("\n")).unwrap();
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "--nocapture", "child_reads_with_tokens"])
-        .env("COVET_CONFIG", &config)
-        .env(CHILD, &tokens)
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let line = child_result(
+        "child_reads_with_tokens",
+        &config,
+        (CHILD, tokens.as_os_str()),
+        "TOKENS ",
     );
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("TOKENS "))
-        .expect("the child's counts");
     let [with, without, total]: [usize; 3] = line
         .split(' ')
         .map(|n| n.parse().unwrap())

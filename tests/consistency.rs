@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use covet_replication::testing::LocalCluster;
 use covet_replication::{Consistency, ReplicatedPool, ReplicationConfig, Session, Target, TokenError};
-use covet_tests::{connect, eventually, node_name, test_config, wait_state};
+use covet_tests::{child_result, connect, eventually, node_name, test_config, until_reads_reach_replicas, wait_state};
 
 async fn cluster_with_table() -> LocalCluster {
     let cluster = LocalCluster::builder().replicas(2).start().await.unwrap();
@@ -975,18 +975,7 @@ async fn a_write_on_a_held_primary_connection_is_read_back_at_once() {
     for i in cluster.replicas() {
         cluster.resume_replay(i).await.unwrap();
     }
-    eventually(
-        Duration::from_secs(10),
-        || "reads never went back to the replicas".into(),
-        || async {
-            let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-            node_name(&cluster, port) != "primary"
-        },
-    )
-    .await;
+    until_reads_reach_replicas(&db, &cluster).await;
 }
 
 /// `Session::using(target)`: the session's target, with its promises. Targeting inside a
@@ -1096,7 +1085,8 @@ async fn copy_in_and_out_count_as_writes_however_they_end() {
     );
 }
 
-/// Run by `a_todo_added_in_one_process_is_listed_by_another_with_its_token` in a child process.
+/// The file holding `token id` for `child_lists_with_a_token`, run by
+/// `a_todo_added_in_one_process_is_listed_by_another_with_its_token` in a child process.
 const CHILD_TOKEN: &str = "COVET_TEST_TOKEN";
 
 /// sqlx's todos example across processes: one adds a row, a second process lists with the
@@ -1114,22 +1104,14 @@ async fn a_todo_added_in_one_process_is_listed_by_another_with_its_token() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("covet.toml");
     std::fs::write(&config, test_config(&cluster).to_toml_string().unwrap()).unwrap();
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "--nocapture", "child_lists_with_a_token"])
-        .env("COVET_CONFIG", &config)
-        .env(CHILD_TOKEN, format!("{} {id}", session.token()))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&output.stderr)
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{} {id}", session.token())).unwrap();
+    let line = child_result(
+        "child_lists_with_a_token",
+        &config,
+        (CHILD_TOKEN, token.as_os_str()),
+        "LISTED ",
     );
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("LISTED "))
-        .expect("the child's result");
     let [with_token, with_token_on, without_token, without_token_on]: [&str; 4] =
         line.split(' ').collect::<Vec<_>>().try_into().unwrap();
     assert_eq!(with_token, "true", "the token's list missed the todo");
@@ -1145,7 +1127,7 @@ async fn a_todo_added_in_one_process_is_listed_by_another_with_its_token() {
 #[tokio::test]
 #[ignore = "run by a_todo_added_in_one_process_is_listed_by_another_with_its_token"]
 async fn child_lists_with_a_token() {
-    let given = std::env::var(CHILD_TOKEN).unwrap();
+    let given = std::fs::read_to_string(std::env::var(CHILD_TOKEN).unwrap()).unwrap();
     let (token, id) = given.split_once(' ').unwrap();
     let id: i32 = id.parse().unwrap();
     let db = ReplicatedPool::connect(ReplicationConfig::from_env().unwrap())
@@ -1191,18 +1173,7 @@ async fn a_function_replaced_by_a_writing_one_is_not_taken_for_a_read() {
     sqlx::raw_sql(stable).execute(&db).await.unwrap();
     assert_eq!(explain().await, RouteReason::ReadPreference);
     // The standbys replay the handle's DDL, then nothing more.
-    eventually(
-        Duration::from_secs(10),
-        || "reads never went back to the replicas".into(),
-        || async {
-            let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-            node_name(&cluster, port) != "primary"
-        },
-    )
-    .await;
+    until_reads_reach_replicas(&db, &cluster).await;
     for i in cluster.replicas() {
         cluster.pause_replay(i).await.unwrap();
     }

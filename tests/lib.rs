@@ -211,3 +211,40 @@ async fn forward(
         }
     }
 }
+
+/// Runs `test`, an ignored test of this test binary, in a child process on the cluster of the
+/// config file `config`, with `env` set; returns what it printed after `prefix` (its result).
+pub fn child_result(test: &str, config: &std::path::Path, env: (&str, &std::ffi::OsStr), prefix: &str) -> String {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "--nocapture", test])
+        .env("COVET_CONFIG", config)
+        .env(env.0, env.1)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line from {test}: {out}"))
+        .to_owned()
+}
+
+/// Waits until reads through `db` are served by a replica of `cluster` again.
+pub async fn until_reads_reach_replicas(db: &ReplicatedPool, cluster: &LocalCluster) {
+    eventually(
+        Duration::from_secs(10),
+        || "reads never went back to the replicas".into(),
+        || async {
+            let port: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+                .fetch_one(db)
+                .await
+                .unwrap();
+            node_name(cluster, port) != "primary"
+        },
+    )
+    .await;
+}
