@@ -53,8 +53,9 @@ pub enum Error {
         /// The replica target.
         target: String,
     },
-    /// A read pinned to a replica (by its target) needs a position the replica had not
-    /// replayed within `consistency.max_wait`.
+    /// A read kept off the primary (by its target) needs a position the replica had not
+    /// replayed within `consistency.max_wait`; or, when no replica was close enough to be
+    /// asked, the most advanced one and its last known position.
     #[error("node {node} had replayed {replayed}, the session needs {needed}")]
     NotCaughtUp {
         /// The replica.

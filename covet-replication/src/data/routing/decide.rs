@@ -253,6 +253,7 @@ fn decide_node(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Error> {
             _ => Ok(Decision::LeaveSticky),
         };
     }
+    let unpositioned = req;
     req.min_lsn = min_lsn;
     let default = routing.read_preference;
     let mut picked = select(primary, &topology.replicas, &req, default, rng);
@@ -290,11 +291,28 @@ fn decide_node(f: &Facts<'_>, rng: &mut impl Rng) -> Result<Decision, Error> {
             ..Route::to(topology, &topology.replicas[i], reason)
         })),
         Ok(Pick::FallbackPrimary) => go(primary, RouteReason::Fallback),
-        Err(NoNode::NoEligibleReplica) => Err(Error::NoEligibleReplica {
-            preference: req.preference.unwrap_or(default),
-            region: req.region.map(str::to_owned),
-        }),
+        Err(NoNode::NoEligibleReplica) => Err(not_caught_up(&topology.replicas, &unpositioned, min_lsn)
+            .unwrap_or_else(|| Error::NoEligibleReplica {
+                preference: req.preference.unwrap_or(default),
+                region: req.region.map(str::to_owned),
+            })),
     }
+}
+
+/// When replicas could serve the read but for the session's position: the most advanced of
+/// them and what it lacks, rather than "no eligible replica" (whether one was close enough to
+/// be asked is a matter of timing).
+fn not_caught_up(replicas: &[Arc<Node>], req: &ReadRequest<'_>, needed: Option<Lsn>) -> Option<Error> {
+    let needed = needed?;
+    let node = replicas
+        .iter()
+        .filter(|r| is_eligible(*r, req))
+        .max_by_key(|r| r.replay_lsn())?;
+    Some(Error::NotCaughtUp {
+        node: node.id.clone(),
+        needed,
+        replayed: node.replay_lsn(),
+    })
 }
 
 /// The target, if it excludes the primary (a replica, or a node other than the primary).

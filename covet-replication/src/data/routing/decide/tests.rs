@@ -396,6 +396,42 @@ async fn health_views_and_preferences_decide_among_replicas() {
     assert_eq!(sticky.run(&t, &config), "leave sticky");
 }
 
+/// A read kept off the primary in a session that no replica has caught up with is refused
+/// with the position it needs, whether or not a replica was close enough to be asked.
+#[tokio::test]
+async fn a_replica_read_no_replica_has_caught_up_with_names_what_it_lacks() {
+    let t = topology();
+    let config = ReplicationConfig::default();
+    let behind = |target: Target| Case {
+        target: Some(target),
+        session: Some(SessionView {
+            min_lsn: Some(Lsn(300)),
+            ..session(Consistency::ReadAfterWrite)
+        }),
+        ..case("SELECT 1")
+    };
+    // Lagging little: asked on the read's connection.
+    assert_eq!(behind(Target::Replica).run(&t, &config), "r1 Override check 0/12C");
+    // Lagging a minute: no chance within the wait, not asked.
+    for r in &t.replicas {
+        r.measured(Duration::ZERO, Duration::from_secs(60));
+    }
+    let needs = "error: node r2 had replayed 0/C8, the session needs 0/12C";
+    assert_eq!(behind(Target::Replica).run(&t, &config), needs);
+    assert_eq!(
+        behind(Target::Preference(ReadPreference::Replica)).run(&t, &config),
+        needs
+    );
+    // Down replicas are no excuse: no replica can serve it at all.
+    for r in &t.replicas {
+        r.set_state(NodeState::Down);
+    }
+    assert_eq!(
+        behind(Target::Replica).run(&t, &config),
+        "error: no eligible replica for a read with preference Replica"
+    );
+}
+
 /// `BoundedStaleness(d)` is a bound: a replica whose measured lag plus that measurement's age
 /// could exceed `d` serves the read only once it shows (on the read's connection) that it
 /// replayed what the primary had less than `d` ago.
