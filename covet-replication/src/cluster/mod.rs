@@ -128,6 +128,31 @@ impl Cluster {
         Arc::clone(&self.topology.load().primary)
     }
 
+    /// The primary once it can be reached: while health checks get no answer from it (it is
+    /// down) and no failover holds writes, waits up to `failover.hold_writes` for it to answer
+    /// again or to be replaced. `None` when it stayed down: a statement sent into a partition
+    /// would wait as long as TCP does, minutes, for an outcome nobody can know.
+    pub async fn primary_when_reachable(&self) -> Option<Arc<Node>> {
+        let deadline = Instant::now() + self.config.failover.hold_writes;
+        let mut verdicts = self.verdicts.subscribe();
+        loop {
+            if self.gate.holding() {
+                self.gate.wait(deadline.saturating_duration_since(Instant::now())).await;
+            }
+            let primary = self.primary();
+            if primary.state() != NodeState::Down {
+                return Some(primary);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            // Each round the control plane acts on is a verdict; the interval bounds the wait
+            // where none comes.
+            let _ = tokio::time::timeout(left.min(self.config.health.interval), verdicts.changed()).await;
+        }
+    }
+
     /// The primary, once any failover running now has finished (or `failover.hold_writes` has
     /// passed): writes wait for the new primary rather than fail on the old one.
     pub async fn primary_for_write(&self) -> Arc<Node> {

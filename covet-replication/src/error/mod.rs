@@ -45,6 +45,16 @@ pub enum Error {
         /// Its state.
         state: crate::core::NodeState,
     },
+    /// The primary answered no health check (it is down) for `failover.hold_writes`, and no
+    /// other node took its place: a partition between this process and the primary, or a
+    /// primary that is gone with no failover allowed. Nothing was sent.
+    #[error("the primary {node} could not be reached for {waited:?} and no node replaced it; nothing was sent")]
+    PrimaryUnreachable {
+        /// The primary.
+        node: NodeId,
+        /// How long the statement waited for it (`failover.hold_writes`).
+        waited: std::time::Duration,
+    },
     /// A statement that needs the primary was explicitly targeted at a replica; nothing was sent.
     #[error("statement needs the primary ({reason}) but was targeted at {target}; it was not sent")]
     WriteOnReplica {
@@ -108,10 +118,13 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
-    /// A failover promoted another node while this statement ran on the old primary: its
-    /// connection was closed without reading the answer, so the statement may or may not have
-    /// committed there (on a timeline the cluster has left). It was not retried.
-    #[error("the statement's outcome on {node} is unknown: a failover abandoned the node while it ran")]
+    /// The statement's connection to the primary was closed without reading the answer, so it
+    /// may or may not have committed there: a failover promoted another node while it ran (the
+    /// old primary's timeline is left behind), or the primary answered no health check for
+    /// `failover.hold_writes` (a partition). It was not retried.
+    #[error(
+        "the statement's outcome on {node} is unknown: it was abandoned while it ran (a failover, or the node unreachable)"
+    )]
     OutcomeUnknown {
         /// The former primary.
         node: NodeId,

@@ -14,6 +14,7 @@ use sqlx::{Connection, PgConnection};
 use super::ClusterError;
 use super::basebackup;
 use super::binaries::{find_bindir, requested_major, server_major};
+use super::netns::{Cut, Endpoint, Network};
 use super::process::{self, RunAs};
 use super::registry;
 use crate::core::lock;
@@ -67,6 +68,7 @@ pub struct LocalClusterBuilder {
     bindir: Option<PathBuf>,
     version: Option<u32>,
     temp_root: Option<PathBuf>,
+    network_namespaces: bool,
 }
 
 impl Default for LocalClusterBuilder {
@@ -84,6 +86,7 @@ impl Default for LocalClusterBuilder {
             bindir: None,
             version: None,
             temp_root: None,
+            network_namespaces: false,
         }
     }
 }
@@ -134,6 +137,18 @@ impl LocalClusterBuilder {
     /// apart. (Default: all on 127.0.0.1, one port each.)
     pub fn distinct_hosts(mut self, on: bool) -> Self {
         self.distinct_hosts = on;
+        self
+    }
+
+    /// Puts every node in a network namespace of its own, on a bridge with this process (root
+    /// only), so that [`cut`](LocalCluster::cut), [`isolate`](LocalCluster::isolate) and
+    /// [`set_loss`](LocalCluster::set_loss) can fault any link: node `i` listens on
+    /// `10.X.Y.(10 + i)`, port 5432, like servers on machines of their own. The harness itself
+    /// reaches the servers over Unix sockets, which no fault touches; [`connect_options`]
+    /// (LocalCluster::connect_options) and [`url`](LocalCluster::url) are the application's way,
+    /// through the faults.
+    pub fn network_namespaces(mut self, on: bool) -> Self {
+        self.network_namespaces = on;
         self
     }
 
@@ -190,18 +205,33 @@ impl LocalClusterBuilder {
         let run_as = RunAs::detect()?;
         let temp_root = self.temp_root.clone().unwrap_or_else(std::env::temp_dir);
         registry::sweep_stale(&temp_root);
+        let network = if self.network_namespaces {
+            if matches!(run_as, RunAs::Current) {
+                return Err(ClusterError::NetworkNeedsRoot);
+            }
+            super::netns::sweep_stale();
+            Some(Network::create(self.replicas + 1)?)
+        } else {
+            None
+        };
         let dir = registry::create_dir(&temp_root)?;
         run_as.give(dir.path())?;
         let hosts: Vec<String> = (0..=self.replicas)
             .map(|i| {
-                if self.distinct_hosts {
+                if let Some(network) = &network {
+                    network.host(i)
+                } else if self.distinct_hosts {
                     format!("127.0.0.{}", i + 1)
                 } else {
                     "127.0.0.1".to_owned()
                 }
             })
             .collect();
-        let ports = self.ports(&hosts)?;
+        let ports = match network {
+            // Each node has its addresses to itself.
+            Some(_) => vec![5432; hosts.len()],
+            None => self.ports(&hosts)?,
+        };
         let nodes = (0..=self.replicas)
             .map(|i| Node {
                 host: hosts[i].clone(),
@@ -225,6 +255,7 @@ impl LocalClusterBuilder {
             primary: Mutex::new(0),
             startup: Duration::ZERO,
             server_version_num: 0,
+            network,
         };
         registry::register(&cluster);
         let mut cluster = cluster;
@@ -350,6 +381,8 @@ pub struct LocalCluster {
     primary: Mutex<usize>,
     startup: Duration,
     server_version_num: u32,
+    /// Last: removed after `Drop` stopped the servers in it.
+    network: Option<Network>,
 }
 
 impl fmt::Debug for LocalCluster {
@@ -639,6 +672,77 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Cuts the link between `a` and `b`, both ways, until [`heal`](Self::heal): packets
+    /// dropped ([`Cut::Blackhole`]) or refused ([`Cut::Reject`]). Connections across it stay
+    /// open (a blackhole) or are reset when they next send (a reject).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), covet_replication::testing::ClusterError> {
+    /// use covet_replication::testing::{Cut, Endpoint, LocalCluster};
+    /// let cluster = LocalCluster::builder().network_namespaces(true).start().await?;
+    /// // The application loses the primary; the standbys still stream from it.
+    /// cluster.cut(Endpoint::App, Endpoint::Node(0), Cut::Blackhole)?;
+    /// cluster.heal(Endpoint::App, Endpoint::Node(0))?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ClusterError::NoNetwork`] without [`network_namespaces`](LocalClusterBuilder::network_namespaces);
+    /// [`ClusterError::UnknownNode`]; [`ClusterError::Tool`] if nftables failed.
+    pub fn cut(&self, a: Endpoint, b: Endpoint, how: Cut) -> Result<(), ClusterError> {
+        self.network()?.cut(a, b, how)
+    }
+
+    /// Cuts `node` from the application and from every other node.
+    ///
+    /// # Errors
+    /// As [`cut`](Self::cut).
+    pub fn isolate(&self, node: usize, how: Cut) -> Result<(), ClusterError> {
+        let network = self.network()?;
+        let count = lock(&self.nodes).len();
+        network.cut(Endpoint::Node(node), Endpoint::App, how)?;
+        (0..count)
+            .filter(|&i| i != node)
+            .try_for_each(|i| network.cut(Endpoint::Node(node), Endpoint::Node(i), how))
+    }
+
+    /// Restores the link between `a` and `b`.
+    ///
+    /// # Errors
+    /// As [`cut`](Self::cut).
+    pub fn heal(&self, a: Endpoint, b: Endpoint) -> Result<(), ClusterError> {
+        self.network()?.heal(a, b)
+    }
+
+    /// Restores every link and ends every loss.
+    ///
+    /// # Errors
+    /// As [`cut`](Self::cut).
+    pub fn heal_all(&self) -> Result<(), ClusterError> {
+        self.network()?.heal_all()
+    }
+
+    /// Drops `percent` of the packets between the application and `node`, each way, at random
+    /// (0 ends it). TCP retransmits them: the link is slow and uneven rather than broken.
+    ///
+    /// # Errors
+    /// As [`cut`](Self::cut).
+    pub fn set_loss(&self, node: usize, percent: u8) -> Result<(), ClusterError> {
+        self.network()?.set_loss(node, percent)
+    }
+
+    /// The application's address as the nodes see it, in network namespaces.
+    ///
+    /// # Errors
+    /// [`ClusterError::NoNetwork`] without them.
+    pub fn app_address(&self) -> Result<String, ClusterError> {
+        Ok(self.network()?.app_address())
+    }
+
+    fn network(&self) -> Result<&Network, ClusterError> {
+        self.network.as_ref().ok_or(ClusterError::NoNetwork)
+    }
+
     /// Rebuilds `node` as a standby of the current primary: stops it if it runs, replaces its
     /// data directory with a fresh base backup, starts it and waits until it streams. This is
     /// how a former primary rejoins after a failover.
@@ -719,7 +823,7 @@ impl LocalCluster {
     /// # Errors
     /// [`ClusterError::Sql`] with the last connection error.
     pub async fn connect(&self, node: usize) -> Result<PgConnection, ClusterError> {
-        let opts = self.connect_options(node)?;
+        let opts = self.admin_options(node)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             match PgConnection::connect_with(&opts).await {
@@ -728,6 +832,20 @@ impl LocalCluster {
                 Err(_) => tokio::time::sleep(POLL).await,
             }
         }
+    }
+
+    /// How the harness reaches `node`: as the application does, or, in network namespaces,
+    /// over its Unix socket, which no network fault cuts.
+    fn admin_options(&self, node: usize) -> Result<PgConnectOptions, ClusterError> {
+        let opts = self.connect_options(node)?;
+        Ok(match self.network {
+            Some(_) => opts.socket(self.socket_dir(node)),
+            None => opts,
+        })
+    }
+
+    fn socket_dir(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("sock{node}"))
     }
 
     fn address(&self, node: usize) -> Result<(String, u16), ClusterError> {
@@ -817,10 +935,14 @@ impl LocalCluster {
         } else {
             "trust"
         };
-        append(
-            &data.join("pg_hba.conf"),
-            &format!("host all all 127.0.0.0/8 {method}\nhost replication all 127.0.0.0/8 {method}\n"),
-        )?;
+        let mut hba = format!("host all all 127.0.0.0/8 {method}\nhost replication all 127.0.0.0/8 {method}\n");
+        if let Some(network) = &self.network {
+            let cidr = network.cidr();
+            hba.push_str(&format!(
+                "host all all {cidr} {method}\nhost replication all {cidr} {method}\n"
+            ));
+        }
+        append(&data.join("pg_hba.conf"), &hba)?;
         let mut conf = String::from(BASE_CONF);
         // WAL kept for standbys that fall behind (slots keep what they need beyond it); 13
         // counts it in bytes, older servers (only for the unsupported-version test) in segments.
@@ -907,7 +1029,24 @@ impl LocalCluster {
             .open(&log_path)
             .map_err(ClusterError::io(format!("opening {}", log_path.display())))?;
         let log_err = log.try_clone().map_err(ClusterError::io("cloning the log handle"))?;
-        let mut cmd = self.run_as.command(&self.bindir.join("postgres"), self.dir.path());
+        let postgres = self.bindir.join("postgres");
+        let mut cmd = match &self.network {
+            Some(network) => {
+                let sockets = self.socket_dir(node);
+                if !sockets.exists() {
+                    std::fs::create_dir(&sockets)
+                        .map_err(ClusterError::io(format!("creating {}", sockets.display())))?;
+                    self.run_as.give(&sockets)?;
+                }
+                let mut cmd = self
+                    .run_as
+                    .command_in(&postgres, self.dir.path(), &network.namespace_path(node))?;
+                cmd.arg("-c")
+                    .arg(format!("unix_socket_directories={}", sockets.display()));
+                cmd
+            }
+            None => self.run_as.command(&postgres, self.dir.path()),
+        };
         cmd.arg("-D").arg(self.data_dir(node)).arg("-p").arg(port.to_string());
         cmd.arg("-c").arg(format!("listen_addresses={host}"));
         cmd.stdout(Stdio::from(log)).stderr(Stdio::from(log_err));
@@ -919,7 +1058,7 @@ impl LocalCluster {
             output: String::new(),
         })?;
         lock(&self.nodes)[node].child = Some(child);
-        let opts = self.connect_options(node)?;
+        let opts = self.admin_options(node)?;
         let deadline = Instant::now() + self.timeout;
         loop {
             if let Some(status) = self.exit_status(node) {

@@ -52,6 +52,12 @@ pub enum ClusterError {
         /// The user name that was looked up.
         user: String,
     },
+    /// Network namespaces were asked for without root (creating them and entering them needs it).
+    #[error("a cluster in network namespaces needs root (ip netns, nftables); run as root or leave them off")]
+    NetworkNeedsRoot,
+    /// A network fault was asked of a cluster started without network namespaces.
+    #[error("this cluster has no network of its own: start it with LocalClusterBuilder::network_namespaces(true)")]
+    NoNetwork,
     /// The temporary directory for the cluster could not be created or prepared.
     #[error("cannot prepare the cluster directory under {path}: {source}; set TMPDIR to a writable directory")]
     TempDir {

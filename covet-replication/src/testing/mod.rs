@@ -10,6 +10,7 @@ mod cluster;
 mod database;
 mod error;
 mod etcd;
+mod netns;
 mod patroni;
 mod process;
 mod registry;
@@ -19,6 +20,7 @@ pub use cluster::{LocalCluster, LocalClusterBuilder, NodeInfo};
 pub use database::{TestArgs, TestDatabase, TestFixture, TestOutcome, run_test};
 pub use error::ClusterError;
 pub use etcd::EtcdServer;
+pub use netns::{Cut, Endpoint};
 pub use patroni::PatroniCluster;
 
 /// The cluster the examples and demos use: the one `COVET_CONFIG` or `COVET_PRIMARY_URL`

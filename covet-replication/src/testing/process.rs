@@ -64,6 +64,34 @@ impl RunAs {
         }
         cmd
     }
+
+    /// [`command`](Self::command), run in the network namespace `netns` (a `/run/netns` file).
+    /// Entering it needs root, so the child enters first and switches user after, itself:
+    /// std would switch before any `pre_exec` hook runs.
+    pub(crate) fn command_in(&self, program: &Path, cwd: &Path, netns: &Path) -> Result<Command, ClusterError> {
+        let Self::User { uid, gid } = *self else {
+            return Err(ClusterError::NetworkNeedsRoot);
+        };
+        let ns = std::fs::File::open(netns).map_err(ClusterError::io(format!("opening {}", netns.display())))?;
+        let mut cmd = Command::new(program);
+        cmd.current_dir(cwd).stdin(Stdio::null()).env_remove("PGDATA");
+        // SAFETY: setns, setgroups, setgid and setuid are async-signal-safe; the closure
+        // allocates nothing. The namespace file is opened close-on-exec, so the server keeps no fd.
+        unsafe {
+            cmd.pre_exec(move || {
+                use std::os::fd::AsRawFd;
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
+                    || libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
 }
 
 /// Runs a short-lived tool (initdb) to completion, with a timeout.

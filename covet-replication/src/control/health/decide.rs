@@ -12,6 +12,8 @@ pub(crate) struct Counters {
     pub successes: u32,
     /// Since when a lagging replica's lag has been back within its limit.
     pub below_since: Option<Instant>,
+    /// Since when the node has been down, and whether its statements were given up on since.
+    pub down_since: Option<(Instant, bool)>,
 }
 
 /// What a check found, reduced to what decides the state.
@@ -72,6 +74,22 @@ pub(crate) fn decide(prev: NodeState, counters: &mut Counters, observed: Observe
             }
         }
     }
+}
+
+/// Whether to give up on the statements in flight on a primary now: once it has been down for
+/// `hold` (as long as a new write waits for it), once per outage. Behind a partition their
+/// answers would come when TCP gives up, minutes later, and their outcome is unknown either way.
+pub(crate) fn give_up_in_flight(state: NodeState, counters: &mut Counters, now: Instant, hold: Duration) -> bool {
+    if state != NodeState::Down {
+        counters.down_since = None;
+        return false;
+    }
+    let (since, given_up) = counters.down_since.get_or_insert((now, false));
+    if *given_up || now.duration_since(*since) < hold {
+        return false;
+    }
+    *given_up = true;
+    true
 }
 
 /// Whether a replica counts as lagging: as soon as its lag is over the limit, and until it has
@@ -206,6 +224,30 @@ mod tests {
             "5 s within the limit"
         );
         assert!(!lagging(NodeState::Healthy, false, &mut since, at(13), after));
+    }
+
+    #[test]
+    fn statements_on_a_down_primary_are_given_up_on_once_per_outage_after_hold() {
+        let hold = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut c = Counters::default();
+        let seq = [
+            (NodeState::Unhealthy, 0, false),
+            (NodeState::Down, 1, false),
+            (NodeState::Down, 10, false),
+            (NodeState::Down, 11, true),
+            (NodeState::Down, 30, false),
+            (NodeState::Healthy, 31, false),
+            (NodeState::Down, 32, false),
+            (NodeState::Down, 42, true),
+        ];
+        let got: Vec<bool> = seq
+            .iter()
+            .map(|&(s, t, _)| give_up_in_flight(s, &mut c, at(t), hold))
+            .collect();
+        let want: Vec<bool> = seq.iter().map(|&(.., w)| w).collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::Control;
 use crate::cluster::{Node, NodeId, NodeState, Role, Topology};
 use crate::core::lock;
 use crate::pg::Sample;
-use decide::{Counters, Observed, decide, role_ok};
+use decide::{Counters, Observed, decide, give_up_in_flight, role_ok};
 
 /// `tokio::time::interval` panics on zero; configs are validated, this guards the rest.
 pub(crate) fn safe_interval(d: Duration) -> Duration {
@@ -252,6 +252,12 @@ pub(crate) async fn round(manager: &Control) -> Arc<Round> {
             if node.role() == Role::Replica && matches!(next, NodeState::Unhealthy | NodeState::Down) {
                 node.lost();
             }
+        }
+        if node.role() == Role::Primary
+            && give_up_in_flight(node.state(), counters, now, manager.cluster.config.failover.hold_writes)
+        {
+            tracing::warn!(target: "covet::health", node = %node.id, "primary unreachable for failover.hold_writes: its statements in flight are abandoned (outcome unknown)");
+            node.abandon_in_flight();
         }
     }
     // More than one: someone promoted a standby while the old primary still takes writes.

@@ -24,7 +24,7 @@ use sqlx::{Executor, PgConnection, Postgres, SqlStr};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::Instrument;
 
-use crate::cluster::{InFlight, Node, NodeId, Role};
+use crate::cluster::{InFlight, Node, NodeId, NodeState, Role};
 use crate::config::Consistency;
 use crate::core::Lsn;
 use crate::data::Handle;
@@ -290,7 +290,7 @@ pub(crate) fn describe_on_primary<'e>(
 fn unresponsive() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
-        "the replica stopped answering health checks while this read waited",
+        "the node stopped answering health checks while this statement waited for a connection",
     ))
 }
 
@@ -492,7 +492,8 @@ impl<'a> Attempts<'a> {
     /// The token returned is the one the statement answers to (see `Node::abandon_in_flight`):
     /// a replica's is taken before waiting for its connection, so a read that was routed to it
     /// before it hung moves on too; the primary's once connected, so that only a statement that
-    /// may have been sent ends with an unknown outcome.
+    /// may have been sent ends with an unknown outcome. A wait for a primary connection is cut
+    /// short as well (nothing was sent: it waits for the primary as an unreachable one's do).
     async fn open(
         &mut self,
     ) -> Result<(Route, InFlight, PoolConnection<Postgres>, Arc<CancellationToken>), sqlx::Error> {
@@ -507,16 +508,14 @@ impl<'a> Attempts<'a> {
                 self.stepped_back = true;
                 continue;
             }
+            let abandon = route.node.abandon_token();
+            let connected = unless_abandoned(std::pin::pin!(abandon.cancelled()), self.connect(&route))
+                .await
+                .unwrap_or_else(|| Err(unresponsive()));
             let connected = if route.role == Role::Replica {
-                let abandon = route.node.abandon_token();
-                let connected = unless_abandoned(std::pin::pin!(abandon.cancelled()), self.connect(&route)).await;
-                connected
-                    .unwrap_or_else(|| Err(unresponsive()))
-                    .map(|conn| conn.map(|c| (c, abandon)))
+                connected.map(|conn| conn.map(|c| (c, abandon)))
             } else {
-                self.connect(&route)
-                    .await
-                    .map(|conn| conn.map(|c| (c, route.node.abandon_token())))
+                connected.map(|conn| conn.map(|c| (c, route.node.abandon_token())))
             };
             match connected {
                 Ok(Some((conn, abandon))) => {
@@ -716,6 +715,15 @@ impl<'a> Attempts<'a> {
                     tracing::info!(target: "covet::route", node = %node.id, ?failure, "nothing ran on the primary; sending the statement again");
                     inner.stats.retries.fetch_add(1, Relaxed);
                     return Ok(());
+                }
+                if node.state() == NodeState::Down {
+                    // Rather than "pool timed out": what it is, and that nothing was sent.
+                    self.count_error();
+                    return Err(Error::PrimaryUnreachable {
+                        node: node.id.clone(),
+                        waited: inner.cluster.config.failover.hold_writes,
+                    }
+                    .into_sqlx());
                 }
             } else if failure == Failure::Connection {
                 inner.cluster.wake.notify_one();

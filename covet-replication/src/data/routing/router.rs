@@ -77,9 +77,23 @@ pub(crate) async fn route(m: &Plane, kind: &QueryKind, c: Constraints<'_>) -> Re
         crate::data::session::settle_untracked(s, &m.cluster.primary().pool).await;
     }
     let route = route_once(m, kind, c).await?;
+    if route.role != Role::Primary {
+        return Ok(route);
+    }
     // During a failover, what needs the primary waits for the new one.
-    if route.role == Role::Primary && m.cluster.gate.holding() {
+    if m.cluster.gate.holding() {
         m.cluster.gate.wait(m.cluster.config.failover.hold_writes).await;
+        return route_once(m, kind, c).await;
+    }
+    // Nothing is sent to a primary health cannot reach: it waits for it to answer again or
+    // for a new one, and fails having sent nothing.
+    if route.node.state() == NodeState::Down {
+        if m.cluster.primary_when_reachable().await.is_none() {
+            return Err(Error::PrimaryUnreachable {
+                node: route.node.id.clone(),
+                waited: m.cluster.config.failover.hold_writes,
+            });
+        }
         return route_once(m, kind, c).await;
     }
     Ok(route)
