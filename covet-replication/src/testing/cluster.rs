@@ -144,9 +144,9 @@ impl LocalClusterBuilder {
     /// only), so that [`cut`](LocalCluster::cut), [`isolate`](LocalCluster::isolate) and
     /// [`set_loss`](LocalCluster::set_loss) can fault any link: node `i` listens on
     /// `10.X.Y.(10 + i)`, port 5432, like servers on machines of their own. The harness itself
-    /// reaches the servers over Unix sockets, which no fault touches; [`connect_options`]
-    /// (LocalCluster::connect_options) and [`url`](LocalCluster::url) are the application's way,
-    /// through the faults.
+    /// reaches the servers over Unix sockets, which no fault touches;
+    /// [`connect_options`](LocalCluster::connect_options) and [`url`](LocalCluster::url) are the
+    /// application's way, through the faults.
     pub fn network_namespaces(mut self, on: bool) -> Self {
         self.network_namespaces = on;
         self
