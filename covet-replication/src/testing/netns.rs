@@ -332,3 +332,74 @@ fn tool_error(program: &str, status: String, output: String) -> ClusterError {
         output,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A network as `create` would describe it, without making anything (dropping it only
+    /// fails to delete what does not exist).
+    fn network() -> Network {
+        Network {
+            tag: "0-0".into(),
+            bridge: "cv0b0".into(),
+            subnet: (64, 7),
+            nodes: 3,
+            faults: Mutex::new(Faults::default()),
+        }
+    }
+
+    fn lines(n: &Network, i: usize) -> Vec<String> {
+        n.rules(i)
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("ip "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn each_fault_becomes_rules_in_the_namespaces_of_its_nodes_only() {
+        let n = network();
+        let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        lock(&n.faults)
+            .cuts
+            .insert((Endpoint::App, Endpoint::Node(0)), Cut::Blackhole);
+        assert_eq!(lines(&n, 0), s(&["ip saddr 10.64.7.1 drop", "ip daddr 10.64.7.1 drop"]));
+        assert!(lines(&n, 1).is_empty());
+        // A link between two nodes is cut on both sides; a reject resets TCP first.
+        lock(&n.faults)
+            .cuts
+            .insert((Endpoint::Node(1), Endpoint::Node(2)), Cut::Reject);
+        let reject = |peer: &str| {
+            s(&[
+                &format!("ip saddr {peer} meta l4proto tcp reject with tcp reset"),
+                &format!("ip saddr {peer} reject"),
+                &format!("ip daddr {peer} meta l4proto tcp reject with tcp reset"),
+                &format!("ip daddr {peer} reject"),
+            ])
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(lines(&n, 1)), sorted(reject("10.64.7.12")));
+        assert_eq!(sorted(lines(&n, 2)), sorted(reject("10.64.7.11")));
+        // Loss applies to the application's packets only.
+        lock(&n.faults).loss.insert(2, 5);
+        assert!(lines(&n, 2).contains(&"ip saddr 10.64.7.1 numgen random mod 100 < 5 drop".to_owned()));
+        assert_eq!(lines(&n, 2).len(), 6);
+        // Every ruleset replaces the last one whole.
+        assert!(n.rules(0).starts_with("flush ruleset\n"));
+    }
+
+    #[test]
+    fn a_link_names_nodes_the_network_has() {
+        let n = network();
+        assert!(matches!(
+            n.check(Endpoint::Node(3)),
+            Err(ClusterError::UnknownNode { node: 3, count: 3 })
+        ));
+        assert!(n.check(Endpoint::Node(2)).is_ok() && n.check(Endpoint::App).is_ok());
+    }
+}
