@@ -597,8 +597,11 @@ async fn pool_options_set_sizes_and_sqlx_hooks_on_every_node() {
     }
     // As PgPool::options: the primary pool's.
     assert_eq!(db.options().get_max_connections(), 3);
+    // Each node by name, ten times: more than its pool holds, so some acquires find an idle
+    // connection (the only ones `before_acquire` sees). `Target::Replica` could leave a replica
+    // with one read, on a new connection.
     let mut seen = BTreeSet::new();
-    for target in [Target::Primary, Target::Replica] {
+    for target in db.status().nodes.into_iter().map(|n| Target::Node(n.id.to_string())) {
         for _ in 0..10 {
             let (timeout, port): (String, i32) =
                 sqlx::query_as("SELECT current_setting('statement_timeout'), inet_server_port()")
